@@ -203,3 +203,22 @@ class PermissionsInsufficient(OpenEOError):
 def all_error_classes() -> list[type[OpenEOError]]:
     """Every concrete error class defined here (for the spec conformance test)."""
     return [c for c in globals().values() if isinstance(c, type) and issubclass(c, OpenEOError)]
+
+
+class RequestInvalid(OpenEOError):
+    """Our own code (the error list has no generic one) for a body that is not valid JSON."""
+
+    code = "RequestInvalid"
+    status = 400
+    template = "The request body is invalid: {reason}"
+
+
+class ResultAssetNotFound(OpenEOError):
+    """Our own code: an unknown result file or an expired or forged download link."""
+
+    code = "ResultAssetNotFound"
+    status = 404
+    template = "The result file '{file}' does not exist or its link is invalid."
+
+
+CUSTOM_CODES = {RequestInvalid.code, ResultAssetNotFound.code}

@@ -36,6 +36,7 @@ class Job:
     title: str | None = None
     description: str | None = None
     plan: str | None = None
+    run_id: str | None = None
     budget: float | None = None
     progress: float | None = None
     job_options: dict[str, Any] = field(default_factory=dict)

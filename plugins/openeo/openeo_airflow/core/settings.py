@@ -26,6 +26,7 @@ class Settings:
     sync_workers: int = 2
     token_ttl_seconds: int = 24 * 3600
     gdal_profile: str = "local"
+    secret: str = ""
 
     @property
     def jobs_dir(self) -> Path:
@@ -52,4 +53,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         sync_workers=int(get("SYNC_WORKERS", "2")),
         token_ttl_seconds=int(get("TOKEN_TTL_SECONDS", str(24 * 3600))),
         gdal_profile=get("GDAL_PROFILE", "local"),
+        secret=get("SECRET", ""),
     )

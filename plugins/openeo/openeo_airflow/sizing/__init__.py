@@ -1,0 +1,1 @@
+"""Sizing: from a plan to engine, tiling and resources (pure)."""

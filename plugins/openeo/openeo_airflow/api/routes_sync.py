@@ -1,0 +1,41 @@
+"""Synchronous processing: ``POST /result`` in a bounded worker pool, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+
+from openeo_airflow.api.deps import BackendDep, UserDep
+from openeo_airflow.api.models import SyncBody
+from openeo_airflow.compiler.compile import compile_plan
+from openeo_airflow.engine.sync import execute
+from openeo_airflow.processes.registry import implemented
+
+router = APIRouter()
+
+
+@router.post("/result")
+async def process_sync(
+    body: SyncBody, request: Request, user: UserDep, backend: BackendDep
+) -> Response:
+    plan = compile_plan(
+        body.process.model_dump(exclude_none=True),
+        known_processes=set(implemented()),
+        collections=set(backend.collections),
+    )
+    settings = backend.settings
+    pool = request.app.state.sync_pool(settings.sync_workers)
+    future = pool.submit(
+        execute,
+        plan,
+        backend.collections,
+        gdal_profile=settings.gdal_profile,
+        max_pixels=settings.sync_max_pixels,
+    )
+    result = await asyncio.wrap_future(future)
+    return Response(
+        content=result.content,
+        media_type=result.media_type,
+        headers={"Content-Disposition": f'attachment; filename="{result.filename}"'},
+    )

@@ -1,0 +1,189 @@
+"""The local stack: Airflow (api-server with the openEO API, scheduler, dag-processor, triggerer)
+on SQLite with the LocalExecutor, all state under one home folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+import openeo_airflow
+
+PLUGINS_FOLDER = Path(openeo_airflow.__file__).resolve().parents[1]
+REPO_ROOT = PLUGINS_FOLDER.parents[1]
+DAGS_FOLDER = REPO_ROOT / "dags"
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+SERVICE_USER = "openeo-service"
+ADMIN_USER = "admin"
+
+
+@dataclass
+class StackConfig:
+    home: Path
+    port: int = 8080
+    users: dict[str, str] = field(default_factory=dict)
+    collections: Path | None = None
+    parallelism: int = 4
+    api_workers: int = 1
+
+    @property
+    def base_url(self) -> str:
+        return f"http://localhost:{self.port}"
+
+    @property
+    def openeo_url(self) -> str:
+        return f"{self.base_url}/openeo/1.2"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+
+def _secret(path: Path) -> str:
+    """A random secret made once per home folder, so restarts keep sessions and passwords."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def admin_password(config: StackConfig) -> str:
+    return _secret(config.home / "secrets" / "airflow-admin")
+
+
+def stack_env(config: StackConfig) -> dict[str, str]:
+    secrets_dir = config.home / "secrets"
+    service_password = _secret(secrets_dir / "airflow-service")
+    passwords_file = config.airflow_home / "passwords.json"
+    passwords_file.parent.mkdir(parents=True, exist_ok=True)
+    passwords_file.write_text(
+        json.dumps({ADMIN_USER: admin_password(config), SERVICE_USER: service_password})
+    )
+    env = dict(os.environ)
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "AIRFLOW_HOME": str(config.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS_FOLDER),
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(config.parallelism),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{config.base_url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin,{SERVICE_USER}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{config.airflow_home / 'airflow.db'}",
+            "AIRFLOW__API__PORT": str(config.port),
+            "AIRFLOW__API__BASE_URL": config.base_url,
+            "AIRFLOW__API__WORKERS": str(config.api_workers),
+            "AIRFLOW__API__SECRET_KEY": _secret(secrets_dir / "api-secret-key"),
+            "AIRFLOW__API_AUTH__JWT_SECRET": _secret(secrets_dir / "jwt-secret"),
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(config.airflow_home / "logs"),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "OPENEO_AIRFLOW_HOME": str(config.home),
+            "OPENEO_AIRFLOW_AIRFLOW_URL": config.base_url,
+            "OPENEO_AIRFLOW_AIRFLOW_USER": SERVICE_USER,
+            "OPENEO_AIRFLOW_AIRFLOW_PASSWORD": service_password,
+        }
+    )
+    if config.collections:
+        env["OPENEO_AIRFLOW_COLLECTIONS"] = str(config.collections.resolve())
+    return env
+
+
+class LocalStack:
+    """Starts and stops the Airflow components as child processes."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def prepare(self) -> dict[str, str]:
+        from openeo_airflow.core.settings import load_settings
+        from openeo_airflow.jobs.backend import Backend
+
+        config = self.config
+        config.home.mkdir(parents=True, exist_ok=True)
+        env = stack_env(config)
+        airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
+        subprocess.run(
+            [airflow, "db", "migrate"],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        backend = Backend(load_settings(env))
+        for name, password in config.users.items():
+            backend.accounts.set_password(name, password)
+        return env
+
+    def start(self) -> None:
+        env = self.prepare()
+        logs = self.config.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
+        for component in COMPONENTS:
+            args = [airflow, component]
+            if component == "api-server":
+                args += ["--port", str(self.config.port)]
+            with open(logs / f"{component}.log", "ab") as out:
+                self.processes[component] = subprocess.Popen(
+                    args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                )
+
+    def wait_ready(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        url = self.config.openeo_url + "/"
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                if httpx.get(url, timeout=5).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"The openEO API did not answer at {url} within {timeout:.0f} s")
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                log = self.config.home / "logs" / f"{name}.log"
+                raise RuntimeError(
+                    f"airflow {name} exited with code {process.returncode}; see {log}"
+                )
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        self.processes.clear()
+
+    def wait(self) -> int:
+        """Block until a component exits (or we are interrupted); returns an exit code."""
+        try:
+            while True:
+                self.check_alive()
+                time.sleep(1)
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0

@@ -1,0 +1,148 @@
+"""The stages of a job — load, transform, save — as plain functions.
+
+The inline engine calls them in the Airflow worker; the Spark engines will call the same
+functions per tile inside executors. Each stage reads its inputs from and writes its outputs to
+the job's workspace, so a retried stage starts from the previous stage's stored cube.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from pyproj import Transformer
+
+from openeo_airflow.catalog.config import CollectionConfig
+from openeo_airflow.compiler.plan import Plan, Source
+from openeo_airflow.core.errors import CollectionNotFound
+from openeo_airflow.cube import cube_crs, cube_transform
+from openeo_airflow.engine.workspace import RESULT_METADATA, JobWorkspace
+from openeo_airflow.io.formats import normalize_format, write_gtiff, write_netcdf
+from openeo_airflow.io.reader import load_cube
+from openeo_airflow.io.store import read_cube, write_cube
+from openeo_airflow.processes.graph import evaluate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FORMAT = "GTiff"
+MEDIA_TYPES = {"GTiff": "image/tiff; application=geotiff", "netCDF": "application/x-netcdf"}
+
+
+def load_source(
+    source: Source, collections: Mapping[str, CollectionConfig], gdal_profile: str
+) -> xr.DataArray:
+    config = collections.get(source.collection_id)
+    if config is None:
+        raise CollectionNotFound(identifier=source.collection_id)
+    cube = load_cube(
+        config,
+        spatial_extent=source.spatial_extent,
+        temporal_extent=source.temporal_extent,
+        bands=source.bands,
+        gdal_profile=gdal_profile,
+    )
+    log.info(
+        "Loaded %s: %s",
+        source.collection_id,
+        ", ".join(f"{d}={n}" for d, n in cube.sizes.items()),
+    )
+    return cube
+
+
+def run_load(
+    plan: Plan,
+    node_id: str,
+    workspace: JobWorkspace,
+    collections: Mapping[str, CollectionConfig],
+    gdal_profile: str,
+) -> Path:
+    source = next(s for s in plan.sources if s.node_id == node_id)
+    cube = load_source(source, collections, gdal_profile)
+    path = workspace.source_cube(node_id)
+    write_cube(cube, path)
+    return path
+
+
+def transform(plan: Plan, sources: Mapping[str, xr.DataArray]) -> xr.DataArray:
+    """Evaluate the graph on already loaded source cubes; ``save_result`` passes its data on."""
+
+    def from_sources(_args: dict[str, Any], node_id: str) -> xr.DataArray:
+        return sources[node_id]
+
+    def passthrough(args: dict[str, Any], _node_id: str) -> Any:
+        return args["data"]
+
+    result = evaluate(
+        plan.process_graph,
+        hooks={"load_collection": from_sources, "save_result": passthrough},
+    )
+    if not isinstance(result, xr.DataArray):
+        result = xr.DataArray(np.asarray(result, dtype="float32"))
+    return result
+
+
+def run_transform(plan: Plan, workspace: JobWorkspace) -> Path:
+    cubes = {s.node_id: read_cube(workspace.source_cube(s.node_id)) for s in plan.sources}
+    result = transform(plan, cubes)
+    log.info("Transformed: %s", ", ".join(f"{d}={n}" for d, n in result.sizes.items()))
+    write_cube(result, workspace.result_cube)
+    return workspace.result_cube
+
+
+def output_format(plan: Plan) -> tuple[str, dict[str, Any]]:
+    if plan.output is None:
+        return DEFAULT_FORMAT, {}
+    return normalize_format(plan.output.format), plan.output.options
+
+
+def encode(cube: xr.DataArray, fmt: str, directory: Path) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    if fmt == "netCDF":
+        return [write_netcdf(cube, directory / "openEO.nc")]
+    return write_gtiff(cube, directory, "openEO")
+
+
+def run_save(plan: Plan, workspace: JobWorkspace) -> list[Path]:
+    cube = read_cube(workspace.result_cube)
+    fmt, _options = output_format(plan)
+    files = encode(cube, fmt, workspace.results_dir)
+    metadata = result_metadata(cube, fmt, files)
+    (workspace.results_dir / RESULT_METADATA).write_text(json.dumps(metadata))
+    log.info("Saved %d file(s) as %s", len(files), fmt)
+    return files
+
+
+def result_metadata(cube: xr.DataArray, fmt: str, files: list[Path]) -> dict[str, Any]:
+    """What the STAC results document needs: extent, grid and one entry per file."""
+    meta: dict[str, Any] = {"format": fmt, "assets": {}}
+    if "t" in cube.dims and cube.sizes["t"]:
+        times = np.datetime_as_string(cube.t.values[[0, -1]], unit="s")
+        meta["datetime"] = [f"{times[0]}Z", f"{times[1]}Z"]
+    if {"x", "y"} <= set(cube.dims) and "spatial_ref" in cube.coords:
+        crs = cube_crs(cube)
+        transform = cube_transform(cube)
+        width, height = cube.sizes["x"], cube.sizes["y"]
+        x0, y1 = transform.c, transform.f
+        x1, y0 = x0 + width * transform.a, y1 + height * transform.e
+        to_wgs84 = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
+        west, south, east, north = to_wgs84.transform_bounds(x0, y0, x1, y1)
+        meta.update(
+            bbox=[west, south, east, north],
+            epsg=crs.to_epsg(),
+            shape=[height, width],
+            transform=list(transform)[:6],
+        )
+    bands = [str(b) for b in cube.bands.values] if "bands" in cube.dims else []
+    for path in files:
+        meta["assets"][path.name] = {
+            "type": MEDIA_TYPES[fmt],
+            "roles": ["data"],
+            "bands": bands,
+            "file_size": path.stat().st_size,
+        }
+    return meta

@@ -1,0 +1,90 @@
+"""Synchronous processing (``POST /result``): the same stage code, in memory, with a size limit."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from openeo_airflow.catalog.config import CollectionConfig
+from openeo_airflow.catalog.stac import search_items
+from openeo_airflow.compiler.plan import Plan, Source
+from openeo_airflow.core.errors import CollectionNotFound, ProcessGraphComplexity
+from openeo_airflow.engine import stages
+from openeo_airflow.sizing.estimate import extent_wgs84, pixel_count
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    content: bytes
+    media_type: str
+    filename: str
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def estimate_source_pixels(source: Source, config: CollectionConfig) -> int | None:
+    """Pixels a source will load, or ``None`` when it is unbounded (no spatial extent)."""
+    if not source.spatial_extent:
+        return None
+    bbox = extent_wgs84(source.spatial_extent)
+    start, end = (source.temporal_extent or [None, None])[:2]
+    items = search_items(config, bbox, _time(start), _time(end))
+    dates = len({item.datetime.date() for item in items})
+    bands = len(source.bands) if source.bands else len(config.bands)
+    return pixel_count(bbox, config.resolution, bands, dates)
+
+
+def check_size(
+    plan: Plan, collections: Mapping[str, CollectionConfig], max_pixels: int
+) -> None:
+    total = 0
+    for source in plan.sources:
+        config = collections.get(source.collection_id)
+        if config is None:
+            raise CollectionNotFound(identifier=source.collection_id)
+        pixels = estimate_source_pixels(source, config)
+        if pixels is None:
+            raise ProcessGraphComplexity(
+                f"Node '{source.node_id}' loads '{source.collection_id}' without a spatial "
+                "extent, too large for synchronous processing. Set spatial_extent or use a "
+                "batch job."
+            )
+        total += pixels
+    if total > max_pixels:
+        raise ProcessGraphComplexity(
+            f"The request would load about {total:,} pixels; synchronous processing is limited "
+            f"to {max_pixels:,}. Use a batch job for this area and period."
+        )
+
+
+def execute(
+    plan: Plan,
+    collections: Mapping[str, CollectionConfig],
+    *,
+    gdal_profile: str,
+    max_pixels: int,
+) -> SyncResult:
+    check_size(plan, collections, max_pixels)
+    cubes = {s.node_id: stages.load_source(s, collections, gdal_profile) for s in plan.sources}
+    result = stages.transform(plan, cubes)
+    fmt, _options = stages.output_format(plan)
+    with tempfile.TemporaryDirectory(prefix="openeo-sync-") as tmp:
+        files = stages.encode(result, fmt, Path(tmp))
+        if len(files) != 1:
+            raise ProcessGraphComplexity(
+                f"The result has {len(files)} files (one per date); synchronous processing "
+                "returns one file. Reduce the time dimension, choose netCDF, or use a batch job."
+            )
+        return SyncResult(
+            content=files[0].read_bytes(),
+            media_type=stages.MEDIA_TYPES[fmt],
+            filename=files[0].name,
+        )

@@ -1,0 +1,80 @@
+"""Airflow's public REST API (v2), used with a service identity.
+
+The openEO API talks to Airflow only through this client, so it behaves the same when mounted
+inside Airflow's api-server and when deployed on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+
+from openeo_airflow.core.errors import InfrastructureBusy, Internal
+
+BATCH_DAG_ID = "openeo_batch_job"
+
+
+class AirflowRunExists(Exception):
+    """A DAG run with this id exists already (a job can only be started once per run id)."""
+
+
+class AirflowClient:
+    def __init__(self, base_url: str, username: str, password: str, timeout: float = 30) -> None:
+        self._base = base_url.rstrip("/")
+        self._credentials = {"username": username, "password": password}
+        self._timeout = timeout
+        self._token: str | None = None
+        self._lock = threading.Lock()
+
+    def trigger(self, run_id: str, conf: dict[str, Any], dag_id: str = BATCH_DAG_ID) -> None:
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+        response = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
+        if response.status_code == 409:
+            raise AirflowRunExists(run_id)
+        _check(response)
+
+    def run_state(self, run_id: str, dag_id: str = BATCH_DAG_ID) -> str | None:
+        """The run's state, or ``None`` when there is no such run."""
+        response = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        if response.status_code == 404:
+            return None
+        _check(response)
+        return str(response.json()["state"])
+
+    def cancel(self, run_id: str, dag_id: str = BATCH_DAG_ID) -> None:
+        """Mark the run failed: Airflow stops its running tasks and skips the rest."""
+        response = self._request(
+            "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"}
+        )
+        if response.status_code != 404:
+            _check(response)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            with httpx.Client(base_url=self._base, timeout=self._timeout) as client:
+                response = client.request(method, path, headers=self._auth(client), **kwargs)
+                if response.status_code == 401:
+                    response = client.request(
+                        method, path, headers=self._auth(client, renew=True), **kwargs
+                    )
+                return response
+        except httpx.TransportError as exc:
+            raise InfrastructureBusy(f"The workflow scheduler is not reachable: {exc}") from exc
+
+    def _auth(self, client: httpx.Client, renew: bool = False) -> dict[str, str]:
+        with self._lock:
+            if self._token is None or renew:
+                response = client.post("/auth/token", json=self._credentials)
+                _check(response)
+                self._token = response.json()["access_token"]
+            return {"Authorization": f"Bearer {self._token}"}
+
+
+def _check(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        raise Internal(
+            message=f"Airflow answered {response.status_code} to {response.request.method} "
+            f"{response.request.url.path}: {response.text[:300]}"
+        )

@@ -1,0 +1,121 @@
+"""The batch job lifecycle: create, start, cancel, update, delete, and status sync with Airflow.
+
+The registry is the source of truth for openEO; the Airflow DAG run carries the execution. Tasks
+move the status forward themselves; ``refresh`` reconciles on read when a run ended without its
+tasks saying so (killed, deleted), so no task has to poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from openeo_airflow.compiler.compile import compile_plan
+from openeo_airflow.core.errors import JobLocked, OpenEOError
+from openeo_airflow.core.models import Job, JobStatus
+from openeo_airflow.jobs.airflow_client import AirflowClient, AirflowRunExists
+from openeo_airflow.jobs.registry import JobRegistry
+from openeo_airflow.jobs.status import status_from_run
+from openeo_airflow.processes.registry import implemented
+
+log = logging.getLogger(__name__)
+
+
+class JobService:
+    def __init__(
+        self,
+        registry: JobRegistry,
+        airflow: AirflowClient,
+        collections: set[str],
+        jobs_dir: Path,
+    ) -> None:
+        self._registry = registry
+        self._airflow = airflow
+        self._collections = collections
+        self._jobs_dir = jobs_dir
+
+    def validate(self, process: dict[str, Any]) -> None:
+        compile_plan(process, known_processes=set(implemented()), collections=self._collections)
+
+    def create(self, owner: str, process: dict[str, Any], **fields: Any) -> Job:
+        self.validate(process)
+        return self._registry.create(owner, process, **fields)
+
+    def get(self, owner: str, job_id: str) -> Job:
+        return self.refresh(self._registry.get(job_id, owner))
+
+    def list(self, owner: str) -> list[Job]:
+        return self._registry.list(owner)
+
+    def update(self, owner: str, job_id: str, fields: dict[str, Any]) -> None:
+        job = self.get(owner, job_id)
+        if job.status.is_active:
+            raise JobLocked()
+        if "process" in fields:
+            self.validate(fields["process"])
+        self._registry.update(job_id, **fields)
+
+    def start(self, owner: str, job_id: str) -> None:
+        """Queue the job as a new DAG run; no effect when it is queued or running already."""
+        job = self.get(owner, job_id)
+        if job.status.is_active:
+            return
+        self.validate(job.process)
+        run_id = _next_run_id(job)
+        self._discard_results(job_id)
+        self._registry.update(job_id, run_id=run_id, progress=0.0)
+        self._registry.set_status(job_id, JobStatus.QUEUED)
+        self._registry.add_log(job_id, "info", f"Job queued as Airflow DAG run '{run_id}'")
+        try:
+            self._airflow.trigger(run_id, {"job_id": job_id})
+        except AirflowRunExists:
+            log.warning("DAG run %s exists already; keeping it", run_id)
+        except OpenEOError:
+            self._registry.set_status(job_id, JobStatus.ERROR)
+            self._registry.add_log(job_id, "error", "The job could not be handed to Airflow")
+            raise
+
+    def cancel(self, owner: str, job_id: str) -> None:
+        """Stop processing; a running job becomes ``canceled``, a queued one ``created``."""
+        job = self.get(owner, job_id)
+        if not job.status.is_active:
+            return
+        target = JobStatus.CANCELED if job.status is JobStatus.RUNNING else JobStatus.CREATED
+        self._registry.set_status(job_id, target)
+        self._registry.add_log(job_id, "info", "Job canceled by the user")
+        if job.run_id:
+            self._airflow.cancel(job.run_id)
+
+    def delete(self, owner: str, job_id: str) -> None:
+        self.cancel(owner, job_id)
+        self._registry.delete(job_id)
+        shutil.rmtree(self._jobs_dir / job_id, ignore_errors=True)
+
+    def refresh(self, job: Job) -> Job:
+        if not job.status.is_active or not job.run_id:
+            return job
+        state = self._airflow.run_state(job.run_id)
+        status = status_from_run(state, job.status)
+        if status is not job.status and self._registry.set_status(
+            job.id, status, only_from=[job.status]
+        ):
+            if status is JobStatus.ERROR:
+                self._registry.add_log(
+                    job.id, "error", f"The Airflow DAG run ended as '{state or 'missing'}'"
+                )
+            return self._registry.get(job.id)
+        return job
+
+    def _discard_results(self, job_id: str) -> None:
+        shutil.rmtree(self._jobs_dir / job_id, ignore_errors=True)
+
+
+def _next_run_id(job: Job) -> str:
+    """The first run is the job id; a restart gets a numbered run id (Airflow keeps history)."""
+    if not job.run_id:
+        return job.id
+    head, _, number = job.run_id.rpartition(".")
+    attempt = int(number) + 1 if head == job.id and number.isdigit() else 2
+    return f"{job.id}.{attempt}"

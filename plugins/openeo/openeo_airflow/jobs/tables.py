@@ -1,0 +1,55 @@
+"""SQLAlchemy tables of the job registry (schema changes go through Alembic migrations)."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, DateTime, Float, Integer, MetaData, String, Table, Text
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(128), primary_key=True),
+    Column("password_hash", String(256), nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", String(128), nullable=False, index=True),
+    Column("expires", DateTime(timezone=True), nullable=False),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(128), nullable=False, index=True),
+    Column("title", Text, nullable=True),
+    Column("description", Text, nullable=True),
+    Column("process", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("progress", Float, nullable=True),
+    Column("plan", String(64), nullable=True),
+    Column("run_id", String(96), nullable=True),
+    Column("budget", Float, nullable=True),
+    Column("job_options", JSON, nullable=False, default=dict),
+    Column("usage", JSON, nullable=False, default=dict),
+    Column("sizing", JSON, nullable=False, default=dict),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+job_logs = Table(
+    "job_logs",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(64), nullable=False, index=True),
+    Column("time", DateTime(timezone=True), nullable=False),
+    Column("level", String(8), nullable=False),
+    Column("stage", String(32), nullable=True),
+    Column("message", Text, nullable=False),
+    Column("data", JSON, nullable=True),
+)
