@@ -1,0 +1,92 @@
+"""The job registry and local accounts on a real SQLite database, migrated by Alembic."""
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+
+from openeo_airflow.core.errors import CredentialsInvalid, JobNotFound, TokenInvalid
+from openeo_airflow.core.models import JobStatus
+from openeo_airflow.jobs.accounts import Accounts, check_password, hash_password
+from openeo_airflow.jobs.database import make_engine, migrate
+from openeo_airflow.jobs.registry import JobRegistry
+
+GRAPH = {"process_graph": {"a": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}}}
+
+
+@pytest.fixture
+def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
+    engine = make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    migrate(engine)
+    return engine
+
+
+def test_migration_creates_tables_and_is_idempotent(engine) -> None:  # type: ignore[no-untyped-def]
+    migrate(engine)
+    tables = set(inspect(engine).get_table_names())
+    assert {"users", "tokens", "jobs", "job_logs", "alembic_version"} <= tables
+
+
+def test_job_round_trip_and_ownership(engine) -> None:  # type: ignore[no-untyped-def]
+    registry = JobRegistry(engine)
+    job = registry.create("alice", GRAPH, title="t", job_options={"engine": "inline"})
+    loaded = registry.get(job.id, "alice")
+    assert loaded.process == GRAPH
+    assert loaded.status is JobStatus.CREATED
+    assert loaded.job_options == {"engine": "inline"}
+    assert loaded.created.tzinfo is not None
+    with pytest.raises(JobNotFound):
+        registry.get(job.id, "bob")
+    assert [j.id for j in registry.list("alice")] == [job.id]
+    assert registry.list("bob") == []
+
+
+def test_conditional_status_update_never_overrides_a_cancel(engine) -> None:  # type: ignore[no-untyped-def]
+    registry = JobRegistry(engine)
+    job = registry.create("alice", GRAPH)
+    registry.set_status(job.id, JobStatus.CANCELED)
+    moved = registry.set_status(
+        job.id, JobStatus.ERROR, only_from=[JobStatus.QUEUED, JobStatus.RUNNING]
+    )
+    assert moved is False
+    assert registry.get(job.id).status is JobStatus.CANCELED
+
+
+def test_logs_offset_and_level(engine) -> None:  # type: ignore[no-untyped-def]
+    registry = JobRegistry(engine)
+    job = registry.create("alice", GRAPH)
+    registry.add_log(job.id, "debug", "d")
+    registry.add_log(job.id, "info", "i", stage="load")
+    registry.add_log(job.id, "error", "e", stage="save")
+    assert [e.message for e in registry.logs(job.id)] == ["d", "i", "e"]
+    assert [e.message for e in registry.logs(job.id, level="info")] == ["i", "e"]
+    first = registry.logs(job.id)[0]
+    assert [e.message for e in registry.logs(job.id, offset=first.id)] == ["i", "e"]
+    registry.delete(job.id)
+    assert registry.logs(job.id) == []
+
+
+def test_passwords_are_hashed_and_tokens_resolve(engine) -> None:  # type: ignore[no-untyped-def]
+    stored = hash_password("s3cret")
+    assert "s3cret" not in stored
+    assert check_password("s3cret", stored)
+    assert not check_password("wrong", stored)
+
+    accounts = Accounts(engine)
+    accounts.set_password("alice", "s3cret")
+    token = accounts.login("alice", "s3cret")
+    assert accounts.user_for_token(token).user_id == "alice"
+    with pytest.raises(CredentialsInvalid):
+        accounts.login("alice", "nope")
+    with pytest.raises(CredentialsInvalid):
+        accounts.login("mallory", "s3cret")
+    with pytest.raises(TokenInvalid):
+        accounts.user_for_token("forged")
+
+
+def test_expired_tokens_are_rejected(engine) -> None:  # type: ignore[no-untyped-def]
+    accounts = Accounts(engine, token_ttl_seconds=-1)
+    accounts.set_password("alice", "pw")
+    token = accounts.login("alice", "pw")
+    with pytest.raises(TokenInvalid):
+        accounts.user_for_token(token)
