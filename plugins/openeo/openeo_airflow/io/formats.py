@@ -1,0 +1,205 @@
+"""Output formats of ``save_result``: Cloud-optimized GeoTIFF and netCDF, plus PNG previews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import xarray as xr
+from PIL import Image
+from pyproj import CRS
+
+from openeo_airflow.core.errors import FeatureUnsupported, ProcessParameterInvalid
+from openeo_airflow.cube import cube_crs, cube_transform
+
+OUTPUT_FORMATS: dict[str, dict[str, Any]] = {
+    "GTiff": {
+        "title": "GeoTIFF (cloud-optimized)",
+        "description": "One cloud-optimized GeoTIFF per time step (or one file without a time "
+        "dimension); one raster band per cube band, float32 with NaN as no-data.",
+        "gis_data_types": ["raster"],
+        "parameters": {},
+    },
+    "netCDF": {
+        "title": "Network Common Data Form (netCDF4)",
+        "description": "One CF-style netCDF file: x, y and t coordinates, one variable per "
+        "band, the CRS as grid mapping.",
+        "gis_data_types": ["raster"],
+        "parameters": {},
+    },
+}
+
+_ALIASES = {
+    "gtiff": "GTiff",
+    "geotiff": "GTiff",
+    "tif": "GTiff",
+    "tiff": "GTiff",
+    "cog": "GTiff",
+    "netcdf": "netCDF",
+    "nc": "netCDF",
+    "netcdf4": "netCDF",
+}
+_MEDIA_TYPES = {
+    "GTiff": "image/tiff; application=geotiff; profile=cloud-optimized",
+    "netCDF": "application/x-netcdf",
+}
+
+# A red-yellow-green colour ramp: (position 0..1, (r, g, b)).
+_RAMP = (
+    (0.0, (165, 0, 38)),
+    (0.25, (244, 109, 67)),
+    (0.5, (255, 255, 191)),
+    (0.75, (102, 189, 99)),
+    (1.0, (0, 104, 55)),
+)
+_PREVIEW_SIZE = 512
+
+
+def normalize_format(name: str) -> str:
+    """The canonical output format name (``GTiff`` or ``netCDF``), case-insensitively."""
+    key = str(name).strip().lower()
+    if key in _ALIASES:
+        return _ALIASES[key]
+    raise ProcessParameterInvalid(
+        process="save_result",
+        parameter="format",
+        reason=f"Unsupported format '{name}'; supported: {', '.join(OUTPUT_FORMATS)}.",
+    )
+
+
+def media_type(format_name: str) -> str:
+    """The media type of files written in ``format_name``."""
+    return _MEDIA_TYPES[normalize_format(format_name)]
+
+
+def write_gtiff(cube: xr.DataArray, directory: Path, stem: str) -> list[Path]:
+    """Write COGs: ``{stem}_{YYYY-MM-DD}.tif`` per time step, or ``{stem}.tif`` without ``t``."""
+    cube = _standard_order(cube)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if "t" not in cube.dims:
+        return [_write_one_tiff(cube, directory / f"{stem}.tif", None)]
+    paths = []
+    for label in cube.t.values:
+        day = np.datetime_as_string(np.datetime64(label, "D"), unit="D")
+        paths.append(_write_one_tiff(cube.sel(t=label), directory / f"{stem}_{day}.tif", label))
+    return paths
+
+
+def write_netcdf(cube: xr.DataArray, path: Path) -> Path:
+    """Write a CF-style netCDF4 file (h5netcdf): one variable per band, ``crs`` grid mapping."""
+    cube = _standard_order(cube).astype(np.float32)
+    crs = cube_crs(cube)
+    cube = cube.drop_vars("spatial_ref")
+    if "bands" in cube.dims:
+        dataset = cube.to_dataset(dim="bands")
+    else:
+        dataset = cube.to_dataset(name=str(cube.name or "data"))
+    dataset["crs"] = xr.DataArray(np.int32(0), attrs=crs.to_cf())
+    dataset["crs"].attrs["spatial_ref"] = crs.to_wkt()
+    for name in list(dataset.data_vars):
+        if name != "crs":
+            dataset[name].attrs["grid_mapping"] = "crs"
+    _describe_axes(dataset, crs)
+    encoding = {
+        str(name): {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)}
+        for name in dataset.data_vars
+        if name != "crs"
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.to_netcdf(path, engine="h5netcdf", encoding=encoding)
+    return path
+
+
+def write_png_preview(tif: Path, png: Path) -> Path:
+    """A colour preview of a GeoTIFF's first band (NaN transparent), at most 512 px wide."""
+    with rasterio.open(tif) as src:
+        scale = max(src.width, src.height) / _PREVIEW_SIZE
+        shape = (
+            max(1, round(src.height / max(scale, 1))),
+            max(1, round(src.width / max(scale, 1))),
+        )
+        values = src.read(1, out_shape=shape, masked=True).astype(np.float32).filled(np.nan)
+    low, high = _stretch(values)
+    position = np.clip((values - low) / (high - low), 0, 1)
+    rgba = np.zeros((*values.shape, 4), dtype=np.uint8)
+    stops = [p for p, _ in _RAMP]
+    for channel in range(3):
+        colours = [c[channel] for _, c in _RAMP]
+        rgba[..., channel] = np.interp(np.nan_to_num(position), stops, colours).astype(np.uint8)
+    rgba[..., 3] = np.where(np.isfinite(values), 255, 0)
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgba, mode="RGBA").save(png)
+    return png
+
+
+def _stretch(values: np.ndarray) -> tuple[float, float]:
+    """-1..1 for index-like values, else the 2nd..98th percentile."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    if finite.min() >= -1 and finite.max() <= 1:
+        return -1.0, 1.0
+    low, high = (float(v) for v in np.percentile(finite, [2, 98]))
+    return (low, high) if high > low else (low, low + 1.0)
+
+
+def _write_one_tiff(cube: xr.DataArray, path: Path, label: Any) -> Path:
+    """One COG: bands as raster bands with descriptions, float32, NaN no-data."""
+    if "bands" in cube.dims:
+        data = cube.values.astype(np.float32)
+        names = [str(b) for b in cube.bands.values]
+    else:
+        data = cube.values.astype(np.float32)[np.newaxis]
+        names = [str(cube.name or "band_1")]
+    profile = {
+        "driver": "COG",
+        "dtype": "float32",
+        "count": data.shape[0],
+        "height": data.shape[1],
+        "width": data.shape[2],
+        "crs": cube_crs(cube).to_wkt(),
+        "transform": cube_transform(cube),
+        "nodata": np.nan,
+        "compress": "DEFLATE",
+        "predictor": 3,
+        "blocksize": 512,
+        "overviews": "AUTO",
+        "overview_resampling": "AVERAGE",
+        "BIGTIFF": "IF_SAFER",
+    }
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+        for index, name in enumerate(names, start=1):
+            dst.set_band_description(index, name)
+        if label is not None:
+            dst.update_tags(datetime=np.datetime_as_string(np.datetime64(label, "s")) + "Z")
+    return path
+
+
+def _standard_order(cube: xr.DataArray) -> xr.DataArray:
+    """The cube with dims ordered (t, bands, y, x); other dimensions are not writable."""
+    extra = [d for d in cube.dims if d not in ("t", "bands", "y", "x")]
+    if extra or "x" not in cube.dims or "y" not in cube.dims:
+        raise FeatureUnsupported(
+            f"save_result: cannot write a cube with dimensions {list(cube.dims)} as a raster; "
+            "reduce it to (t, bands, y, x) first."
+        )
+    return cube.transpose(*[d for d in ("t", "bands", "y", "x") if d in cube.dims])
+
+
+def _describe_axes(dataset: xr.Dataset, crs: CRS) -> None:
+    if crs.is_geographic:
+        dataset["x"].attrs.update(standard_name="longitude", units="degrees_east")
+        dataset["y"].attrs.update(standard_name="latitude", units="degrees_north")
+    else:
+        unit = crs.axis_info[0].unit_name if crs.axis_info else "metre"
+        unit = "m" if unit in ("metre", "meter") else unit
+        dataset["x"].attrs.update(standard_name="projection_x_coordinate", units=unit)
+        dataset["y"].attrs.update(standard_name="projection_y_coordinate", units=unit)
+    if "t" in dataset.dims:
+        dataset["t"].attrs.update(standard_name="time", axis="T")
