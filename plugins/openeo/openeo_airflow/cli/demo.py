@@ -39,7 +39,7 @@ def run_demo(config: StackConfig, output: Path | None) -> Path:
 
     connection = openeo.connect(config.openeo_url).authenticate_basic(user, password)
     result = ndvi_max_composite(
-        connection, DEMO_COLLECTION_ID, demo_bbox_wgs84(), ["2025-06-01", "2025-07-01"]
+        connection, DEMO_COLLECTION_ID, demo_bbox_wgs84(), ["2023-07-01", "2023-08-01"]
     ).save_result("GTiff")
     started = time.monotonic()
     job = result.create_job(title="openeo-airflow demo: cloud-free NDVI maximum")

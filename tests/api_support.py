@@ -1,0 +1,75 @@
+"""An in-process API client over a real backend (SQLite registry, real catalogs) for API tests.
+
+Airflow is not running here: these tests cover what the API answers by itself. Everything that
+goes through Airflow is tested end to end against the real local stack (test_e2e.py).
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import yaml
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from openeo_airflow.api.app import create_app
+from openeo_airflow.core.settings import load_settings
+from openeo_airflow.jobs.backend import Backend
+from tests.fixtures.shared_catalogs import (
+    build_29rkh_catalog,
+    build_cdse_catalog,
+    collections_yaml,
+)
+
+PREFIX = "/openeo/1.2"
+USERS = {"alice": "alice-pw", "bob": "bob-pw"}
+
+
+def build_test_collections(shared_data: Path, dest: Path) -> Path:
+    """One collections file with the catalogs derived from ../shared/data."""
+    entries = []
+    for name, builder in (("29rkh", build_29rkh_catalog), ("cdse", build_cdse_catalog)):
+        folder = dest / name
+        builder(shared_data, folder)
+        config = yaml.safe_load(collections_yaml(folder).read_text())
+        for entry in config["collections"]:
+            catalog = Path(entry["catalog"])
+            entry["catalog"] = str(catalog if catalog.is_absolute() else (folder / catalog).resolve())
+            entries.append(entry)
+    path = dest / "collections.yaml"
+    path.write_text(yaml.safe_dump({"collections": entries}))
+    return path
+
+
+def make_backend(home: Path, collections: Path, airflow_url: str = "http://127.0.0.1:9") -> Backend:
+    settings = load_settings(
+        {
+            "OPENEO_AIRFLOW_HOME": str(home),
+            "OPENEO_AIRFLOW_COLLECTIONS": str(collections),
+            "OPENEO_AIRFLOW_AIRFLOW_URL": airflow_url,
+            "OPENEO_AIRFLOW_SYNC_MAX_PIXELS": "5000000",
+        }
+    )
+    backend = Backend(settings)
+    for user, password in USERS.items():
+        backend.accounts.set_password(user, password)
+    return backend
+
+
+def make_client(backend: Backend) -> TestClient:
+    """The app mounted under /openeo, as Airflow's api-server mounts the plugin."""
+    host = FastAPI()
+    host.mount("/openeo", create_app(lambda: backend))
+    return TestClient(host, raise_server_exceptions=False)
+
+
+def basic_header(user: str, password: str) -> dict[str, str]:
+    encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {encoded}"}
+
+
+def bearer(client: TestClient, user: str) -> dict[str, str]:
+    response = client.get(f"{PREFIX}/credentials/basic", headers=basic_header(user, USERS[user]))
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer basic//{response.json()['access_token']}"}
