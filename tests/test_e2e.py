@@ -1,0 +1,216 @@
+"""End to end: the real local stack (Airflow api-server, scheduler, dag-processor, triggerer,
+SQLite, LocalExecutor) driven by the real openEO client, on catalogs built from ../shared/data.
+
+The NDVI results must equal an independent numpy computation from the source netCDF
+(tests/fixtures/reference.py) within 1e-6 (float32 rounding), NaN where every date is masked.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openeo
+import pytest
+import rasterio
+
+from openeo_airflow.cli.demo import ndvi_max_composite
+from tests.api_support import USERS, build_test_collections
+from tests.fixtures.reference import reference_ndvi_max_from_netcdf
+
+pytestmark = pytest.mark.e2e
+
+COLLECTION = "TEST_CDSE_S2"
+# The whole CDSE cube (46 x 52 px at 10 m), given in its own CRS.
+FULL_EXTENT = {"west": 587880, "south": 5684910, "east": 588340, "north": 5685430, "crs": 32631}
+PERIOD = ["2023-10-01", "2024-01-01"]
+TOLERANCE = 1e-6
+
+
+@dataclass
+class Stack:
+    url: str
+    base: str
+    home: Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def stack(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    home = tmp_path_factory.mktemp("stack")
+    collections = build_test_collections(shared_data, home / "catalogs")
+    port = _free_port()
+    command = [str(Path(sys.executable).parent / "openeo-airflow"), "up", "--home", str(home)]
+    command += ["--port", str(port), "--collections", str(collections)]
+    for user, password in USERS.items():
+        command += ["--user", f"{user}:{password}"]
+    log = open(home / "up.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://localhost:{port}"
+    url = f"{base}/openeo/1.2"
+    deadline = time.monotonic() + 300
+    try:
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"openeo-airflow up exited: {(home / 'up.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(url + "/", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("the local stack did not answer within 300 s")
+            time.sleep(1)
+        yield Stack(url=url, base=base, home=home)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def alice(stack: Stack) -> openeo.Connection:
+    return openeo.connect(stack.url).authenticate_basic("alice", USERS["alice"])
+
+
+def airflow_run_state(stack: Stack, run_id: str) -> str | None:
+    """Ask Airflow itself (as its admin) for a DAG run's state."""
+    password = (stack.home / "secrets" / "airflow-admin").read_text().strip()
+    token = httpx.post(
+        f"{stack.base}/auth/token", json={"username": "admin", "password": password}
+    ).json()["access_token"]
+    response = httpx.get(
+        f"{stack.base}/api/v2/dags/openeo_batch_job/dagRuns/{run_id}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    return None if response.status_code == 404 else response.json()["state"]
+
+
+def wait_for(predicate, timeout: float = 120, interval: float = 1.0):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def assert_matches_reference(tif: Path, shared_data: Path) -> None:
+    with rasterio.open(tif) as src:
+        ours = src.read(1)
+        bounds = src.bounds
+        assert src.crs.to_epsg() == 32631
+        assert (src.res[0], src.res[1]) == (10.0, 10.0)
+    reference = reference_ndvi_max_from_netcdf(
+        shared_data / "s2_cubes" / "test_optical_cube.nc",
+        (bounds.left, bounds.bottom, bounds.right, bounds.top),
+        start=PERIOD[0],
+        end=PERIOD[1],
+    )
+    expected = reference.ndvi_max
+    assert ours.shape == expected.shape
+    assert reference.transform.c == bounds.left and reference.transform.f == bounds.top
+    assert np.array_equal(np.isnan(ours), np.isnan(expected))
+    assert np.nanmax(np.abs(ours - expected)) <= TOLERANCE
+    assert np.isfinite(ours).sum() > ours.size // 2  # a real composite, not all masked
+
+
+def test_collections_are_listed(alice: openeo.Connection) -> None:
+    assert {"TEST_CDSE_S2", "TEST_29RKH_S2"} <= set(alice.list_collection_ids())
+
+
+def test_batch_job_ndvi_composite(
+    alice: openeo.Connection, stack: Stack, shared_data: Path, tmp_path: Path
+) -> None:
+    cube = ndvi_max_composite(alice, COLLECTION, FULL_EXTENT, PERIOD).save_result("GTiff")
+    job = cube.create_job(title="e2e ndvi")
+    job.start_and_wait(print=lambda *a, **k: None, max_poll_interval=2)
+    assert job.status() == "finished"
+    results = job.get_results()
+    assets = results.get_assets()
+    assert [a.name for a in assets] == ["openEO.tif"]
+    tif = assets[0].download(tmp_path / "batch.tif")
+    assert_matches_reference(tif, shared_data)
+
+    messages = [entry["message"] for entry in job.logs()]
+    assert any("Loaded TEST_CDSE_S2" in m for m in messages), messages
+    assert any("Saved 1 file" in m for m in messages), messages
+    assert airflow_run_state(stack, job.job_id) == "success"
+
+    # Starting a finished job again recomputes it as a new DAG run (openEO API: restart).
+    job.start_and_wait(print=lambda *a, **k: None, max_poll_interval=2)
+    assert job.status() == "finished"
+    assert airflow_run_state(stack, f"{job.job_id}.2") == "success"
+    again = job.get_results().get_assets()[0].download(tmp_path / "again.tif")
+    assert_matches_reference(again, shared_data)
+
+
+def test_sync_download_same_values(
+    alice: openeo.Connection, shared_data: Path, tmp_path: Path
+) -> None:
+    cube = ndvi_max_composite(alice, COLLECTION, FULL_EXTENT, PERIOD).save_result("GTiff")
+    out = tmp_path / "sync.tif"
+    cube.download(out)
+    assert_matches_reference(out, shared_data)
+
+
+def test_runtime_error_sets_error_status_with_a_clear_log(alice: openeo.Connection) -> None:
+    cube = alice.load_collection(
+        COLLECTION, spatial_extent=FULL_EXTENT, temporal_extent=PERIOD, bands=["B04", "B99"]
+    )
+    job = cube.save_result("GTiff").create_job(title="bad band")
+    job.start()
+    wait_for(lambda: job.status() in ("error", "finished"))
+    assert job.status() == "error"
+    errors = [e["message"] for e in job.logs(level="error")]
+    assert any("B99" in m for m in errors), errors
+
+
+def test_delete_running_job_cancels_its_run(alice: openeo.Connection, stack: Stack) -> None:
+    cube = ndvi_max_composite(alice, COLLECTION, FULL_EXTENT, PERIOD).save_result("GTiff")
+    job = cube.create_job(title="to be deleted")
+    job.start()
+    wait_for(lambda: job.status() == "running", interval=0.3)
+    job.delete()
+    with pytest.raises(openeo.rest.OpenEoApiError) as raised:
+        job.describe()
+    assert raised.value.code == "JobNotFound"
+    assert wait_for(lambda: airflow_run_state(stack, job.job_id) == "failed", timeout=60)
+
+
+def test_cancel_running_job(alice: openeo.Connection, stack: Stack) -> None:
+    cube = ndvi_max_composite(alice, COLLECTION, FULL_EXTENT, PERIOD).save_result("GTiff")
+    job = cube.create_job(title="to be canceled")
+    job.start()
+    wait_for(lambda: job.status() == "running", interval=0.3)
+    job.stop()
+    assert job.status() == "canceled"
+    assert wait_for(lambda: airflow_run_state(stack, job.job_id) == "failed", timeout=60)
+    time.sleep(3)  # a late task must not turn the cancel into an error
+    assert job.status() == "canceled"
+
+
+def test_other_users_cannot_see_the_job(alice: openeo.Connection, stack: Stack) -> None:
+    job = alice.load_collection(COLLECTION, spatial_extent=FULL_EXTENT).save_result("GTiff").create_job()
+    bob = openeo.connect(stack.url).authenticate_basic("bob", USERS["bob"])
+    assert job.job_id not in [j["id"] for j in bob.list_jobs()]
+    with pytest.raises(openeo.rest.OpenEoApiError) as raised:
+        bob.job(job.job_id).describe()
+    assert raised.value.http_status_code == 404
