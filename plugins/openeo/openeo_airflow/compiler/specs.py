@@ -1,0 +1,71 @@
+"""Official openEO process specifications, read at run time from an installed package.
+
+The JSON files come with ``openeo_processes_dask`` (``specs/openeo-processes/*.json``); we never
+copy spec text into this repository. Only the stable specs at the folder's top level are used
+(not ``proposals/``). The files are read lazily, once per process id.
+
+This module lives in the compiler layer because validation needs the parameter lists; the
+processes layer re-exports it (``openeo_airflow.processes.specs``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import cache
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+from typing import Any
+
+SPEC_PACKAGE = "openeo_processes_dask"
+SPEC_FOLDER = ("specs", "openeo-processes")
+
+
+def _spec_dir() -> Traversable:
+    folder = files(SPEC_PACKAGE)
+    for part in SPEC_FOLDER:
+        folder = folder / part
+    return folder
+
+
+@cache
+def spec_ids() -> frozenset[str]:
+    """Ids of all processes with an official spec."""
+    return frozenset(
+        entry.name.removesuffix(".json")
+        for entry in _spec_dir().iterdir()
+        if entry.is_file() and entry.name.endswith(".json")
+    )
+
+
+@cache
+def _load(process_id: str) -> dict[str, Any]:
+    if process_id not in spec_ids():
+        raise KeyError(f"No official openEO process spec for '{process_id}'")
+    text = (_spec_dir() / f"{process_id}.json").read_text(encoding="utf-8")
+    spec: dict[str, Any] = json.loads(text)
+    return spec
+
+
+def process_spec(process_id: str) -> dict[str, Any]:
+    """The official spec of one process (a fresh copy: callers may modify it).
+
+    Raises ``KeyError`` for a process without an official spec.
+    """
+    return copy.deepcopy(_load(process_id))
+
+
+def parameter_names(process_id: str) -> list[str]:
+    return [p["name"] for p in _load(process_id)["parameters"]]
+
+
+def required_parameters(process_id: str) -> list[str]:
+    """Parameters without ``optional: true`` in the spec."""
+    return [p["name"] for p in _load(process_id)["parameters"] if not p.get("optional", False)]
+
+
+def exception_spec(process_id: str, name: str) -> dict[str, Any] | None:
+    """The spec's entry for a process-specific exception (``message``, optional ``http``)."""
+    exceptions: dict[str, Any] = _load(process_id).get("exceptions") or {}
+    entry = exceptions.get(name)
+    return dict(entry) if entry is not None else None

@@ -1,0 +1,191 @@
+"""The process graph evaluator.
+
+``evaluate`` computes the value of a graph's result node. Only nodes the result depends on are
+evaluated, each at most once. Arguments are resolved recursively: ``{"from_node": id}`` is the
+value of that node, ``{"from_parameter": name}`` a parameter of the (child) process graph, and
+``{"process_graph": {...}}`` becomes a ``Callback`` the process calls with its parameters.
+
+Callbacks run vectorised: ``reduce_dimension`` calls its reducer once with ``data`` bound to a
+``LabeledArray`` (the whole cube, seen along the reduced dimension), ``apply`` calls its process
+once with ``x`` bound to the whole cube.
+
+Errors: an unknown process raises ``ProcessUnsupported``; openEO errors raised by a process keep
+their class and get the node named in their message; any other exception becomes ``Internal``
+naming the node.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from openeo_airflow.compiler.compile import split_process
+from openeo_airflow.core.errors import (
+    Internal,
+    OpenEOError,
+    ProcessGraphInvalid,
+    ProcessGraphMissing,
+    ProcessParameterRequired,
+    ProcessParameterUnsupported,
+    ProcessUnsupported,
+)
+
+from . import registry
+
+Hook = Callable[[dict[str, Any], str], Any]
+
+BACKEND_NAMESPACES = (None, "backend")
+
+
+def evaluate(
+    process_graph: dict[str, Any],
+    *,
+    arguments: dict[str, Any] | None = None,
+    hooks: Mapping[str, Hook] | None = None,
+) -> Any:
+    """Evaluate a process graph and return the value of its result node.
+
+    ``process_graph`` is a flat graph ``{node_id: node}`` or an openEO process object
+    ``{"process_graph": ..., "parameters": [...]}`` whose parameter defaults apply.
+    ``arguments`` gives values for the graph's parameters (``from_parameter``).
+    ``hooks`` replace processes by id with ``hook(resolved_arguments, node_id)``: the engine
+    plugs in ``load_collection`` (loading or reading the intermediate store) and
+    ``save_result``.
+    """
+    graph, scope = split_process(process_graph)
+    scope.update(arguments or {})
+    return _Evaluation(graph, scope, dict(hooks or {})).result()
+
+
+@dataclass
+class Callback:
+    """A child process graph given as an argument (a reducer, an ``apply`` process...).
+
+    Call it with the callback's parameters, e.g. ``reducer(data=..., context=...)``. Parameters
+    of the enclosing graph stay visible inside it. ``process_graph`` is the raw JSON.
+    """
+
+    process_graph: dict[str, Any]
+    scope: Mapping[str, Any] = field(default_factory=dict)
+    hooks: Mapping[str, Hook] = field(default_factory=dict)
+    parent_node: str = ""
+
+    def __call__(self, **parameters: Any) -> Any:
+        return _Evaluation(self.process_graph, {**self.scope, **parameters}, self.hooks).result()
+
+
+class _Evaluation:
+    """One evaluation of one (child) process graph: memo of node values, cycle guard."""
+
+    def __init__(self, graph: dict[str, Any], scope: Mapping[str, Any], hooks: Mapping[str, Hook]):
+        self.graph = graph
+        self.scope = scope
+        self.hooks = hooks
+        self.values: dict[str, Any] = {}
+        self.active: set[str] = set()
+
+    def result(self) -> Any:
+        if not isinstance(self.graph, dict) or not self.graph:
+            raise ProcessGraphMissing()
+        results = [
+            node_id
+            for node_id, node in self.graph.items()
+            if isinstance(node, dict) and node.get("result") is True
+        ]
+        if len(results) != 1:
+            raise ProcessGraphInvalid(
+                f"A process graph needs exactly one result node, found {len(results)}"
+                + (f": {', '.join(results)}" if results else "")
+            )
+        return self.node(results[0], referrer=None)
+
+    def node(self, node_id: Any, *, referrer: str | None) -> Any:
+        if node_id in self.values:
+            return self.values[node_id]
+        node = self.graph.get(node_id) if isinstance(node_id, str) else None
+        if not isinstance(node, dict):
+            where = f"Node '{referrer}' refers" if referrer else "The result refers"
+            raise ProcessGraphInvalid(f"{where} to node '{node_id}', which does not exist")
+        if node_id in self.active:
+            raise ProcessGraphInvalid(f"Node '{node_id}' is part of a cycle")
+        self.active.add(node_id)
+        try:
+            process_id = node.get("process_id")
+            if not isinstance(process_id, str):
+                raise ProcessGraphInvalid(f"Node '{node_id}' has no valid process_id")
+            args = self.resolve(node.get("arguments") or {}, node_id)
+            value = self.call(node_id, process_id, node.get("namespace"), args)
+        finally:
+            self.active.discard(node_id)
+        self.values[node_id] = value
+        return value
+
+    def resolve(self, value: Any, node_id: str) -> Any:
+        if isinstance(value, list):
+            return [self.resolve(v, node_id) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if isinstance(value.get("from_node"), str):
+            return self.node(value["from_node"], referrer=node_id)
+        if isinstance(value.get("from_parameter"), str):
+            return self.parameter(value["from_parameter"], node_id)
+        if isinstance(value.get("process_graph"), dict):
+            return Callback(value["process_graph"], self.scope, self.hooks, node_id)
+        return {k: self.resolve(v, node_id) for k, v in value.items()}
+
+    def parameter(self, name: str, node_id: str) -> Any:
+        if name not in self.scope:
+            raise ProcessGraphInvalid(
+                f"Node '{node_id}' refers to parameter '{name}', which is not defined here"
+                f" (available: {', '.join(sorted(self.scope)) or 'none'})"
+            )
+        return self.scope[name]
+
+    def call(self, node_id: str, process_id: str, namespace: Any, args: dict[str, Any]) -> Any:
+        label = f"Node '{node_id}' ({process_id})"
+        hook = self.hooks.get(process_id)
+        fn = registry.get(process_id) if namespace in BACKEND_NAMESPACES else None
+        if hook is None and fn is None:
+            ns = namespace or "backend"
+            raise ProcessUnsupported(
+                f"{label}: process '{process_id}' is not available in namespace '{ns}'",
+                process=process_id,
+                namespace=ns,
+            )
+        try:
+            if hook is not None:
+                return hook(args, node_id)
+            if fn is not None:
+                _check_arguments(fn, process_id, args)
+                return fn(**args)
+        except OpenEOError as err:
+            named = _name_node(err, label)
+            if named is err:
+                raise
+            raise named from err
+        except Exception as exc:
+            raise Internal(f"{label}: {type(exc).__name__}: {exc}") from exc
+
+
+def _name_node(err: OpenEOError, label: str) -> OpenEOError:
+    if err.message.startswith("Node '"):
+        return err
+    return type(err)(f"{label}: {err.message}", **err.params)
+
+
+@cache
+def _signature(fn: registry.ProcessFunction) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
+def _check_arguments(fn: registry.ProcessFunction, process_id: str, args: dict[str, Any]) -> None:
+    params = _signature(fn).parameters
+    for name in args:
+        if name not in params:
+            raise ProcessParameterUnsupported(process=process_id, parameter=name)
+    for name, param in params.items():
+        if param.default is inspect.Parameter.empty and name not in args:
+            raise ProcessParameterRequired(process=process_id, parameter=name)

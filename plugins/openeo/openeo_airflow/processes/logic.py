@@ -1,0 +1,201 @@
+"""Comparisons, logical operators and value checks.
+
+Scalars follow the openEO spec exactly (strict types, ``null`` propagation, the three-valued
+truth tables of ``and``/``or``/``xor``). On arrays booleans are float32 1/0/NaN (see
+``values``): a comparison with a NaN (no-data) operand is NaN (null), ``and(false, null)`` is
+false, ``or(true, null)`` is true, anything else with null is null.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .registry import process
+from .values import (
+    as_bool_array,
+    is_array,
+    is_number,
+    null_mask,
+    reject_labeled,
+    to_python,
+    where,
+)
+
+# --- comparisons ----------------------------------------------------------------------------
+
+
+def _eq_scalar(x: Any, y: Any, delta: Any, case_sensitive: bool) -> bool:
+    if is_number(x) and is_number(y):
+        if delta is not None:
+            return bool(abs(x - y) <= delta)
+        return bool(x == y)
+    if isinstance(x, str) and isinstance(y, str):
+        return x == y if case_sensitive else x.casefold() == y.casefold()
+    if type(x) is not type(y):
+        return False
+    return bool(x == y)
+
+
+def _eq_array(x: Any, y: Any, delta: Any) -> Any:
+    with np.errstate(all="ignore"):
+        equal = abs(x - y) <= delta if delta is not None else x == y
+    return as_bool_array(equal, null_mask(x, y))
+
+
+def _checked(process_id: str, x: Any, y: Any) -> tuple[Any, Any, bool]:
+    reject_labeled(process_id, "x", x)
+    reject_labeled(process_id, "y", y)
+    return x, y, is_array(x) or is_array(y)
+
+
+@process("eq")
+def eq(x: Any, y: Any, delta: Any = None, case_sensitive: bool = True) -> Any:
+    x, y, arrays = _checked("eq", x, y)
+    if arrays:
+        return _eq_array(x, y, delta)
+    if x is None or y is None:
+        return None
+    return _eq_scalar(x, y, delta, case_sensitive)
+
+
+@process("neq")
+def neq(x: Any, y: Any, delta: Any = None, case_sensitive: bool = True) -> Any:
+    x, y, arrays = _checked("neq", x, y)
+    if arrays:
+        return 1 - _eq_array(x, y, delta)
+    if x is None or y is None:
+        return None
+    return not _eq_scalar(x, y, delta, case_sensitive)
+
+
+def _order(process_id: str, op: Callable[[Any, Any], Any], x: Any, y: Any) -> Any:
+    x, y, arrays = _checked(process_id, x, y)
+    if arrays:
+        with np.errstate(all="ignore"):
+            return as_bool_array(op(x, y), null_mask(x, y))
+    if x is None or y is None:
+        return None
+    if not (is_number(x) and is_number(y)):
+        return False
+    return bool(op(x, y))
+
+
+@process("gt")
+def gt(x: Any, y: Any) -> Any:
+    return _order("gt", operator.gt, x, y)
+
+
+@process("gte")
+def gte(x: Any, y: Any) -> Any:
+    return _order("gte", operator.ge, x, y)
+
+
+@process("lt")
+def lt(x: Any, y: Any) -> Any:
+    return _order("lt", operator.lt, x, y)
+
+
+@process("lte")
+def lte(x: Any, y: Any) -> Any:
+    return _order("lte", operator.le, x, y)
+
+
+# --- logical operators ------------------------------------------------------------------------
+
+
+def _truth(process_id: str, name: str, value: Any) -> Any:
+    """A boolean operand as 1.0/0.0/NaN (float or float32 array); non-zero numbers are true."""
+    reject_labeled(process_id, name, value)
+    if value is None:
+        return np.nan
+    if is_array(value):
+        if value.dtype.kind == "b":
+            return value.astype(np.float32)
+        return np.abs(np.sign(value.astype(np.float32, copy=False)))
+    if isinstance(value, bool | np.bool_) or is_number(value):
+        return float(bool(value)) if not np.isnan(value) else np.nan
+    raise ValueError(f"{name} must be a boolean, got {value!r}")
+
+
+def _to_bool(value: Any) -> Any:
+    """Scalar results as Python ``bool``/``None``; arrays stay float32 1/0/NaN."""
+    if isinstance(value, xr.DataArray) or (isinstance(value, np.ndarray) and value.ndim > 0):
+        return value
+    value = to_python(value)
+    return None if np.isnan(value) else bool(value)
+
+
+def _logic(process_id: str, fn: Callable[[Any, Any], Any], x: Any, y: Any) -> Any:
+    a, b = _truth(process_id, "x", x), _truth(process_id, "y", y)
+    with np.errstate(all="ignore"):
+        return _to_bool(fn(a, b))
+
+
+def _and(a: Any, b: Any) -> Any:
+    return where((a == 0) | (b == 0), 0, np.minimum(a, b))
+
+
+def _or(a: Any, b: Any) -> Any:
+    return where((a == 1) | (b == 1), 1, np.maximum(a, b))
+
+
+def _xor(a: Any, b: Any) -> Any:
+    return np.abs(a - b)
+
+
+@process("and")
+def and_(x: Any, y: Any) -> Any:
+    return _logic("and", _and, x, y)
+
+
+@process("or")
+def or_(x: Any, y: Any) -> Any:
+    return _logic("or", _or, x, y)
+
+
+@process("xor")
+def xor(x: Any, y: Any) -> Any:
+    return _logic("xor", _xor, x, y)
+
+
+@process("not")
+def not_(x: Any) -> Any:
+    return _to_bool(1 - _truth("not", "x", x))
+
+
+# --- value checks -----------------------------------------------------------------------------
+
+
+@process("is_nan")
+def is_nan(x: Any) -> Any:
+    """On arrays NaN is no-data, so ``is_nan`` is true for no-data pixels of a cube."""
+    reject_labeled("is_nan", "x", x)
+    if is_array(x):
+        return as_bool_array(np.isnan(x), None)
+    return isinstance(x, float | np.floating) and bool(np.isnan(x))
+
+
+@process("is_nodata")
+def is_nodata(x: Any) -> Any:
+    """``null``; on arrays NaN (the cube model's no-data value)."""
+    reject_labeled("is_nodata", "x", x)
+    if is_array(x):
+        return as_bool_array(np.isnan(x), None)
+    return x is None
+
+
+@process("is_valid")
+def is_valid(x: Any) -> Any:
+    reject_labeled("is_valid", "x", x)
+    if is_array(x):
+        return as_bool_array(np.isfinite(x), None)
+    if x is None:
+        return False
+    if is_number(x):
+        return bool(np.isfinite(x))
+    return True

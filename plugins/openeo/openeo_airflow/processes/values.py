@@ -1,0 +1,175 @@
+"""The values that flow between processes, and openEO null semantics on them.
+
+A process receives and returns:
+
+- scalars: ``None`` (openEO ``null``), ``bool``, ``int``, ``float``, ``str``; lists and dicts;
+- raster cubes and other arrays: ``xarray.DataArray`` (or ``numpy.ndarray``), where NaN is
+  no-data (``null``). Booleans computed on arrays (comparisons, logic) are ``float32`` arrays
+  holding 1.0 (true), 0.0 (false) and NaN (null), so that null survives logic and masking;
+- a ``LabeledArray``: the ``data`` a reducer callback receives. It stands for "the array of
+  values along one dimension", for every other coordinate at once: reducers reduce along
+  ``dim`` and ``array_element`` selects along it, so a callback runs once per cube, vectorised.
+
+Scalars keep the exact openEO semantics (``null`` is not NaN); arrays follow the cube model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from openeo_airflow.core.errors import ProcessParameterInvalid
+from openeo_airflow.cube import DIMS
+
+BOOL_DTYPE = np.float32
+
+
+@dataclass(frozen=True)
+class LabeledArray:
+    """The values of ``cube`` along ``dim``, seen as one labeled array per other coordinate."""
+
+    cube: xr.DataArray
+    dim: str
+
+    def labels(self) -> list[Any]:
+        return list(self.cube.coords[self.dim].values) if self.dim in self.cube.coords else []
+
+
+def is_array(value: Any) -> bool:
+    return isinstance(value, xr.DataArray | np.ndarray)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool | np.bool_)
+
+
+def to_python(value: Any) -> Any:
+    """numpy scalars (and 0-d arrays) to Python scalars, so results stay JSON-friendly."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return value.item()
+    return value
+
+
+def canonical_order(data: Any) -> Any:
+    """Transpose a DataArray to ``t, bands, y, x`` (other dimensions first, in their order)."""
+    if not isinstance(data, xr.DataArray):
+        return data
+    others = [d for d in data.dims if d not in DIMS]
+    order = others + [d for d in DIMS if d in data.dims]
+    return data if list(data.dims) == order else data.transpose(*order)
+
+
+def where(cond: Any, a: Any, b: Any) -> Any:
+    """``numpy.where`` that keeps DataArray coordinates when any input is a DataArray."""
+    if any(isinstance(v, xr.DataArray) for v in (cond, a, b)):
+        return xr.where(cond, a, b)
+    return np.where(cond, a, b)
+
+
+def reject_labeled(process_id: str, parameter: str, value: Any) -> None:
+    """Refuse a reducer's ``data`` where a single value (or a cube) is expected."""
+    if isinstance(value, LabeledArray):
+        raise ProcessParameterInvalid(
+            process=process_id,
+            parameter=parameter,
+            reason="expected a number or a data cube, got an array. In a reducer, select a value "
+            "with array_element() or reduce the array (e.g. with mean()) first.",
+        )
+
+
+def elementwise(
+    process_id: str,
+    fn: Callable[..., Any],
+    args: dict[str, Any],
+    *,
+    int_fn: Callable[..., Any] | None = None,
+) -> Any:
+    """Apply a numeric function with null propagation (``null`` in -> ``null`` out).
+
+    Scalars are computed in float64 (IEEE 754: x/0 -> ±inf, invalid -> NaN), or with ``int_fn``
+    when all operands are integers. Arrays keep their dtype (float32 stays float32: Python
+    scalars are "weak" in numpy 2).
+    """
+    for name, value in args.items():
+        reject_labeled(process_id, name, value)
+    values = list(args.values())
+    if any(is_array(v) for v in values) and any(isinstance(v, list | dict) for v in values):
+        raise ProcessParameterInvalid(
+            process=process_id, parameter=", ".join(args), reason="cannot mix arrays and lists"
+        )
+    if not any(is_array(v) for v in values):
+        if any(v is None for v in values):
+            return None
+        for name, value in args.items():
+            if not is_number(value):
+                raise ProcessParameterInvalid(
+                    process=process_id, parameter=name, reason=f"expected a number, got {value!r}"
+                )
+        if int_fn is not None and all(isinstance(v, int) for v in values):
+            return int_fn(*values)
+        with np.errstate(all="ignore"):
+            return to_python(fn(*(np.float64(v) for v in values)))
+    operands = [np.nan if v is None else v for v in values]
+    with np.errstate(all="ignore"):
+        return canonical_order(fn(*operands))
+
+
+def null_mask(*values: Any) -> Any:
+    """Where any operand is null (NaN in arrays, ``None`` as a scalar); ``None``: nowhere."""
+    mask: Any = None
+    for value in values:
+        if value is None:
+            return True
+        if is_array(value) and value.dtype.kind in "fc":
+            isnan = np.isnan(value)
+            mask = isnan if mask is None else mask | isnan
+    return mask
+
+
+def as_bool_array(value: Any, mask: Any) -> Any:
+    """A boolean result (numpy/xarray bool) as float32 1/0 with NaN where ``mask`` is set."""
+    result = value.astype(BOOL_DTYPE) if is_array(value) else BOOL_DTYPE(value)
+    if mask is None or mask is False:
+        return result
+    if mask is True:
+        return BOOL_DTYPE(np.nan) + result * 0
+    return where(mask, BOOL_DTYPE(np.nan), result)
+
+
+def label_position(index: pd.Index, label: Any) -> int | None:
+    """Position of ``label`` in a dimension's index (temporal labels given as strings work)."""
+    if isinstance(index, pd.DatetimeIndex) and not isinstance(label, np.datetime64):
+        try:
+            label = to_datetime64(label)
+        except (TypeError, ValueError):
+            return None
+    try:
+        loc = index.get_loc(label)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if isinstance(loc, int | np.integer):
+        return int(loc)
+    positions = np.flatnonzero(np.asarray(index == label))
+    return int(positions[0]) if positions.size else None
+
+
+def to_datetime64(value: Any) -> np.datetime64:
+    """An openEO date or date-time string as a naive UTC ``datetime64[ns]``."""
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        stamp = stamp.tz_convert("UTC").tz_localize(None)
+    return np.datetime64(stamp.to_datetime64(), "ns")
+
+
+def label_to_json(value: Any) -> Any:
+    """A dimension label as a JSON value; temporal labels as RFC 3339 UTC strings."""
+    if isinstance(value, np.datetime64 | pd.Timestamp):
+        return pd.Timestamp(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return to_python(value)
