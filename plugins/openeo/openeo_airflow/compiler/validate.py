@@ -168,7 +168,10 @@ class _Checker:
                 elif state.get(target) == 1:
                     cycle = [*path[path.index(target) :], target]
                     self.errors.append(
-                        ProcessGraphInvalid(f"{scope.graph()} has a cycle: {' -> '.join(cycle)}")
+                        ProcessGraphInvalid(
+                            f"{scope.graph()} has a cycle (each node uses the next):"
+                            f" {' -> '.join(cycle)}"
+                        )
                     )
                 elif target not in state:
                     state[target] = 1
