@@ -271,6 +271,10 @@ def test_parameters_are_bound_from_arguments_and_defaults() -> None:
     assert reducer_graph["m"]["arguments"]["data"] == {"from_parameter": "data"}
     with pytest.raises(ProcessGraphInvalid, match=r"Node 'lc'.*'period'"):
         compile_(process)
+    g["lc"]["arguments"]["id"] = {"from_parameter": "collection"}
+    process["parameters"].append({"name": "collection", "default": "NOPE"})
+    with pytest.raises(CollectionNotFound, match=r"Node 'lc'.*'NOPE'"):
+        compile_(process, arguments={"period": None})
 
 
 def test_source_arguments_must_be_static() -> None:

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,31 @@ def test_parameters_defaults_and_memoisation() -> None:
     assert evaluate(process, hooks={"add": counting}) == 144
     assert calls == ["s"]  # once, and the unreachable node never
     assert evaluate(process, arguments={"b": 1}) == 9
+
+
+def test_intermediate_values_are_released_after_their_last_use() -> None:
+    refs: list[weakref.ref[Any]] = []
+    alive: list[bool] = []
+
+    class Big:
+        pass
+
+    def source(args: dict[str, Any], node_id: str) -> Any:
+        value = Big()
+        refs.append(weakref.ref(value))
+        return value
+
+    def probe(args: dict[str, Any], node_id: str) -> Any:
+        alive.append(refs[0]() is not None)
+        return Big()
+
+    graph = {
+        "a": node("load_collection"),
+        "b": node("apply", data={"from_node": "a"}),
+        "c": node("apply", True, data={"from_node": "b"}),
+    }
+    evaluate(graph, hooks={"load_collection": source, "apply": probe})
+    assert alive == [True, False]  # 'a' is gone once 'b', its only consumer, is computed
 
 
 def test_errors_name_the_node() -> None:

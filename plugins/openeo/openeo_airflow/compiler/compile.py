@@ -18,6 +18,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from openeo_airflow.core.errors import (
+    CollectionNotFound,
     FeatureUnsupported,
     OpenEOError,
     ProcessGraphInvalid,
@@ -48,7 +49,7 @@ def compile_plan(
     graph = bind_parameters(graph, {**defaults, **(arguments or {})})
     result_node = next(k for k, n in graph.items() if n.get("result") is True)
     sources = [
-        _source(node_id, node)
+        _source(node_id, node, collections)
         for node_id, node in graph.items()
         if node["process_id"] in SOURCE_PROCESSES
     ]
@@ -129,9 +130,14 @@ def _typed(
     )
 
 
-def _source(node_id: str, node: dict[str, Any]) -> Source:
+def _source(node_id: str, node: dict[str, Any], collections: Collection[str] | None) -> Source:
     process_id, args = node["process_id"], node["arguments"]
     collection_id = _typed(node_id, process_id, "id", args.get("id"), str, nullable=False)
+    if collections is not None and collection_id not in collections:
+        raise CollectionNotFound(
+            f"Node '{node_id}' ({process_id}): collection '{collection_id}' does not exist",
+            identifier=collection_id,
+        )
     return Source(
         node_id=node_id,
         process_id=process_id,

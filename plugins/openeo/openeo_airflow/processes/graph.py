@@ -17,12 +17,14 @@ naming the node.
 from __future__ import annotations
 
 import inspect
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
 from openeo_airflow.compiler.compile import split_process
+from openeo_airflow.compiler.validate import node_references
 from openeo_airflow.core.errors import (
     Internal,
     OpenEOError,
@@ -78,7 +80,11 @@ class Callback:
 
 
 class _Evaluation:
-    """One evaluation of one (child) process graph: memo of node values, cycle guard."""
+    """One evaluation of one (child) process graph.
+
+    Node values are memoised until their last consumer has been computed, then dropped, so
+    intermediate cubes do not pile up in memory along a long chain of processes.
+    """
 
     def __init__(self, graph: dict[str, Any], scope: Mapping[str, Any], hooks: Mapping[str, Hook]):
         self.graph = graph
@@ -86,6 +92,7 @@ class _Evaluation:
         self.hooks = hooks
         self.values: dict[str, Any] = {}
         self.active: set[str] = set()
+        self.consumers: Counter[str] = Counter()
 
     def result(self) -> Any:
         if not isinstance(self.graph, dict) or not self.graph:
@@ -100,7 +107,30 @@ class _Evaluation:
                 f"A process graph needs exactly one result node, found {len(results)}"
                 + (f": {', '.join(results)}" if results else "")
             )
+        self.consumers = self._count_consumers(results[0])
         return self.node(results[0], referrer=None)
+
+    def _count_consumers(self, result_id: str) -> Counter[str]:
+        """How often each node is referenced by the nodes the result depends on."""
+        counts: Counter[str] = Counter()
+        seen: set[str] = set()
+        stack = [result_id]
+        while stack:
+            node_id = stack.pop()
+            node = self.graph.get(node_id)
+            if node_id in seen or not isinstance(node, dict):
+                continue
+            seen.add(node_id)
+            for target in node_references(node.get("arguments") or {}):
+                counts[target] += 1
+                stack.append(target)
+        return counts
+
+    def _release(self, arguments: Any) -> None:
+        for target in node_references(arguments):
+            self.consumers[target] -= 1
+            if self.consumers[target] <= 0:
+                self.values.pop(target, None)
 
     def node(self, node_id: Any, *, referrer: str | None) -> Any:
         if node_id in self.values:
@@ -120,6 +150,8 @@ class _Evaluation:
             value = self.call(node_id, process_id, node.get("namespace"), args)
         finally:
             self.active.discard(node_id)
+        del args
+        self._release(node.get("arguments") or {})
         self.values[node_id] = value
         return value
 
