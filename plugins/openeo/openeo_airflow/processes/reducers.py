@@ -76,7 +76,7 @@ def _variance(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
     """Sample variance (n - 1 in the denominator); fewer than two values give NaN."""
     count = _valid_count(values, axis, skip)
     mean = np.expand_dims(_mean(values, axis, skip), axis)
-    deviation = values.astype(np.float64) - mean
+    deviation = values - mean.astype(_out_dtype(values), copy=False)  # no float64 cube copy
     squares = np.where(np.isnan(values), 0.0, deviation**2) if skip else deviation**2
     return squares.sum(axis=axis) / np.where(count > 1, count - 1, np.nan)
 
