@@ -17,7 +17,10 @@ from .values import canonical_order, elementwise, where
 
 def _normalized_difference(x: Any, y: Any) -> Any:
     total = x + y
-    return (x - y) / where(total == 0, np.nan, total)
+    zero = total == 0
+    if bool(np.any(zero)):  # rare: spare the where() otherwise
+        total = where(zero, np.nan, total)
+    return (x - y) / total
 
 
 @process("normalized_difference")

@@ -140,6 +140,8 @@ def as_bool_array(value: Any, mask: Any) -> Any:
         return result
     if mask is True:
         return BOOL_DTYPE(np.nan) + result * 0
+    if not bool(mask.any()):  # cheap test, spares a costly where() on null-free data
+        return result
     return where(mask, BOOL_DTYPE(np.nan), result)
 
 
