@@ -35,7 +35,9 @@ def build_test_collections(shared_data: Path, dest: Path) -> Path:
         config = yaml.safe_load(collections_yaml(folder).read_text())
         for entry in config["collections"]:
             catalog = Path(entry["catalog"])
-            entry["catalog"] = str(catalog if catalog.is_absolute() else (folder / catalog).resolve())
+            entry["catalog"] = str(
+                catalog if catalog.is_absolute() else (folder / catalog).resolve()
+            )
             entries.append(entry)
     path = dest / "collections.yaml"
     path.write_text(yaml.safe_dump({"collections": entries}))

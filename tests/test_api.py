@@ -7,10 +7,19 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api_support import PREFIX, basic_header, bearer, build_test_collections, make_backend, make_client
+from tests.api_support import (
+    PREFIX,
+    basic_header,
+    bearer,
+    build_test_collections,
+    make_backend,
+    make_client,
+)
 from tests.openapi_check import SPEC, assert_valid
 
-pytestmark = pytest.mark.skipif(not SPEC.exists(), reason=f"openEO OpenAPI document not found at {SPEC}")
+pytestmark = pytest.mark.skipif(
+    not SPEC.exists(), reason=f"openEO OpenAPI document not found at {SPEC}"
+)
 
 COLLECTION = "TEST_CDSE_S2"
 
@@ -99,7 +108,9 @@ def test_capabilities_list_every_endpoint_served(client: TestClient) -> None:
     assert endpoints["/jobs"] == {"GET", "POST"}
     assert endpoints["/jobs/{job_id}"] == {"GET", "PATCH", "DELETE"}
     assert endpoints["/jobs/{job_id}/results"] == {"GET", "POST", "DELETE"}
-    assert {"/result", "/jobs/{job_id}/logs", "/credentials/basic", "/me", "/collections"} <= set(endpoints)
+    assert {"/result", "/jobs/{job_id}/logs", "/credentials/basic", "/me", "/collections"} <= set(
+        endpoints
+    )
 
 
 def test_processes_list_what_is_implemented(client: TestClient) -> None:
@@ -142,7 +153,9 @@ def test_wrong_credentials(client: TestClient) -> None:
 
 
 def create_job(client: TestClient, headers: dict, body: dict | None = None) -> str:
-    response = client.post(PREFIX + "/jobs", json=body or {"process": graph(), "title": "t"}, headers=headers)
+    response = client.post(
+        PREFIX + "/jobs", json=body or {"process": graph(), "title": "t"}, headers=headers
+    )
     assert response.status_code == 201, response.text
     assert_valid(response, "/jobs")
     job_id = response.headers["OpenEO-Identifier"]
@@ -176,7 +189,12 @@ def test_job_crud(client: TestClient, alice: dict) -> None:
 def test_job_update_errors(client: TestClient, alice: dict) -> None:
     job_id = create_job(client, alice)
     url = f"{PREFIX}/jobs/{job_id}"
-    assert_error(client.patch(url, json={"status": "finished"}, headers=alice), 400, "PropertyNotEditable", "status")
+    assert_error(
+        client.patch(url, json={"status": "finished"}, headers=alice),
+        400,
+        "PropertyNotEditable",
+        "status",
+    )
     assert_error(client.patch(url, json={}, headers=alice), 400, "NoDataForUpdate")
 
 
@@ -208,7 +226,9 @@ def test_another_users_job_is_not_found(client: TestClient, alice: dict, bob: di
 
 def test_malformed_json(client: TestClient, alice: dict) -> None:
     response = client.post(
-        PREFIX + "/jobs", content=b'{"process": {', headers={**alice, "Content-Type": "application/json"}
+        PREFIX + "/jobs",
+        content=b'{"process": {',
+        headers={**alice, "Content-Type": "application/json"},
     )
     assert_error(response, 400, "RequestInvalid", "JSON")
     assert_valid(response, "/jobs")
@@ -242,7 +262,10 @@ def test_invalid_graph_names_the_node(client: TestClient, alice: dict) -> None:
 def test_sync_rejects_oversized_requests(client: TestClient, alice: dict) -> None:
     body = graph()
     body["process_graph"]["load"]["arguments"]["spatial_extent"] = {
-        "west": 4.0, "south": 50.0, "east": 6.0, "north": 52.0
+        "west": 4.0,
+        "south": 50.0,
+        "east": 6.0,
+        "north": 52.0,
     }
     response = client.post(PREFIX + "/result", json={"process": body}, headers=alice)
     assert_error(response, 400, "ProcessGraphComplexity", "batch job")
@@ -250,7 +273,9 @@ def test_sync_rejects_oversized_requests(client: TestClient, alice: dict) -> Non
 
 def test_forged_download_links_are_refused(client: TestClient, alice: dict) -> None:
     job_id = create_job(client, alice)
-    response = client.get(f"{PREFIX}/jobs/{job_id}/results/assets/openEO.tif?expires=99999999999&signature=00")
+    response = client.get(
+        f"{PREFIX}/jobs/{job_id}/results/assets/openEO.tif?expires=99999999999&signature=00"
+    )
     assert_error(response, 404, "ResultAssetNotFound")
 
 

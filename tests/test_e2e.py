@@ -58,7 +58,9 @@ def stack(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type:
     for user, password in USERS.items():
         command += ["--user", f"{user}:{password}"]
     log = open(home / "up.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base = f"http://localhost:{port}"
     url = f"{base}/openeo/1.2"
     deadline = time.monotonic() + 300
@@ -208,7 +210,11 @@ def test_cancel_running_job(alice: openeo.Connection, stack: Stack) -> None:
 
 
 def test_other_users_cannot_see_the_job(alice: openeo.Connection, stack: Stack) -> None:
-    job = alice.load_collection(COLLECTION, spatial_extent=FULL_EXTENT).save_result("GTiff").create_job()
+    job = (
+        alice.load_collection(COLLECTION, spatial_extent=FULL_EXTENT)
+        .save_result("GTiff")
+        .create_job()
+    )
     bob = openeo.connect(stack.url).authenticate_basic("bob", USERS["bob"])
     assert job.job_id not in [j["id"] for j in bob.list_jobs()]
     with pytest.raises(openeo.rest.OpenEoApiError) as raised:

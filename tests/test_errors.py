@@ -7,7 +7,12 @@ import pytest
 
 from openeo_airflow.core.errors import CUSTOM_CODES, OpenEOError, all_error_classes
 
-ERRORS = Path(__file__).resolve().parents[1].parent / "shared" / "schemas" / "openeo-api-1.2.0-errors.json"
+ERRORS = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "schemas"
+    / "openeo-api-1.2.0-errors.json"
+)
 
 
 @pytest.mark.skipif(not ERRORS.exists(), reason=f"openEO error list not found at {ERRORS}")

@@ -11,7 +11,9 @@ from openeo_airflow.jobs.accounts import Accounts, check_password, hash_password
 from openeo_airflow.jobs.database import make_engine, migrate
 from openeo_airflow.jobs.registry import JobRegistry
 
-GRAPH = {"process_graph": {"a": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}}}
+GRAPH = {
+    "process_graph": {"a": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}}
+}
 
 
 @pytest.fixture
@@ -37,8 +39,8 @@ def test_job_round_trip_and_ownership(engine) -> None:  # type: ignore[no-untype
     assert loaded.created.tzinfo is not None
     with pytest.raises(JobNotFound):
         registry.get(job.id, "bob")
-    assert [j.id for j in registry.list("alice")] == [job.id]
-    assert registry.list("bob") == []
+    assert [j.id for j in registry.jobs_of("alice")] == [job.id]
+    assert registry.jobs_of("bob") == []
 
 
 def test_conditional_status_update_never_overrides_a_cancel(engine) -> None:  # type: ignore[no-untyped-def]

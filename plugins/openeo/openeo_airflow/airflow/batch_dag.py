@@ -75,7 +75,8 @@ def build_batch_dag() -> DAG:
         },
         render_template_as_native_obj=True,
     ) as dag:
-        sized = size()
-        loaded = load.expand(node_id=sized["sources"])
-        save(transform(loaded))
+        sized: Any = size()
+        loaded: Any = load.expand(node_id=sized["sources"])
+        transformed: Any = transform(loaded)
+        save(transformed)
     return dag

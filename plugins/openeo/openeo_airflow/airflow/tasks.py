@@ -66,7 +66,9 @@ def size(job_id: str) -> dict[str, Any]:
         workspace(job_id).write_plan(plan)
         sizing = size_job(plan, job.job_options)
         b.registry.update(job_id, sizing=sizing.to_dict(), progress=0.0)
-        log.info("Sizing: engine %s, tile %d px (%s)", sizing.engine, sizing.tile_size, sizing.reason)
+        log.info(
+            "Sizing: engine %s, tile %d px (%s)", sizing.engine, sizing.tile_size, sizing.reason
+        )
         return {"sources": sizing.sources, "sizing": sizing.to_dict()}
 
     return _guard(job_id, "size", work)
@@ -76,9 +78,7 @@ def load(job_id: str, node_id: str) -> str:
     def work() -> str:
         ws = workspace(job_id)
         b = backend()
-        path = stages.run_load(
-            ws.read_plan(), node_id, ws, b.collections, b.settings.gdal_profile
-        )
+        path = stages.run_load(ws.read_plan(), node_id, ws, b.collections, b.settings.gdal_profile)
         return str(path)
 
     return _guard(job_id, "load", work)
@@ -98,9 +98,7 @@ def save(job_id: str) -> list[str]:
     def work() -> list[str]:
         ws = workspace(job_id)
         files = stages.run_save(ws.read_plan(), ws)
-        backend().registry.set_status(
-            job_id, JobStatus.FINISHED, only_from=ACTIVE, progress=100.0
-        )
+        backend().registry.set_status(job_id, JobStatus.FINISHED, only_from=ACTIVE, progress=100.0)
         log.info("Job finished")
         return [f.name for f in files]
 

@@ -71,7 +71,7 @@ def endpoints(request: Request) -> list[dict[str, Any]]:
         path = getattr(route, "path", "")
         if not path.startswith(prefix + "/") or not getattr(route, "include_in_schema", True):
             continue
-        verbs = getattr(route, "methods", set()) - {"HEAD", "OPTIONS"}
+        verbs: set[str] = set(getattr(route, "methods", None) or ()) - {"HEAD", "OPTIONS"}
         methods.setdefault(path[len(prefix) :], set()).update(verbs)
     return [{"path": p, "methods": sorted(m)} for p, m in sorted(methods.items()) if m]
 

@@ -62,15 +62,13 @@ def create_job(
         job_options=body.job_options,
     )
     location = f"{api_root(request)}/jobs/{job.id}"
-    return Response(
-        status_code=201, headers={"Location": location, "OpenEO-Identifier": job.id}
-    )
+    return Response(status_code=201, headers={"Location": location, "OpenEO-Identifier": job.id})
 
 
 @router.get("/jobs")
 def list_jobs(request: Request, user: UserDep, backend: BackendDep) -> dict[str, Any]:
     return {
-        "jobs": [job_summary(j) for j in backend.jobs.list(user.user_id)],
+        "jobs": [job_summary(j) for j in backend.jobs.jobs_of(user.user_id)],
         "links": [{"rel": "self", "href": api_root(request) + "/jobs"}],
     }
 
@@ -86,9 +84,7 @@ def get_job(job_id: str, user: UserDep, backend: BackendDep) -> dict[str, Any]:
 
 
 @router.patch("/jobs/{job_id}", status_code=204)
-def update_job(
-    job_id: str, body: JobUpdateBody, user: UserDep, backend: BackendDep
-) -> Response:
+def update_job(job_id: str, body: JobUpdateBody, user: UserDep, backend: BackendDep) -> Response:
     given = body.model_dump(exclude_unset=True)
     for name in READ_ONLY:
         if name in given:

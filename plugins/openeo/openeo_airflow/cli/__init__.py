@@ -14,7 +14,7 @@ USERS_ENV = "OPENEO_AIRFLOW_USERS"
 
 
 def parse_users(values: list[str]) -> dict[str, str]:
-    """``NAME:PASSWORD`` pairs from the options and from ``OPENEO_AIRFLOW_USERS`` (comma-separated)."""
+    """``NAME:PASSWORD`` pairs from the options and from ``OPENEO_AIRFLOW_USERS`` (a,b,...)."""
     pairs = [v for v in os.environ.get(USERS_ENV, "").split(",") if v.strip()] + values
     users = {}
     for pair in pairs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from openeo_airflow.cli.stack import StackConfig
 from openeo_airflow.demo.archive import DEMO_COLLECTION_ID, demo_bbox_wgs84
@@ -14,7 +15,9 @@ DEMO_USER = ("demo", "demo-password")
 CLOUD_CLASSES = (3, 8, 9, 10)
 
 
-def ndvi_max_composite(connection, collection_id: str, spatial_extent: dict, temporal_extent: list):  # type: ignore[no-untyped-def]
+def ndvi_max_composite(
+    connection: Any, collection_id: str, spatial_extent: dict[str, Any], temporal_extent: list[str]
+) -> Any:
     """The demo graph, written as users write it with the openEO client."""
     cube = connection.load_collection(
         collection_id,

@@ -83,7 +83,7 @@ def stack_env(config: StackConfig) -> dict[str, str]:
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{config.base_url}/execution/",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin,{SERVICE_USER}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{config.airflow_home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{config.airflow_home}/airflow.db",
             "AIRFLOW__API__PORT": str(config.port),
             "AIRFLOW__API__BASE_URL": config.base_url,
             "AIRFLOW__API__WORKERS": str(config.api_workers),

@@ -179,7 +179,9 @@ class CredentialsInvalid(OpenEOError):
 class ProcessGraphComplexity(OpenEOError):
     code = "ProcessGraphComplexity"
     status = 400
-    template = "The process is too complex for synchronous processing. Please use a batch job instead."
+    template = (
+        "The process is too complex for synchronous processing. Please use a batch job instead."
+    )
 
 
 class ProcessUnsupported(OpenEOError):
@@ -191,7 +193,9 @@ class ProcessUnsupported(OpenEOError):
 class ProcessParameterInvalid(OpenEOError):
     code = "ProcessParameterInvalid"
     status = 400
-    template = "The value passed for parameter '{parameter}' in process '{process}' is invalid: {reason}"
+    template = (
+        "The value passed for parameter '{parameter}' in process '{process}' is invalid: {reason}"
+    )
 
 
 class PermissionsInsufficient(OpenEOError):

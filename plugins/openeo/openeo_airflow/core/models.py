@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     CREATED = "created"
     QUEUED = "queued"
     RUNNING = "running"

@@ -42,9 +42,7 @@ def estimate_source_pixels(source: Source, config: CollectionConfig) -> int | No
     return pixel_count(bbox, config.resolution, bands, dates)
 
 
-def check_size(
-    plan: Plan, collections: Mapping[str, CollectionConfig], max_pixels: int
-) -> None:
+def check_size(plan: Plan, collections: Mapping[str, CollectionConfig], max_pixels: int) -> None:
     total = 0
     for source in plan.sources:
         config = collections.get(source.collection_id)

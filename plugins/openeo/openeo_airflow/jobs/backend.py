@@ -17,9 +17,7 @@ from openeo_airflow.jobs.database import make_engine, migrate
 from openeo_airflow.jobs.registry import JobRegistry
 from openeo_airflow.jobs.service import JobService
 
-DEFAULT_COLLECTIONS = (
-    Path(__file__).resolve().parents[1] / "catalog" / "collections.default.yaml"
-)
+DEFAULT_COLLECTIONS = Path(__file__).resolve().parents[1] / "catalog" / "collections.default.yaml"
 
 
 class Backend:

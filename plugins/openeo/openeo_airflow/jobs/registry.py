@@ -1,4 +1,4 @@
-"""The job registry: batch jobs and their logs in SQL (SQLite embedded, PostgreSQL in production)."""
+"""The job registry: batch jobs and their logs in SQL (SQLite or PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ class JobRegistry:
             raise JobNotFound(identifier=job_id)
         return _job(row)
 
-    def list(self, owner: str) -> list[Job]:
+    def jobs_of(self, owner: str) -> list[Job]:
         query = select(jobs).where(jobs.c.owner == owner).order_by(jobs.c.created.desc())
         with self._engine.connect() as conn:
             return [_job(row) for row in conn.execute(query).mappings()]

@@ -46,8 +46,8 @@ class JobService:
     def get(self, owner: str, job_id: str) -> Job:
         return self.refresh(self._registry.get(job_id, owner))
 
-    def list(self, owner: str) -> list[Job]:
-        return self._registry.list(owner)
+    def jobs_of(self, owner: str) -> list[Job]:
+        return self._registry.jobs_of(owner)
 
     def update(self, owner: str, job_id: str, fields: dict[str, Any]) -> None:
         job = self.get(owner, job_id)
