@@ -31,11 +31,14 @@ def _on_failure(context: Any) -> None:
         tasks.mark_failed(str(conf["job_id"]))
 
 
-@task(multiple_outputs=True)
-def size() -> dict[str, Any]:
+@task
+def size() -> list[str]:
+    """Compile and size the job; returns the source nodes that ``load`` maps over."""
     from openeo_airflow.airflow import tasks
 
-    return tasks.size(_job_id())
+    sizing = tasks.size(_job_id())
+    get_current_context()["ti"].xcom_push(key="sizing", value=sizing)
+    return list(sizing["sources"])
 
 
 @task
@@ -76,7 +79,7 @@ def build_batch_dag() -> DAG:
         render_template_as_native_obj=True,
     ) as dag:
         sized: Any = size()
-        loaded: Any = load.expand(node_id=sized["sources"])
+        loaded: Any = load.expand(node_id=sized)
         transformed: Any = transform(loaded)
         save(transformed)
     return dag

@@ -69,7 +69,7 @@ def size(job_id: str) -> dict[str, Any]:
         log.info(
             "Sizing: engine %s, tile %d px (%s)", sizing.engine, sizing.tile_size, sizing.reason
         )
-        return {"sources": sizing.sources, "sizing": sizing.to_dict()}
+        return sizing.to_dict()
 
     return _guard(job_id, "size", work)
 
