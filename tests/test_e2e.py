@@ -174,10 +174,24 @@ def test_sync_download_same_values(
 
 
 def test_runtime_error_sets_error_status_with_a_clear_log(alice: openeo.Connection) -> None:
-    cube = alice.load_collection(
-        COLLECTION, spatial_extent=FULL_EXTENT, temporal_extent=PERIOD, bands=["B04", "B99"]
-    )
-    job = cube.save_result("GTiff").create_job(title="bad band")
+    # A raw graph: the client would refuse the unknown band itself.
+    graph = {
+        "load": {
+            "process_id": "load_collection",
+            "arguments": {
+                "id": COLLECTION,
+                "spatial_extent": FULL_EXTENT,
+                "temporal_extent": PERIOD,
+                "bands": ["B04", "B99"],
+            },
+        },
+        "save": {
+            "process_id": "save_result",
+            "arguments": {"data": {"from_node": "load"}, "format": "GTiff"},
+            "result": True,
+        },
+    }
+    job = alice.create_job(graph, title="bad band")
     job.start()
     wait_for(lambda: job.status() in ("error", "finished"))
     assert job.status() == "error"
