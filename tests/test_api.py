@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from openeo_airflow.jobs.backend import Backend
 from tests.api_support import (
     PREFIX,
     basic_header,
@@ -55,8 +57,13 @@ def collections_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 @pytest.fixture
-def client(tmp_path: Path, collections_file: Path) -> TestClient:
-    return make_client(make_backend(tmp_path / "home", collections_file))
+def backend(tmp_path: Path, collections_file: Path) -> Backend:
+    return make_backend(tmp_path / "home", collections_file)
+
+
+@pytest.fixture
+def client(backend: Backend) -> TestClient:
+    return make_client(backend)
 
 
 @pytest.fixture
@@ -281,3 +288,75 @@ def test_forged_download_links_are_refused(client: TestClient, alice: dict) -> N
 
 def test_unknown_path_is_an_openeo_error(client: TestClient) -> None:
     assert_error(client.get(PREFIX + "/nothing/here"), 404, "NotFound")
+
+
+def test_logs_with_entries_follow_the_spec(
+    client: TestClient, backend: Backend, alice: dict
+) -> None:
+    job_id = create_job(client, alice)
+    backend.registry.add_log(job_id, "info", "Loaded", stage="load", data={"t": 3})
+    backend.registry.add_log(job_id, "error", "failed", stage="save")
+    response = client.get(f"{PREFIX}/jobs/{job_id}/logs", headers=alice)
+    assert_valid(response, "/jobs/{job_id}/logs")
+    assert [e["message"] for e in response.json()["logs"]] == ["Loaded", "failed"]
+    errors = client.get(f"{PREFIX}/jobs/{job_id}/logs?level=error", headers=alice).json()["logs"]
+    assert [e["message"] for e in errors] == ["failed"]
+    after = client.get(f"{PREFIX}/jobs/{job_id}/logs?offset={errors[0]['id']}", headers=alice)
+    assert after.json()["logs"] == []
+
+
+def test_sync_netcdf_matches_numpy(
+    client: TestClient, alice: dict, shared_data: Path, tmp_path: Path
+) -> None:
+    """Unmasked NDVI maximum over all dates, as netCDF, against numpy on the source netCDF."""
+    import rasterio
+    import xarray as xr
+
+    from tests.fixtures.reference import max_composite, ndvi
+
+    body = graph()
+    nodes = body["process_graph"]
+    nodes["load"]["arguments"]["spatial_extent"] = {
+        "west": 587880,
+        "south": 5684910,
+        "east": 588340,
+        "north": 5685430,
+        "crs": 32631,
+    }
+    nodes["max"] = {
+        "process_id": "reduce_dimension",
+        "arguments": {
+            "data": {"from_node": "ndvi"},
+            "dimension": "t",
+            "reducer": {
+                "process_graph": {
+                    "m": {
+                        "process_id": "max",
+                        "arguments": {"data": {"from_parameter": "data"}},
+                        "result": True,
+                    }
+                }
+            },
+        },
+    }
+    nodes["save"]["arguments"] = {"data": {"from_node": "max"}, "format": "netCDF"}
+    response = client.post(PREFIX + "/result", json={"process": body}, headers=alice)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/x-netcdf"
+    result = tmp_path / "result.nc"
+    result.write_bytes(response.content)
+    with xr.open_dataset(result, engine="h5netcdf") as ds:
+        variables = [v for v in ds.data_vars if v != "crs"]
+        assert len(variables) == 1
+        ours = ds[variables[0]].values
+        assert ds.x.values[0] == 587885 and ds.y.values[0] == 5685425
+
+    source = shared_data / "s2_cubes" / "test_optical_cube.nc"
+    bands = {}
+    for band in ("B04", "B08"):
+        with rasterio.open(f"netcdf:{source}:S2-L2A-{band}") as src:
+            bands[band] = src.read().astype("float64")
+    expected = max_composite(np.stack([ndvi(r, n) for r, n in zip(bands["B04"], bands["B08"])]))
+    assert ours.shape == expected.shape
+    assert np.array_equal(np.isnan(ours), np.isnan(expected))
+    assert np.nanmax(np.abs(ours - expected)) <= 1e-6

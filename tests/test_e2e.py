@@ -25,6 +25,7 @@ import rasterio
 from openeo_airflow.cli.demo import ndvi_max_composite
 from tests.api_support import USERS, build_test_collections
 from tests.fixtures.reference import reference_ndvi_max_from_netcdf
+from tests.openapi_check import assert_valid
 
 pytestmark = pytest.mark.e2e
 
@@ -145,6 +146,12 @@ def test_batch_job_ndvi_composite(
     job = cube.create_job(title="e2e ndvi")
     job.start_and_wait(print=lambda *a, **k: None, max_poll_interval=2)
     assert job.status() == "finished"
+    raw = httpx.get(
+        f"{stack.url}/jobs/{job.job_id}/results",
+        headers={"Authorization": f"Bearer {alice.auth.bearer}"},  # type: ignore[union-attr]
+    )
+    assert_valid(raw, "/jobs/{job_id}/results")
+    assert raw.json()["openeo:status"] == "finished"
     results = job.get_results()
     assets = results.get_assets()
     assert [a.name for a in assets] == ["openEO.tif"]
