@@ -1,0 +1,89 @@
+"""Peak memory of a process tree, sampled with psutil, and measured subprocess runs.
+
+Memory is the sum of the resident set sizes (RSS) of a root process and all its descendants,
+sampled every 50 ms in a background thread. RSS counts shared pages once per process (forked
+Airflow workers share their parent's pages), so a tree's sum overstates what it takes from the
+machine; we use the same measure for every path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+
+INTERVAL = 0.05
+
+
+def tree_rss(root: psutil.Process) -> int:
+    total = 0
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += process.memory_info().rss
+    return total
+
+
+class TreeSampler:
+    """Samples ``tree_rss(pid)`` until stopped; ``peak`` is the largest sample."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> TreeSampler:
+        self.peak = tree_rss(self.root)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss(self.root))
+
+    def _run(self) -> None:
+        while not self._stop.wait(INTERVAL):
+            self.peak = max(self.peak, tree_rss(self.root))
+
+
+@dataclass
+class RunResult:
+    seconds: float | None  # as reported by the child (work after imports)
+    wall: float  # the whole subprocess, interpreter start included
+    peak_rss: int
+    error: str | None = None
+
+
+def run_measured(command: list[str], env: dict[str, str], timeout: float) -> RunResult:
+    """Run ``command``; its last stdout line is a JSON object with ``seconds`` or ``error``."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True
+    )
+    with TreeSampler(process.pid) as sampler:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, err = process.communicate()
+            return RunResult(None, time.perf_counter() - started, sampler.peak, "timeout")
+    wall = time.perf_counter() - started
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    report: dict[str, Any] = json.loads(lines[-1]) if lines else {}
+    if process.returncode != 0 or not report:
+        tail = (err or out).strip().splitlines()[-5:]
+        return RunResult(None, wall, sampler.peak, f"exit {process.returncode}: {' | '.join(tail)}")
+    if "error" in report:
+        return RunResult(None, wall, sampler.peak, str(report["error"]))
+    return RunResult(float(report["seconds"]), wall, sampler.peak)

@@ -1,0 +1,198 @@
+"""Our backend: the real local stack (``openeo-airflow up``) driven by the real openEO client.
+
+Paths: ``sync`` (``POST /result`` through ``DataCube.download``) and ``batch`` (a batch job per
+run: ``create_job`` + ``start_and_wait`` + result download; ``job_options`` force the engine).
+Timing is client side, from the first request to the result file on disk. Memory is the peak
+of the stack's whole process tree (api-server, scheduler, dag-processor, triggerer, executor
+workers and task processes) minus the tree's RSS just before the run: what the run added.
+For batch runs, the Airflow task instances' own durations are read back from Airflow's REST
+API, so that scheduling overhead (wall - sum of task durations) and work can be told apart.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openeo
+
+from bench.measure import TreeSampler, tree_rss
+from bench.workloads import build
+
+USER = ("bench", "bench-password")
+STARTUP_TIMEOUT = 300
+
+
+@dataclass
+class OursRun:
+    seconds: float | None
+    peak_rss_delta: int
+    error: str | None = None
+    tasks: dict[str, float] = field(default_factory=dict)  # Airflow task id -> seconds
+
+
+class Stack:
+    """``openeo-airflow up`` as a subprocess in its own session; use as a context manager."""
+
+    def __init__(self, home: Path, collections: Path, env: dict[str, str] | None = None) -> None:
+        self.home = home
+        self.collections = collections
+        self.env = env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.base = ""
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/openeo/1.2"
+
+    def __enter__(self) -> Stack:
+        self.home.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        command = [str(Path(sys.executable).parent / "openeo-airflow"), "up"]
+        command += ["--home", str(self.home), "--port", str(port)]
+        command += ["--collections", str(self.collections), "--user", ":".join(USER)]
+        env = {**os.environ, **self.env}
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        log = open(self.home / "up.log", "ab")
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+        self.base = f"http://localhost:{port}"
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                tail = (self.home / "up.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"openeo-airflow up exited: {tail}")
+            try:
+                if httpx.get(self.url + "/", timeout=5).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"the stack did not answer within {STARTUP_TIMEOUT} s")
+            time.sleep(1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        except ProcessLookupError:
+            pass
+        self.process = None
+
+    def connect(self) -> Any:
+        return openeo.connect(self.url).authenticate_basic(*USER)
+
+    def task_durations(self, run_id: str) -> dict[str, float]:
+        """Seconds per task instance of a batch DAG run (mapped instances summed)."""
+        try:
+            password = (self.home / "secrets" / "airflow-admin").read_text().strip()
+            token = httpx.post(
+                f"{self.base}/auth/token", json={"username": "admin", "password": password}
+            ).json()["access_token"]
+            response = httpx.get(
+                f"{self.base}/api/v2/dags/openeo_batch_job/dagRuns/{run_id}/taskInstances",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            out: dict[str, float] = {}
+            for task in response.json().get("task_instances", []):
+                start, end = task.get("start_date"), task.get("end_date")
+                if start and end:
+                    seconds = (_parse(end) - _parse(start)).total_seconds()
+                    out[task["task_id"]] = out.get(task["task_id"], 0.0) + seconds
+            return out
+        except Exception:
+            return {}
+
+
+def run_ours(
+    stack: Stack,
+    path: str,
+    workload: str,
+    side_km: float,
+    out: Path,
+    polygons: dict | None,
+    engine: str = "inline",
+) -> OursRun:
+    """One run of ``workload`` through our ``sync`` or ``batch`` path."""
+    connection = stack.connect()
+    collection = _collection_id(stack)
+
+    def load(bands, spatial_extent, temporal_extent):  # type: ignore[no-untyped-def]
+        return connection.load_collection(
+            collection, spatial_extent=spatial_extent, temporal_extent=temporal_extent,
+            bands=bands,
+        )  # fmt: skip
+
+    fmt = "JSON" if workload == "W3" else "GTiff"
+    assert stack.process is not None
+    root = stack.process.pid
+    baseline = tree_rss(_psutil_process(root))
+    tasks: dict[str, float] = {}
+    started = time.perf_counter()
+    with TreeSampler(root) as sampler:
+        try:
+            cube = build(workload, load, side_km, polygons)
+            if path == "sync":
+                cube.download(out, format=fmt)
+            else:
+                job = cube.create_job(out_format=fmt, job_options={"engine": engine})
+                try:
+                    job.start_and_wait(print=lambda *a, **k: None, max_poll_interval=1)
+                except Exception as error:
+                    raise RuntimeError(_job_error(job, error)) from error
+                finally:
+                    tasks = stack.task_durations(job.job_id)
+                assets = job.get_results().get_assets()
+                assets[0].download(out)
+        except openeo.rest.OpenEoApiError as error:
+            return OursRun(None, sampler.peak - baseline, f"{error.code}: {error.message}")
+        except Exception as error:
+            return OursRun(None, sampler.peak - baseline, f"{type(error).__name__}: {error}")
+        seconds = time.perf_counter() - started
+    return OursRun(seconds, max(0, sampler.peak - baseline), tasks=tasks)
+
+
+def _job_error(job: Any, error: Exception) -> str:
+    try:
+        messages = [entry["message"] for entry in job.logs(level="error")]
+    except Exception:
+        messages = []
+    return " | ".join(messages[-3:]) or str(error)
+
+
+def _collection_id(stack: Stack) -> str:
+    import yaml
+
+    return str(yaml.safe_load(stack.collections.read_text())["collections"][0]["id"])
+
+
+def _psutil_process(pid: int) -> Any:
+    import psutil
+
+    return psutil.Process(pid)
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
