@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 import openeo_airflow
+from openeo_airflow.jobs.airflow_client import AirflowClient
 
 PLUGINS_FOLDER = Path(openeo_airflow.__file__).resolve().parents[1]
 REPO_ROOT = PLUGINS_FOLDER.parents[1]
@@ -108,6 +109,7 @@ class LocalStack:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.env: dict[str, str] = {}
 
     def prepare(self) -> dict[str, str]:
         from openeo_airflow.core.settings import load_settings
@@ -115,7 +117,7 @@ class LocalStack:
 
         config = self.config
         config.home.mkdir(parents=True, exist_ok=True)
-        env = stack_env(config)
+        env = self.env = stack_env(config)
         airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
         subprocess.run(
             [airflow, "db", "migrate"],
@@ -143,18 +145,31 @@ class LocalStack:
                     args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
                 )
 
-    def wait_ready(self, timeout: float = 240) -> None:
+    def wait_ready(self, timeout: float = 300) -> None:
+        """Wait until the openEO API answers and Airflow knows the batch DAG (jobs can start)."""
         deadline = time.monotonic() + timeout
         url = self.config.openeo_url + "/"
-        while time.monotonic() < deadline:
-            self.check_alive()
-            try:
-                if httpx.get(url, timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
-        raise TimeoutError(f"The openEO API did not answer at {url} within {timeout:.0f} s")
+        while not self._answers(url):
+            self._wait_or_fail(deadline, f"The openEO API did not answer at {url}")
+        airflow = AirflowClient(
+            self.config.base_url, SERVICE_USER, self.env["OPENEO_AIRFLOW_AIRFLOW_PASSWORD"]
+        )
+        while not airflow.dag_exists():
+            self._wait_or_fail(deadline, "Airflow did not register the openeo_batch_job DAG")
+
+    def _answers(self, url: str) -> bool:
+        try:
+            return httpx.get(url, timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def _wait_or_fail(self, deadline: float, message: str) -> None:
+        self.check_alive()
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{message} within the start-up timeout; see {self.config.home}/logs"
+            )
+        time.sleep(1)
 
     def check_alive(self) -> None:
         for name, process in self.processes.items():

@@ -35,6 +35,14 @@ class AirflowClient:
             raise AirflowRunExists(run_id)
         _check(response)
 
+    def dag_exists(self, dag_id: str = BATCH_DAG_ID) -> bool:
+        """Whether the DAG processor has registered the DAG (runs can be triggered)."""
+        response = self._request("GET", f"/api/v2/dags/{dag_id}")
+        if response.status_code == 404:
+            return False
+        _check(response)
+        return True
+
     def run_state(self, run_id: str, dag_id: str = BATCH_DAG_ID) -> str | None:
         """The run's state, or ``None`` when there is no such run."""
         response = self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
