@@ -22,7 +22,7 @@ from openeo_airflow.catalog.config import (
 )
 from openeo_airflow.catalog.metadata import collection_metadata, collection_summary
 from openeo_airflow.catalog.stac import read_catalog, search_items
-from openeo_airflow.core.errors import CollectionNotFound, FeatureUnsupported
+from openeo_airflow.core.errors import CollectionNotFound
 
 OPENAPI = Path(__file__).resolve().parents[1].parent / "shared" / "schemas"
 OPENAPI = OPENAPI / "openeo-api-1.2.0-openapi.yaml"
@@ -97,9 +97,13 @@ def test_configuration_errors(tmp_path: Path) -> None:
     twice = write_yaml(tmp_path / "b.yaml", [minimal_entry(), minimal_entry()])
     with pytest.raises(ValueError, match="twice"):
         load_collections(twice, env={})
-    api = minimal_entry(stac_api="https://earth-search.aws.element84.com/v1")
-    with pytest.raises(FeatureUnsupported, match="static"):
-        load_collections(write_yaml(tmp_path / "c.yaml", [api]), env={})
+    both = minimal_entry(stac_api="https://earth-search.aws.element84.com/v1")
+    with pytest.raises(ValueError, match="exactly one"):
+        load_collections(write_yaml(tmp_path / "c.yaml", [both]), env={})
+    api = {**minimal_entry(stac_api="https://example.org/v1"), "catalog": None}
+    del api["catalog"]
+    with pytest.raises(ValueError, match="stac_collection"):
+        load_collections(write_yaml(tmp_path / "e.yaml", [api]), env={})
     bad = minimal_entry(bands=[{"name": "B04", "resampling": "lanczos"}])
     with pytest.raises(ValueError, match="resampling"):
         load_collections(write_yaml(tmp_path / "d.yaml", [bad]), env={})

@@ -1,7 +1,8 @@
 """Collection configuration: which archive backs a collection and how its assets become bands.
 
 The configuration is a YAML file with a top-level ``collections`` list; each entry names a
-static STAC catalog (``catalog:``) and maps assets to bands. See ``collections.default.yaml``.
+static STAC catalog (``catalog:``) or a STAC API (``stac_api:`` + ``stac_collection:``) and maps
+assets to bands. See ``collections.default.yaml``.
 Loading reads only the YAML file, never the archive.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from openeo_airflow.core.errors import CollectionNotFound, FeatureUnsupported
+from openeo_airflow.core.errors import CollectionNotFound
 from openeo_airflow.core.settings import load_settings
 
 DEFAULT_COLLECTIONS_FILE = Path(__file__).with_name("collections.default.yaml")
@@ -25,6 +26,7 @@ DEFAULT_COLLECTIONS_FILE = Path(__file__).with_name("collections.default.yaml")
 _ENV_PATTERN = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
 _URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average", "mode")
+FILTER_LANGS = ("cql2-json", "query")
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,13 @@ class BandConfig:
     (``nodata: null`` means: use the source file's own no-data value, if any).
     ``resampling`` is used when the source grid differs from the cube grid; the default
     ``nearest`` keeps source values unchanged where grids align.
+    ``harmonize`` (Sentinel-2 reflectances): add the item's processing-baseline offset
+    (``-1000`` digital numbers from baseline 04.00 on) before scaling, so values of all
+    baselines are comparable. ``scaling: stac`` takes scale and offset from the item asset's
+    raster extension (``raster:bands``) where it has them, instead of ``scale``/``offset``.
+    ``overviews: false`` keeps the loader from reading internal overviews for coarser
+    targets: needed for class maps (SCL) whose overviews average classes (JPEG2000's reduced
+    resolutions always do).
     """
 
     name: str
@@ -48,23 +57,32 @@ class BandConfig:
     common_name: str | None = None
     data_type: str | None = None
     resampling: str = "nearest"
+    harmonize: bool = False
+    scaling: str = "config"
+    overviews: bool = True
 
 
 @dataclass(frozen=True)
 class CollectionConfig:
-    """A configured collection, backed by a static STAC catalog.
+    """A configured collection, backed by a static STAC catalog or a STAC API.
 
-    ``crs`` is the target CRS of loaded cubes (``None``: the CRS of the first item found);
-    ``resolution`` the target pixel size in that CRS. Cube grids are aligned to
-    ``grid_origin + k * resolution`` (default origin 0, 0), so one extent always gives
-    the same grid.
+    ``catalog`` is a static catalog (path or URL); ``stac_api`` + ``stac_collection`` a STAC
+    API search endpoint and collection id (exactly one of ``catalog`` / ``stac_api``).
+    ``crs`` is the target CRS of loaded cubes (``None``: the UTM zone of the extent when
+    items are in it, else the first item's CRS); ``resolution`` the target pixel size in that
+    CRS. Cube grids are aligned to ``grid_origin + k * resolution`` (default origin 0, 0), so
+    one extent always gives the same grid. ``sentinel2`` switches on the Sentinel-2 product
+    logic (duplicates, datatake time steps, baseline offset). ``gdal_profile`` names the GDAL
+    profile for this archive (default: the deployment's). ``filter_lang`` is how the
+    ``properties`` filter is sent to the STAC API: ``cql2-json`` (filter extension) or
+    ``query`` (query extension).
     """
 
     id: str
     title: str
     description: str
     license: str
-    catalog: str
+    catalog: str | None
     resolution: float
     bands: list[BandConfig]
     crs: str | None = None
@@ -74,6 +92,11 @@ class CollectionConfig:
     keywords: list[str] = field(default_factory=list)
     providers: list[dict[str, Any]] = field(default_factory=list)
     links: list[dict[str, Any]] = field(default_factory=list)
+    stac_api: str | None = None
+    stac_collection: str | None = None
+    filter_lang: str = "cql2-json"
+    sentinel2: bool = False
+    gdal_profile: str | None = None
 
     @property
     def band_names(self) -> list[str]:
@@ -150,14 +173,18 @@ def _parse_collection(
     if not isinstance(entry, dict) or "id" not in entry:
         raise ValueError(f"{path}: every collection entry needs an 'id'")
     cid = str(entry["id"])
-    if "stac_api" in entry:
-        raise FeatureUnsupported(
-            f"Collection '{cid}' in {path} uses 'stac_api'; this version reads only static "
-            "STAC catalogs (a 'catalog:' path or URL to catalog.json / collection.json)."
-        )
-    for key in ("catalog", "resolution", "bands"):
+    for key in ("resolution", "bands"):
         if key not in entry:
             raise ValueError(f"{path}: collection '{cid}' lacks '{key}'")
+    if ("catalog" in entry) == ("stac_api" in entry):
+        raise ValueError(f"{path}: collection '{cid}' needs exactly one of 'catalog', 'stac_api'")
+    if "stac_api" in entry and not entry.get("stac_collection"):
+        raise ValueError(f"{path}: collection '{cid}' uses 'stac_api' without 'stac_collection'")
+    filter_lang = str(entry.get("filter_lang", "cql2-json"))
+    if filter_lang not in FILTER_LANGS:
+        raise ValueError(f"{path}: '{cid}' filter_lang must be one of {', '.join(FILTER_LANGS)}")
+    catalog = entry.get("catalog")
+    stac_api = entry.get("stac_api")
     extent = entry.get("extent") or {}
     origin = entry.get("grid_origin") or (0.0, 0.0)
     return CollectionConfig(
@@ -165,7 +192,7 @@ def _parse_collection(
         title=str(entry.get("title", cid)),
         description=str(entry.get("description", cid)),
         license=str(entry.get("license", "proprietary")),
-        catalog=resolve_catalog_href(str(entry["catalog"]), base, env),
+        catalog=None if catalog is None else resolve_catalog_href(str(catalog), base, env),
         resolution=float(entry["resolution"]),
         bands=[_parse_band(b, cid, path) for b in entry["bands"]],
         crs=str(entry["crs"]) if entry.get("crs") is not None else None,
@@ -175,6 +202,11 @@ def _parse_collection(
         keywords=[str(k) for k in entry.get("keywords", [])],
         providers=list(entry.get("providers", [])),
         links=list(entry.get("links", [])),
+        stac_api=None if stac_api is None else expand_env(str(stac_api), env),
+        stac_collection=entry.get("stac_collection"),
+        filter_lang=filter_lang,
+        sentinel2=bool(entry.get("sentinel2", False)),
+        gdal_profile=entry.get("gdal_profile"),
     )
 
 
@@ -186,6 +218,15 @@ def _parse_band(entry: dict[str, Any], cid: str, path: Path) -> BandConfig:
         raise ValueError(
             f"{path}: band {entry['name']} of '{cid}': resampling must be one of "
             f"{', '.join(RESAMPLING_METHODS)}"
+        )
+    scaling = str(entry.get("scaling", "config"))
+    if scaling not in ("config", "stac"):
+        raise ValueError(f"{path}: band {entry['name']} of '{cid}': scaling must be config or stac")
+    harmonize = bool(entry.get("harmonize", False))
+    if harmonize and scaling == "stac":
+        raise ValueError(
+            f"{path}: band {entry['name']} of '{cid}': 'harmonize' and 'scaling: stac' exclude "
+            "each other (the raster extension's offset already harmonises)"
         )
     return BandConfig(
         name=str(entry["name"]),
@@ -199,6 +240,9 @@ def _parse_band(entry: dict[str, Any], cid: str, path: Path) -> BandConfig:
         common_name=entry.get("common_name"),
         data_type=entry.get("data_type"),
         resampling=resampling,
+        harmonize=harmonize,
+        scaling=scaling,
+        overviews=bool(entry.get("overviews", True)),
     )
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from openeo_airflow.catalog.config import CollectionConfig
+from openeo_airflow.catalog.properties import parse_properties
 from openeo_airflow.core.errors import Internal
 
 BBox = tuple[float, float, float, float]
@@ -27,7 +28,11 @@ _URL_PATTERN = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 @dataclass(frozen=True)
 class StacItem:
-    """The parts of a STAC item the loader needs; ``assets`` maps asset key -> absolute href."""
+    """The parts of a STAC item the loader needs; ``assets`` maps asset key -> absolute href.
+
+    ``geometry`` is the GeoJSON footprint (WGS 84) when the item has one; ``asset_fields``
+    holds each asset's other fields (``raster:bands``, ``proj:*``, ...).
+    """
 
     id: str
     datetime: datetime
@@ -35,6 +40,8 @@ class StacItem:
     crs: str | None
     assets: dict[str, str] = field(default_factory=dict, hash=False)
     properties: dict[str, Any] = field(default_factory=dict, hash=False)
+    geometry: dict[str, Any] | None = field(default=None, hash=False, compare=False)
+    asset_fields: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)
 
 
 def search_items(
@@ -42,19 +49,33 @@ def search_items(
     bbox_wgs84: BBox | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
+    *,
+    properties: dict[str, Any] | None = None,
 ) -> list[StacItem]:
-    """Items of the collection's catalog intersecting ``bbox_wgs84`` with ``start <= t < end``.
+    """Items of the collection intersecting ``bbox_wgs84`` with ``start <= t < end``.
 
+    ``properties`` is ``load_collection``'s metadata filter (``{property: callback}``),
+    pushed into a STAC API search where it translates and checked on every item.
     Sorted by datetime, then id. Naive datetimes are taken as UTC.
     """
     start_utc = _as_utc(start) if start else None
     end_utc = _as_utc(end) if end else None
+    terms = parse_properties(properties)
+    if cfg.stac_api:
+        from openeo_airflow.catalog.stac_api import search_api
+
+        candidates = search_api(cfg, bbox_wgs84, start_utc, end_utc, terms)
+    elif cfg.catalog:
+        candidates = read_catalog(cfg.catalog)
+    else:
+        raise Internal(message=f"Collection '{cfg.id}' has neither a catalog nor a STAC API")
     items = [
         item
-        for item in read_catalog(cfg.catalog)
+        for item in candidates
         if (start_utc is None or item.datetime >= start_utc)
         and (end_utc is None or item.datetime < end_utc)
         and (bbox_wgs84 is None or bbox_intersects(item.bbox, bbox_wgs84))
+        and (not terms or terms.matches(item.properties))
     ]
     return sorted(items, key=lambda item: (item.datetime, item.id))
 
@@ -70,18 +91,23 @@ def parse_item(document: dict[str, Any], href: str) -> StacItem:
     when = properties.get("datetime") or properties.get("start_datetime")
     if not when:
         raise Internal(message=f"STAC item {href} has no datetime")
-    assets = {
-        key: resolve_href(href, asset["href"])
+    raw_assets = {
+        key: asset
         for key, asset in (document.get("assets") or {}).items()
-        if "href" in asset
+        if isinstance(asset, dict) and "href" in asset
     }
     return StacItem(
         id=str(document["id"]),
         datetime=parse_datetime(str(when)),
         bbox=_item_bbox(document, href),
         crs=_item_crs(document),
-        assets=assets,
+        assets={key: resolve_href(href, asset["href"]) for key, asset in raw_assets.items()},
         properties=properties,
+        geometry=document.get("geometry") or None,
+        asset_fields={
+            key: {k: v for k, v in asset.items() if k != "href"}
+            for key, asset in raw_assets.items()
+        },
     )
 
 

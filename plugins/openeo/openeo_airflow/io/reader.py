@@ -1,65 +1,73 @@
 """``load_collection``: read a configured collection's STAC items onto one target grid.
 
-The target grid (``Grid``) has the collection's CRS (or the first item's), the collection's
-pixel size, and is aligned to ``grid_origin + k * resolution``, so one extent always gives
-the same grid. Each (item, band) is read through a ``WarpedVRT`` onto that grid, so only the
-source blocks under the grid are fetched; when the source grid already matches, a plain
-window read is used. Items of one UTC day form one time step (labelled with that day at
-00:00 UTC); within a day the first valid pixel wins, in item order (datetime, then id).
-Values become float32: raw ``nodata`` -> NaN, then ``raw * scale + offset``.
+The target grid (``Grid``) has the collection's CRS (or the extent's UTM zone), the
+collection's pixel size, and is aligned to ``grid_origin + k * resolution``, so one extent
+always gives the same grid. The grid is cut into output tiles; for each (time step, tile) the
+items touching the tile are read in the order of ``catalog.overlap.order_for_tile`` and, per
+pixel, the first valid value wins. Only the source blocks under each tile are read
+(``io.source``). Tiles are read by a small thread pool (GDAL releases the GIL), each thread
+inside the same GDAL profile.
+
+Time steps: items of one UTC day form one step labelled with that day at 00:00 UTC
+(Sentinel-2: the day the item's datatake started; re-processed duplicates dropped first).
+Values become float32: raw ``nodata`` -> NaN, then ``(raw + baseline offset) * scale + offset``.
+
+Faults: unreadable assets are retried (``RetryPolicy``); with ``soft_errors`` (the share of
+assets allowed to stay unreadable, default 0) each skipped asset is logged by name; beyond it
+the load fails with an error naming the asset and the reason.
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime
 from itertools import groupby
 from typing import Any
 
 import numpy as np
-import rasterio
 import xarray as xr
-from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window
 
 from openeo_airflow.catalog.config import BandConfig, CollectionConfig
+from openeo_airflow.catalog.overlap import footprint, order_for_tile
+from openeo_airflow.catalog.sentinel2 import (
+    acquisition_day,
+    boa_offset,
+    drop_duplicates,
+    first_raster_band,
+)
 from openeo_airflow.catalog.stac import StacItem, parse_datetime, search_items
-from openeo_airflow.core.errors import FeatureUnsupported, ProcessParameterInvalid
+from openeo_airflow.core.errors import FeatureUnsupported, Internal, ProcessParameterInvalid
 from openeo_airflow.cube import make_cube
 from openeo_airflow.io.gdal_env import gdal_env
+from openeo_airflow.io.grid import DEFAULT_TILE_SIZE, Grid, Tile, snap_grid, target_grid, tiles
+from openeo_airflow.io.source import AssetError, Decoding, RetryPolicy, read_values
+
+__all__ = ["Grid", "load_cube", "load_items", "read_band", "snap_grid", "target_grid"]
+
+log = logging.getLogger(__name__)
 
 PROCESS = "load_collection"
 BBox = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
-class Grid:
-    """A north-up pixel grid: CRS, affine transform of the top-left corner, and size."""
+class LoadOptions:
+    """How a load runs: GDAL profile, fault tolerance, tiling and threads."""
 
-    crs: CRS
-    transform: Affine
-    width: int
-    height: int
-
-    @property
-    def bounds(self) -> BBox:
-        west, north = self.transform.c, self.transform.f
-        return (
-            west,
-            north + self.height * self.transform.e,
-            west + self.width * self.transform.a,
-            north,
-        )
-
-    def window(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
-        """The sub-grid of a pixel window (e.g. one processing tile)."""
-        return Grid(self.crs, self.transform @ Affine.translation(col_off, row_off), width, height)
+    gdal_profile: str = "local"
+    soft_errors: float = 0.0
+    tile_size: int = DEFAULT_TILE_SIZE
+    workers: int | None = None
+    sentinel2: bool = False
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
 
 def load_cube(
@@ -69,24 +77,40 @@ def load_cube(
     temporal_extent: Sequence[str | None] | None,
     bands: Sequence[str] | None,
     gdal_profile: str = "local",
+    properties: dict[str, Any] | None = None,
+    soft_errors: float = 0.0,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    workers: int | None = None,
 ) -> xr.DataArray:
     """Load a collection as a ``(t, bands, y, x)`` float32 cube.
 
     ``spatial_extent`` is an openEO bounding box ``{west, south, east, north, crs?}`` (crs:
     EPSG code or string, default EPSG:4326); ``None`` covers all matching items.
     ``temporal_extent`` is ``[start, end]`` (start inclusive, end exclusive, ``None`` open).
-    Without matching items the cube has an empty ``t`` dimension (still on the grid).
+    ``properties`` is ``load_collection``'s metadata filter (``{property: callback}``).
+    ``gdal_profile`` applies unless the collection names its own. ``soft_errors`` is the
+    tolerated share (0..1) of unreadable assets. Without matching items the cube has an
+    empty ``t`` dimension (still on the grid).
     """
     selected = select_bands(cfg, bands)
     extent = parse_spatial_extent(spatial_extent)
     start, end = parse_temporal_extent(temporal_extent)
+    if not 0.0 <= soft_errors <= 1.0:
+        raise ValueError(f"soft_errors must lie within 0..1, not {soft_errors}")
     search_bbox = None
     if extent is not None:
         bbox, bbox_crs = extent
         search_bbox = transform_bounds(bbox_crs, CRS.from_epsg(4326), *bbox, densify_pts=21)
-    items = search_items(cfg, search_bbox, start, end)
+    items = search_items(cfg, search_bbox, start, end, properties=properties)
     grid = target_grid(cfg, extent, items, selected)
-    return load_items(items, selected, grid, gdal_profile=gdal_profile)
+    options = LoadOptions(
+        gdal_profile=cfg.gdal_profile or gdal_profile,
+        soft_errors=soft_errors,
+        tile_size=tile_size,
+        workers=workers,
+        sentinel2=cfg.sentinel2,
+    )
+    return load_items(items, selected, grid, options=options)
 
 
 def load_items(
@@ -95,19 +119,27 @@ def load_items(
     grid: Grid,
     *,
     gdal_profile: str = "local",
+    options: LoadOptions | None = None,
 ) -> xr.DataArray:
     """Read ``items`` (sorted by datetime) onto ``grid``: one time step per UTC day."""
-    days: list[np.datetime64] = []
-    slices: list[np.ndarray] = []
-    with gdal_env(gdal_profile):
-        for day, group in groupby(items, key=lambda item: item.datetime.date()):
-            days.append(np.datetime64(day.isoformat(), "ns"))
-            slices.append(_mosaic_day(list(group), bands, grid))
-    shape = (len(days), len(bands), grid.height, grid.width)
-    data = np.stack(slices) if slices else np.empty(shape, dtype=np.float32)
+    opts = options or LoadOptions(gdal_profile=gdal_profile)
+    items = list(items)
+    day_of: Callable[[StacItem], date] = lambda item: item.datetime.date()  # noqa: E731
+    if opts.sentinel2:
+        items, dropped = drop_duplicates(items)
+        for item in dropped:
+            log.info("Dropped %s: a newer processing of the same observation is loaded", item.id)
+        day_of = acquisition_day
+    steps = [
+        (day, list(group))
+        for day, group in groupby(sorted(items, key=lambda i: (day_of(i), i.datetime)), day_of)
+    ]
+    data = np.full((len(steps), len(bands), grid.height, grid.width), np.nan, dtype=np.float32)
+    if steps and grid.width and grid.height:
+        _Loader(bands, grid, opts, steps).run(data)
     return make_cube(
         data,
-        times=np.array(days, dtype="datetime64[ns]"),
+        times=np.array([np.datetime64(day.isoformat(), "ns") for day, _ in steps]),
         bands=[b.name for b in bands],
         transform=grid.transform,
         crs=grid.crs.to_wkt(),
@@ -119,14 +151,116 @@ def read_band(href: str, band: BandConfig, grid: Grid) -> np.ndarray:
 
     Must run inside a GDAL environment (``gdal_env``).
     """
-    with rasterio.open(href) as src:
-        nodata = band.nodata if band.nodata is not None else src.nodata
-        raw, valid = _read_raw(src, nodata, band, grid)
-    values = raw.astype(np.float32)
-    if band.scale != 1.0 or band.offset != 0.0:
-        values = values * np.float32(band.scale) + np.float32(band.offset)
-    values[~valid] = np.nan
+    decoding = Decoding(nodata=band.nodata, scale=band.scale, offset=band.offset)
+    values = read_values(href, band, decoding, grid)
+    if values is None:
+        return np.full((grid.height, grid.width), np.nan, dtype=np.float32)
     return values
+
+
+class _Loader:
+    """One load: the work list of (time step, tile) and the bookkeeping of failed assets."""
+
+    def __init__(
+        self,
+        bands: Sequence[BandConfig],
+        grid: Grid,
+        options: LoadOptions,
+        steps: list[tuple[date, list[StacItem]]],
+    ) -> None:
+        self.bands = list(bands)
+        self.grid = grid
+        self.options = options
+        self.steps = steps
+        self.footprints = {item.id: footprint(item) for _, group in steps for item in group}
+        self.total_assets = sum(
+            1 for _, group in steps for item in group for b in bands if b.asset in item.assets
+        )
+        self.failed: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def run(self, data: np.ndarray) -> None:
+        work = [
+            (index, tile)
+            for index in range(len(self.steps))
+            for tile in tiles(self.grid, self.options.tile_size)
+        ]
+        workers = self.options.workers or min(4, os.cpu_count() or 1)
+        if workers <= 1 or len(work) == 1:
+            with gdal_env(self.options.gdal_profile):
+                for index, tile in work:
+                    self._fill(data, index, tile)
+            return
+        with ThreadPoolExecutor(max_workers=min(workers, len(work))) as pool:
+            futures = [pool.submit(self._fill_in_env, data, i, tile) for i, tile in work]
+            for future in futures:
+                future.result()
+
+    def _fill_in_env(self, data: np.ndarray, index: int, tile: Tile) -> None:
+        with gdal_env(self.options.gdal_profile):
+            self._fill(data, index, tile)
+
+    def _fill(self, data: np.ndarray, index: int, tile: Tile) -> None:
+        _, group = self.steps[index]
+        ordered = order_for_tile(
+            group, tile.grid.bounds, tile.grid.crs, [self.footprints[i.id] for i in group]
+        )
+        for band_index, band in enumerate(self.bands):
+            target = data[index, band_index, tile.rows, tile.cols]
+            for item in ordered:
+                href = item.assets.get(band.asset)
+                if href is None or self._is_failed(href):
+                    continue
+                values = self._read(item, band, href, tile.grid)
+                if values is None:
+                    continue
+                empty = np.isnan(target)
+                np.copyto(target, values, where=empty)
+                if not empty.any() or not np.isnan(target).any():
+                    break
+
+    def _read(self, item: StacItem, band: BandConfig, href: str, grid: Grid) -> np.ndarray | None:
+        try:
+            return read_values(href, band, decoding_for(item, band), grid, retry=self.options.retry)
+        except AssetError as error:
+            self._record_failure(item, band, error)
+            return None
+
+    def _is_failed(self, href: str) -> bool:
+        with self.lock:
+            return href in self.failed
+
+    def _record_failure(self, item: StacItem, band: BandConfig, error: AssetError) -> None:
+        name = f"{item.id}/{band.asset}"
+        with self.lock:
+            if error.href in self.failed:
+                return
+            self.failed[error.href] = error.reason
+            tolerated = math.floor(self.options.soft_errors * self.total_assets)
+            over = len(self.failed) > tolerated
+        if over:
+            raise Internal(
+                message=(
+                    f"Cannot read asset {name} ({error.href}): {error.reason}. "
+                    f"{len(self.failed)} of {self.total_assets} assets unreadable; the job "
+                    f"tolerates {tolerated} (soft-errors {self.options.soft_errors:g})."
+                )
+            ) from error
+        log.warning("Skipping unreadable asset %s (%s): %s", name, error.href, error.reason)
+
+
+def decoding_for(item: StacItem, band: BandConfig) -> Decoding:
+    """How to decode ``band`` of ``item``: nodata, scale/offset and the baseline offset."""
+    raster = first_raster_band(item.asset_fields.get(band.asset, {}))
+    nodata = band.nodata
+    if nodata is None and isinstance(raster.get("nodata"), int | float):
+        nodata = float(raster["nodata"])
+    scale, offset = band.scale, band.offset
+    if band.scaling == "stac":
+        scale = float(raster.get("scale", scale))
+        offset = float(raster.get("offset", offset))
+    add = boa_offset(item, band.asset) if band.harmonize else 0.0
+    return Decoding(nodata=nodata, scale=scale, offset=offset, add=add)
 
 
 def select_bands(cfg: CollectionConfig, bands: Sequence[str] | None) -> list[BandConfig]:
@@ -189,149 +323,6 @@ def parse_temporal_extent(
     if start is not None and end is not None and start >= end:
         raise _invalid("temporal_extent", "The end must be later than the start.")
     return start, end
-
-
-def target_grid(
-    cfg: CollectionConfig,
-    extent: tuple[BBox, CRS] | None,
-    items: Sequence[StacItem],
-    bands: Sequence[BandConfig],
-) -> Grid:
-    """The cube grid covering ``extent`` (or all ``items``) in the collection's target CRS."""
-    crs = _target_crs(cfg, extent, items, bands)
-    if extent is not None:
-        bbox, bbox_crs = extent
-    elif items:
-        bbox_crs = CRS.from_epsg(4326)
-        boxes = np.array([item.bbox for item in items])
-        bbox = (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
-    else:
-        return Grid(crs, Affine(cfg.resolution, 0, 0, 0, -cfg.resolution, 0), 0, 0)
-    if bbox_crs != crs:
-        bbox = transform_bounds(bbox_crs, crs, *bbox, densify_pts=21)
-    return snap_grid(bbox, crs, cfg.resolution, cfg.grid_origin)
-
-
-def snap_grid(
-    bbox: BBox, crs: CRS, resolution: float, origin: tuple[float, float] = (0.0, 0.0)
-) -> Grid:
-    """The smallest grid of ``origin + k * resolution`` pixel edges that covers ``bbox``."""
-    eps = 1e-6
-    x0, y0 = origin
-    west, south, east, north = bbox
-    col0 = math.floor((west - x0) / resolution + eps)
-    col1 = math.ceil((east - x0) / resolution - eps)
-    row_top = math.ceil((north - y0) / resolution - eps)
-    row_bottom = math.floor((south - y0) / resolution + eps)
-    transform = Affine(
-        resolution, 0, x0 + col0 * resolution, 0, -resolution, y0 + row_top * resolution
-    )
-    return Grid(crs, transform, max(1, col1 - col0), max(1, row_top - row_bottom))
-
-
-def _mosaic_day(items: list[StacItem], bands: Sequence[BandConfig], grid: Grid) -> np.ndarray:
-    out = np.full((len(bands), grid.height, grid.width), np.nan, dtype=np.float32)
-    for index, band in enumerate(bands):
-        target = out[index]
-        for item in items:
-            href = item.assets.get(band.asset)
-            if href is None:
-                continue
-            values = read_band(href, band, grid)
-            empty = np.isnan(target)
-            target[empty] = values[empty]
-            if not np.isnan(target).any():
-                break
-    return out
-
-
-def _read_raw(
-    src: Any, nodata: float | None, band: BandConfig, grid: Grid
-) -> tuple[np.ndarray, np.ndarray]:
-    """Raw values on ``grid`` and a validity mask."""
-    offset = _aligned_offset(src, grid)
-    if offset is not None:
-        raw, inside = _read_aligned(src, nodata, grid, *offset)
-    else:
-        options: dict[str, Any] = {
-            "crs": grid.crs,
-            "transform": grid.transform,
-            "width": grid.width,
-            "height": grid.height,
-            "resampling": Resampling[band.resampling],
-        }
-        if nodata is not None:
-            options.update(src_nodata=nodata, nodata=nodata)
-        else:
-            options["add_alpha"] = True
-        with WarpedVRT(src, **options) as vrt:
-            raw = vrt.read(1)
-            inside = vrt.read_masks(1) > 0
-    if nodata is not None:
-        inside &= ~np.isnan(raw) if math.isnan(nodata) else raw != nodata
-    if raw.dtype.kind == "f":
-        inside &= ~np.isnan(raw)
-    return raw, inside
-
-
-def _aligned_offset(src: Any, grid: Grid) -> tuple[int, int] | None:
-    """(row, col) of the grid's origin in source pixels when the grids coincide, else None."""
-    s, g = src.transform, grid.transform
-    if (
-        (s.b, s.d, g.b, g.d) != (0, 0, 0, 0)
-        or not math.isclose(s.a, g.a)
-        or not math.isclose(s.e, g.e)
-    ):
-        return None
-    col, row = (g.c - s.c) / s.a, (g.f - s.f) / s.e
-    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6 or src.crs != grid.crs:
-        return None
-    return round(row), round(col)
-
-
-def _read_aligned(
-    src: Any, nodata: float | None, grid: Grid, row: int, col: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A plain window read of the part of the grid inside the source."""
-    fill = nodata if nodata is not None else 0
-    raw = np.full((grid.height, grid.width), fill, dtype=src.dtypes[0])
-    inside = np.zeros((grid.height, grid.width), dtype=bool)
-    r0, c0 = max(row, 0), max(col, 0)
-    r1, c1 = min(row + grid.height, src.height), min(col + grid.width, src.width)
-    if r0 < r1 and c0 < c1:
-        window = Window(c0, r0, c1 - c0, r1 - r0)
-        target = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
-        raw[target] = src.read(1, window=window)
-        inside[target] = src.read_masks(1, window=window) > 0 if nodata is None else True
-    return raw, inside
-
-
-def _target_crs(
-    cfg: CollectionConfig,
-    extent: tuple[BBox, CRS] | None,
-    items: Sequence[StacItem],
-    bands: Sequence[BandConfig],
-) -> CRS:
-    """cfg.crs; else the first item's CRS; else (no items) the extent's projected CRS or UTM."""
-    if cfg.crs:
-        return CRS.from_user_input(cfg.crs)
-    if items:
-        first = items[0]
-        if first.crs:
-            return CRS.from_user_input(first.crs)
-        for band in bands:
-            if band.asset in first.assets:
-                with rasterio.open(first.assets[band.asset]) as src:
-                    return src.crs
-    if extent is not None and not extent[1].is_geographic:
-        return extent[1]
-    west, south, east, north = (
-        transform_bounds(extent[1], CRS.from_epsg(4326), *extent[0])
-        if extent is not None
-        else cfg.spatial_extent
-    )
-    zone = min(60, int((((west + east) / 2) + 180) // 6) + 1)
-    return CRS.from_epsg((32600 if (south + north) >= 0 else 32700) + zone)
 
 
 def _parse_crs(value: Any) -> CRS:
