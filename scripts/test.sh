@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh dev
+bash scripts/install-system.sh
 export PATH="$PWD/.venv/bin:$PATH"
 ruff check .
 ruff format --check .

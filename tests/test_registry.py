@@ -16,11 +16,24 @@ GRAPH = {
 }
 
 
-@pytest.fixture
-def engine(tmp_path: Path):  # type: ignore[no-untyped-def]
-    engine = make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The same tests on the embedded database and on the production one."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'registry.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    engine = make_engine(url)
     migrate(engine)
-    return engine
+    yield engine
+    if request.param == "postgresql":
+        # One server for the session: leave an empty schema for the next test.
+        from openeo_airflow.jobs.tables import metadata
+
+        with engine.begin() as conn:
+            for table in reversed(metadata.sorted_tables):
+                conn.execute(table.delete())
+    engine.dispose()
 
 
 def test_migration_creates_tables_and_is_idempotent(engine) -> None:  # type: ignore[no-untyped-def]
