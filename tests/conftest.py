@@ -30,7 +30,7 @@ def _pg_bin() -> Path | None:
 
 @pytest.fixture(scope="session")
 def postgres_url():  # type: ignore[no-untyped-def]
-    """A throwaway PostgreSQL server on loopback (Debian's postgresql package; .ci/run installs it)."""
+    """A throwaway PostgreSQL server on loopback (Debian's postgresql, see install-system.sh)."""
     import shutil
     import socket
     import subprocess
