@@ -44,13 +44,19 @@ def build_test_collections(shared_data: Path, dest: Path) -> Path:
     return path
 
 
-def make_backend(home: Path, collections: Path, airflow_url: str = "http://127.0.0.1:9") -> Backend:
+def make_backend(
+    home: Path,
+    collections: Path,
+    airflow_url: str = "http://127.0.0.1:9",
+    **settings_env: str,
+) -> Backend:
     settings = load_settings(
         {
             "OPENEO_AIRFLOW_HOME": str(home),
             "OPENEO_AIRFLOW_COLLECTIONS": str(collections),
             "OPENEO_AIRFLOW_AIRFLOW_URL": airflow_url,
             "OPENEO_AIRFLOW_SYNC_MAX_PIXELS": "5000000",
+            **{f"OPENEO_AIRFLOW_{k.upper()}": v for k, v in settings_env.items()},
         }
     )
     backend = Backend(settings)

@@ -51,8 +51,10 @@ def current_user(request: Request, backend: BackendDep) -> User:
     if method == "basic" and token.startswith("/"):
         return backend.accounts.user_for_token(token[1:])
     if method == "oidc":
-        # OIDC providers are configured in production; none is configured in this release.
-        raise AuthenticationSchemeInvalid("No OpenID Connect provider is configured.")
+        provider, _, access_token = token.partition("/")
+        if not backend.oidc.providers:
+            raise AuthenticationSchemeInvalid("No OpenID Connect provider is configured.")
+        return backend.oidc.user(provider, access_token)
     raise TokenInvalid()
 
 

@@ -130,6 +130,11 @@ def credentials_basic(request: Request, backend: BackendDep) -> dict[str, Any]:
     return {"access_token": backend.accounts.login(user, password)}
 
 
+@router.get("/credentials/oidc")
+def credentials_oidc(backend: BackendDep) -> dict[str, Any]:
+    return {"providers": [p.to_api() for p in backend.oidc.providers]}
+
+
 @router.get("/me")
 def me(user: UserDep) -> dict[str, Any]:
     return {"user_id": user.user_id, "name": user.name or user.user_id, "links": []}

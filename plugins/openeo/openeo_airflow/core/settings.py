@@ -27,6 +27,7 @@ class Settings:
     token_ttl_seconds: int = 24 * 3600
     gdal_profile: str = "local"
     secret: str = ""
+    oidc_providers: str = ""
 
     @property
     def jobs_dir(self) -> Path:
@@ -54,4 +55,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         token_ttl_seconds=int(get("TOKEN_TTL_SECONDS", str(24 * 3600))),
         gdal_profile=get("GDAL_PROFILE", "local"),
         secret=get("SECRET", ""),
+        oidc_providers=get("OIDC_PROVIDERS", ""),
     )

@@ -14,6 +14,7 @@ from openeo_airflow.core.settings import Settings
 from openeo_airflow.jobs.accounts import Accounts
 from openeo_airflow.jobs.airflow_client import AirflowClient
 from openeo_airflow.jobs.database import make_engine, migrate
+from openeo_airflow.jobs.oidc import OidcVerifier, parse_providers
 from openeo_airflow.jobs.registry import JobRegistry
 from openeo_airflow.jobs.service import JobService
 
@@ -39,6 +40,10 @@ class Backend:
     @cached_property
     def accounts(self) -> Accounts:
         return Accounts(self.engine, self.settings.token_ttl_seconds)
+
+    @cached_property
+    def oidc(self) -> OidcVerifier:
+        return OidcVerifier(parse_providers(self.settings.oidc_providers))
 
     @cached_property
     def airflow(self) -> AirflowClient:
