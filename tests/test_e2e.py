@@ -34,6 +34,8 @@ COLLECTION = "TEST_CDSE_S2"
 FULL_EXTENT = {"west": 587880, "south": 5684910, "east": 588340, "north": 5685430, "crs": 32631}
 PERIOD = ["2023-10-01", "2024-01-01"]
 TOLERANCE = 1e-6
+# Runs triggered in Airflow belong to the Airflow user; an openEO account of that name sees them.
+AIRFLOW_ADMIN_AS_OPENEO_USER = {"admin": "admin-openeo-pw"}
 
 
 @dataclass
@@ -56,7 +58,7 @@ def stack(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type:
     port = _free_port()
     command = [str(Path(sys.executable).parent / "openeo-airflow"), "up", "--home", str(home)]
     command += ["--port", str(port), "--collections", str(collections)]
-    for user, password in USERS.items():
+    for user, password in {**USERS, **AIRFLOW_ADMIN_AS_OPENEO_USER}.items():
         command += ["--user", f"{user}:{password}"]
     log = open(home / "up.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
@@ -90,15 +92,20 @@ def alice(stack: Stack) -> openeo.Connection:
     return openeo.connect(stack.url).authenticate_basic("alice", USERS["alice"])
 
 
-def airflow_run_state(stack: Stack, run_id: str) -> str | None:
-    """Ask Airflow itself (as its admin) for a DAG run's state."""
+def airflow_admin(stack: Stack) -> dict[str, str]:
+    """Headers for Airflow's own REST API, as the Airflow admin."""
     password = (stack.home / "secrets" / "airflow-admin").read_text().strip()
     token = httpx.post(
         f"{stack.base}/auth/token", json={"username": "admin", "password": password}
     ).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def airflow_run_state(stack: Stack, run_id: str) -> str | None:
+    """Ask Airflow itself (as its admin) for a DAG run's state."""
     response = httpx.get(
         f"{stack.base}/api/v2/dags/openeo_batch_job/dagRuns/{run_id}",
-        headers={"Authorization": f"Bearer {token}"},
+        headers=airflow_admin(stack),
     )
     return None if response.status_code == 404 else response.json()["state"]
 
@@ -239,3 +246,42 @@ def test_other_users_cannot_see_the_job(alice: openeo.Connection, stack: Stack) 
     with pytest.raises(openeo.rest.OpenEoApiError) as raised:
         bob.job(job.job_id).describe()
     assert raised.value.http_status_code == 404
+
+
+def trigger_in_airflow(stack: Stack, run_id: str, conf: dict) -> None:
+    response = httpx.post(
+        f"{stack.base}/api/v2/dags/openeo_batch_job/dagRuns",
+        json={"dag_run_id": run_id, "logical_date": None, "conf": conf},
+        headers=airflow_admin(stack),
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_run_triggered_through_airflow_becomes_an_openeo_job(
+    alice: openeo.Connection, stack: Stack, shared_data: Path, tmp_path: Path
+) -> None:
+    cube = ndvi_max_composite(alice, COLLECTION, FULL_EXTENT, PERIOD).save_result("GTiff")
+    graph = cube.flat_graph()
+    trigger_in_airflow(stack, "external-ndvi", {"process_graph": graph, "title": "from airflow"})
+    assert wait_for(lambda: airflow_run_state(stack, "external-ndvi") in ("success", "failed"))
+    assert airflow_run_state(stack, "external-ndvi") == "success"
+
+    admin = openeo.connect(stack.url).authenticate_basic("admin", "admin-openeo-pw")
+    jobs = [j for j in admin.list_jobs() if j.get("title") == "from airflow"]
+    assert len(jobs) == 1 and jobs[0]["status"] == "finished"
+    assert not [j for j in alice.list_jobs() if j.get("title") == "from airflow"]
+    job = admin.job(jobs[0]["id"])
+    tif = job.get_results().get_assets()[0].download(tmp_path / "external.tif")
+    assert_matches_reference(tif, shared_data)
+
+
+def test_bad_graph_triggered_through_airflow_fails_with_the_openeo_error(stack: Stack) -> None:
+    graph = {"x": {"process_id": "no_such_process", "arguments": {}, "result": True}}
+    trigger_in_airflow(stack, "external-bad", {"process_graph": graph, "title": "bad from airflow"})
+    assert wait_for(lambda: airflow_run_state(stack, "external-bad") in ("success", "failed"))
+    assert airflow_run_state(stack, "external-bad") == "failed"
+    admin = openeo.connect(stack.url).authenticate_basic("admin", "admin-openeo-pw")
+    job = next(j for j in admin.list_jobs() if j.get("title") == "bad from airflow")
+    assert job["status"] == "error"
+    errors = [e["message"] for e in admin.job(job["id"]).logs(level="error")]
+    assert any("ProcessUnsupported" in m and "no_such_process" in m for m in errors), errors

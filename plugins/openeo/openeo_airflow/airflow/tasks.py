@@ -54,6 +54,29 @@ def _guard(job_id: str, name: str, work: Callable[[], T]) -> T:
         return work()
 
 
+def adopt_run(run_id: str, owner: str, conf: dict[str, Any]) -> str:
+    """A run triggered in Airflow (UI form or REST API) with a process graph becomes an openEO job
+    owned by the triggering Airflow user, visible through /jobs like any other."""
+    graph = conf.get("process_graph")
+    if not isinstance(graph, dict) or not graph:
+        raise ValueError(
+            "Trigger this DAG with a 'process_graph' (an openEO process graph as JSON), "
+            "or through the openEO API."
+        )
+    process = graph if "process_graph" in graph else {"process_graph": graph}
+    registry = backend().registry
+    job = registry.create(
+        owner,
+        process,
+        title=conf.get("title") or f"Airflow run {run_id}",
+        job_options=conf.get("job_options") or {},
+    )
+    registry.update(job.id, run_id=run_id)
+    registry.set_status(job.id, JobStatus.QUEUED)
+    registry.add_log(job.id, "info", f"Job created from Airflow DAG run '{run_id}' by '{owner}'")
+    return job.id
+
+
 def size(job_id: str) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         b = backend()
