@@ -85,8 +85,14 @@ def read_catalog(href: str) -> list[StacItem]:
     return list(_walk(_normalise(href), set()))
 
 
-def parse_item(document: dict[str, Any], href: str) -> StacItem:
-    """A STAC item document (read from ``href``) as a ``StacItem``."""
+def parse_item(
+    document: dict[str, Any], href: str, *, keep_absolute_paths: bool = False
+) -> StacItem:
+    """A STAC item document (read from ``href``) as a ``StacItem``.
+
+    ``keep_absolute_paths``: asset hrefs like ``/data/x.tif`` stay local paths even when the
+    item came from a URL (STAC API answers pointing at a shared filesystem).
+    """
     properties = dict(document.get("properties") or {})
     when = properties.get("datetime") or properties.get("start_datetime")
     if not when:
@@ -101,7 +107,12 @@ def parse_item(document: dict[str, Any], href: str) -> StacItem:
         datetime=parse_datetime(str(when)),
         bbox=_item_bbox(document, href),
         crs=_item_crs(document),
-        assets={key: resolve_href(href, asset["href"]) for key, asset in raw_assets.items()},
+        assets={
+            key: asset["href"]
+            if keep_absolute_paths and str(asset["href"]).startswith("/")
+            else resolve_href(href, asset["href"])
+            for key, asset in raw_assets.items()
+        },
         properties=properties,
         geometry=document.get("geometry") or None,
         asset_fields={

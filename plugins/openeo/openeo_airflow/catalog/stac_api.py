@@ -58,7 +58,10 @@ def search_api(
             message=f"STAC search at {cfg.stac_api} for '{cfg.stac_collection}' failed: {error}"
         ) from error
     base = cfg.stac_api.rstrip("/") + "/search"
-    return [parse_item(document, _self_href(document, base)) for document in documents]
+    return [
+        parse_item(document, _self_href(document, base), keep_absolute_paths=True)
+        for document in documents
+    ]
 
 
 def _self_href(document: dict[str, Any], default: str) -> str:
