@@ -19,6 +19,8 @@ TOLERANCE = 1e-5  # relative to max(1, |floor value|): float32 rounding of eithe
 
 
 def read_result(path: Path, kind: str) -> tuple[np.ndarray, Any]:
+    if path.suffix == ".nc":
+        return _read_netcdf(path, kind)
     if kind == "table":
         return _read_table(path), None
     with rasterio.open(path) as src:
@@ -36,6 +38,33 @@ def _read_table(path: Path) -> np.ndarray:
     else:
         rows = document
     return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
+
+
+def _read_netcdf(path: Path, kind: str) -> tuple[np.ndarray, Any]:
+    """The first data variable: (bands/t, y, x) with its transform, or (geometry, t)."""
+    import xarray as xr
+    from affine import Affine
+
+    with xr.open_dataset(path, decode_times=False) as ds:
+        names = [
+            n for n, v in ds.data_vars.items() if v.ndim >= 1 and n not in ("crs", "spatial_ref")
+        ]
+        if kind == "table":
+            var = ds[next(n for n in names if any("geom" in str(d) for d in ds[n].dims))]
+            geometry = next(d for d in var.dims if "geom" in str(d))
+            values = var.transpose(geometry, ...).values.astype(float)
+            return values.reshape(values.shape[0], -1), None
+        var = ds[next(n for n in names if {"x", "y"} <= set(ds[n].dims))]
+        if len(names) > 1 and all({"x", "y"} <= set(ds[n].dims) for n in names):
+            var = xr.concat([ds[n] for n in names], dim="__bands__")
+        var = var.transpose(..., "y", "x")
+        xs, ys = var["x"].values, var["y"].values
+        values = var.values.astype(float).reshape(-1, len(ys), len(xs))
+        dx, dy = float(xs[1] - xs[0]), float(ys[1] - ys[0])
+        if dy > 0:
+            values, ys, dy = values[:, ::-1], ys[::-1], -dy
+        transform = Affine(dx, 0, float(xs[0]) - dx / 2, 0, dy, float(ys[0]) - dy / 2)
+        return values, transform
 
 
 def _first(value: Any) -> Any:

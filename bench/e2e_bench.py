@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.archive import build_archive
 from bench.compare import compare
 from bench.measure import run_measured
-from bench.ours import Stack, run_ours
+from bench.ours import FORMATS, Stack, run_ours
 from bench.peer_env import ensure_peer_venv
 from bench.polygons import write_polygons
 from bench.report import PathResult, summarize, table
@@ -37,7 +37,10 @@ from bench.workloads import SCALING_KM, SIZES_KM, WORKLOADS
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path.home() / ".cache" / "openeo-airflow-bench"
 PATHS = ("floor", "local", "sync", "batch")
-BENCH_ENV = {"OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+# For every path (the stack too): glibc returns freed arrays of 1 MiB or more to the system
+# at once (a fixed mmap threshold turns off glibc's growing one), so that the memory a run
+# adds to a long-lived process (our API server, for sync) can be measured as an RSS delta.
+BENCH_ENV = {"PYTHONWARNINGS": "ignore", "MALLOC_MMAP_THRESHOLD_": "1048576"}
 
 
 def log(message: str) -> None:
@@ -63,8 +66,7 @@ class Bench:
         polygons = self.out / f"polygons_{side_km:g}km.geojson"
         if workload == "W3" and not polygons.exists():
             write_polygons(side_km, polygons)
-        suffix = "json" if WORKLOADS[workload].output == "table" else "tif"
-        target = self.out / f"{workload}_{tag}_{path}.{suffix}"
+        target = self.out / f"{workload}_{tag}_{path}.{self._suffix(workload, path)}"
         for index in range(self.args.warmup + self.args.runs):
             warm = index < self.args.warmup
             seconds, peak, error, tasks = self._once(path, workload, side_km, target, polygons)
@@ -82,12 +84,19 @@ class Bench:
         result.output = target
         return result
 
+    @staticmethod
+    def _suffix(workload: str, path: str) -> str:
+        if path in ("floor", "local"):
+            return "json" if WORKLOADS[workload].output == "table" else "tif"
+        return {"GTiff": "tif", "netCDF": "nc"}[FORMATS[workload]]
+
     def _once(
         self, path: str, workload: str, side_km: float, target: Path, polygons: Path
     ) -> tuple[float | None, int, str | None, dict[str, float]]:
         target.unlink(missing_ok=True)
         common = ["--workload", workload, "--side-km", str(side_km), "--out", str(target)]
-        common += ["--polygons", str(polygons)]
+        if workload == "W3":
+            common += ["--polygons", str(polygons)]
         if path in ("floor", "local"):
             if path == "floor":
                 command = [sys.executable, str(REPO / "bench" / "floor.py"), *common]
@@ -99,6 +108,9 @@ class Bench:
             run = run_measured(command, self.env, self.args.timeout)
             return run.seconds, run.peak_rss, run.error, {}
         assert self.stack is not None
+        if not self.stack.alive():
+            log("the local stack is down (see its logs); restarting it")
+            self.stack.restart()
         data = json.loads(polygons.read_text()) if workload == "W3" else None
         engine = path.partition("-")[2] or "inline"
         ours = run_ours(self.stack, path.partition("-")[0], workload, side_km, target, data, engine)
@@ -145,6 +157,7 @@ class Bench:
             log("starting the local stack (openeo-airflow up) ...")
             started = time.perf_counter()
             env = {"OPENEO_AIRFLOW_SYNC_MAX_PIXELS": str(self.args.sync_max_pixels)}
+            env["MALLOC_MMAP_THRESHOLD_"] = BENCH_ENV["MALLOC_MMAP_THRESHOLD_"]
             self.stack = stack.enter_context(Stack(home, self.archive.collections_yaml, env))
             log(f"stack up at {self.stack.url} after {time.perf_counter() - started:.0f} s")
 

@@ -29,6 +29,9 @@ from bench.measure import TreeSampler, tree_rss
 from bench.workloads import build
 
 USER = ("bench", "bench-password")
+# What a user would ask for: one GeoTIFF for a 2-D raster; netCDF for a time series (W2, one
+# file instead of one GeoTIFF per date) and for a vector cube (W3).
+FORMATS = {"W1": "GTiff", "W2": "netCDF", "W3": "netCDF", "W4": "GTiff"}
 STARTUP_TIMEOUT = 300
 
 
@@ -61,6 +64,9 @@ class Stack:
         command += ["--home", str(self.home), "--port", str(port)]
         command += ["--collections", str(self.collections), "--user", ":".join(USER)]
         env = {**os.environ, **self.env}
+        # Own log-server ports: other stacks on this machine hold Airflow's defaults.
+        env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(_free_port())
+        env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(_free_port())
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
         log = open(self.home / "up.log", "ab")
         self.process = subprocess.Popen(
@@ -81,6 +87,13 @@ class Stack:
                 self.__exit__()
                 raise RuntimeError(f"the stack did not answer within {STARTUP_TIMEOUT} s")
             time.sleep(1)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self) -> None:
+        self.__exit__()
+        self.__enter__()
 
     def __exit__(self, *exc: object) -> None:
         if self.process is None:
@@ -139,7 +152,7 @@ def run_ours(
             bands=bands,
         )  # fmt: skip
 
-    fmt = "JSON" if workload == "W3" else "GTiff"
+    fmt = FORMATS[workload]
     assert stack.process is not None
     root = stack.process.pid
     baseline = tree_rss(_psutil_process(root))
@@ -159,13 +172,38 @@ def run_ours(
                 finally:
                     tasks = stack.task_durations(job.job_id)
                 assets = job.get_results().get_assets()
-                assets[0].download(out)
+                data = [a for a in assets if "data" in (a.metadata.get("roles") or ["data"])]
+                download_assets(data or assets, out)
         except openeo.rest.OpenEoApiError as error:
             return OursRun(None, sampler.peak - baseline, f"{error.code}: {error.message}")
         except Exception as error:
             return OursRun(None, sampler.peak - baseline, f"{type(error).__name__}: {error}")
         seconds = time.perf_counter() - started
     return OursRun(seconds, max(0, sampler.peak - baseline), tasks=tasks)
+
+
+def download_assets(assets: list[Any], out: Path) -> None:
+    """One asset to ``out``; several GeoTIFFs (one per date) stacked into one file."""
+    if len(assets) == 1:
+        assets[0].download(out)
+        return
+    import numpy as np
+    import rasterio
+
+    parts = sorted(assets, key=lambda a: a.name)
+    layers, profile = [], None
+    for index, asset in enumerate(parts):
+        part = out.with_name(f"{out.stem}.part{index}{out.suffix}")
+        asset.download(part)
+        with rasterio.open(part) as src:
+            layers.append(src.read())
+            profile = src.profile
+        part.unlink()
+    stack = np.concatenate(layers)
+    assert profile is not None
+    profile.update(count=stack.shape[0], driver="GTiff")
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(stack)
 
 
 def _job_error(job: Any, error: Exception) -> str:
