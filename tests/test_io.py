@@ -301,7 +301,7 @@ def test_gdal_profiles() -> None:
         options = env.options
     assert options["AWS_S3_ENDPOINT"] == "obs.eu-de.otc.t-systems.com"
     assert options["GDAL_DISABLE_READDIR_ON_OPEN"] == "EMPTY_DIR"
-    with pytest.raises(ValueError, match="aws-s3, cloudferro-s3, local, tsystems-s3"):
+    with pytest.raises(ValueError, match="aws-s3, cdse-s3, cloudferro-s3, https, local, tsys"):
         gdal_env("azure")
 
 
