@@ -235,3 +235,18 @@ def test_credentials_come_from_the_environment_and_are_never_logged(
         "GDAL_HTTP_TIMEOUT": "1",
     }
     assert "CDSE_S3_SECRET_KEY" in os.environ  # untouched
+
+
+def test_integer_upsampling_equals_the_warper(shared_data: Path) -> None:
+    """SCL at 200 m onto a 100 m grid (shifted by odd pixels): repeat == GDAL nearest warp."""
+    from openeo_airflow.io.source import _read_repeated, _read_warped, _upsampling_factor
+
+    band = BandConfig("SCL", "SCL", nodata=0)
+    crs = rasterio.crs.CRS.from_epsg(32629)
+    grid = snap_grid((200080, 2700320, 230380, 2799920), crs, 100, ORIGIN)
+    with rasterio.open(shared_data / RKH / "SCL.tif") as src:
+        assert _upsampling_factor(src, grid) == 2
+        fast = _read_repeated(src, 0, grid, 2)
+        slow = _read_warped(src, 0, band, grid)
+    np.testing.assert_array_equal(fast[0], slow[0])
+    np.testing.assert_array_equal(fast[1], slow[1])

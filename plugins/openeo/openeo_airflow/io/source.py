@@ -2,6 +2,8 @@
 
 - Source grid equal to the target grid up to a whole-pixel shift (same CRS and pixel size):
   a plain window read of the part under the grid — no resampling, exact native values.
+- Source pixels exactly k x k target pixels (e.g. a 20 m band on the 10 m grid) with nearest
+  resampling: a window read at native resolution, each pixel repeated k x k.
 - Anything else (other CRS, other pixel size, other alignment): a ``WarpedVRT`` onto the
   target grid, so GDAL fetches only the source blocks under it and reprojects and resamples in
   one step. When the target is coarser than the source, the read starts from the internal
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
@@ -145,6 +148,9 @@ def _read(
         offset = _aligned_offset(src, grid)
         if offset is not None:
             return _read_aligned(src, nodata, grid, *offset)
+        factor = _upsampling_factor(src, grid) if band.resampling == "nearest" else None
+        if factor is not None:
+            return _read_repeated(src, nodata, grid, factor)
         level = _overview_level(src, grid) if band.overviews else None
         if level is None:
             return _read_warped(src, nodata, band, grid)
@@ -206,6 +212,43 @@ def _aligned_offset(src: Any, grid: Grid) -> tuple[int, int] | None:
     if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6 or src.crs != grid.crs:
         return None
     return round(row), round(col)
+
+
+def _upsampling_factor(src: Any, grid: Grid) -> int | None:
+    """k when each source pixel is exactly k x k grid pixels (same CRS, edges aligned)."""
+    s, g = src.transform, grid.transform
+    if (s.b, s.d, g.b, g.d) != (0, 0, 0, 0) or src.crs != grid.crs or g.a <= 0 or s.e >= 0:
+        return None
+    factor = s.a / g.a
+    if (
+        abs(factor - round(factor)) > 1e-9
+        or round(factor) < 2
+        or not math.isclose(s.e, g.e * factor)
+    ):
+        return None
+    col, row = (g.c - s.c) / g.a, (g.f - s.f) / g.e  # grid origin in grid pixels
+    if abs(col - round(col)) > 1e-6 or abs(row - round(row)) > 1e-6:
+        return None
+    return round(factor)
+
+
+def _read_repeated(
+    src: Any, nodata: float | None, grid: Grid, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest upsampling by an integer factor: read the covering window, repeat k x k."""
+    s, g = src.transform, grid.transform
+    col = round((g.c - s.c) / g.a)  # offset of the grid origin in grid pixels
+    row = round((g.f - s.f) / g.e)
+    c0, r0 = math.floor(col / k), math.floor(row / k)
+    c1, r1 = math.ceil((col + grid.width) / k), math.ceil((row + grid.height) / k)
+    coarse = Grid(grid.crs, s @ Affine.translation(c0, r0), c1 - c0, r1 - r0)
+    raw, inside = _read_aligned(src, nodata, coarse, r0, c0)
+    top, left = row - r0 * k, col - c0 * k
+    rows = slice(top, top + grid.height)
+    cols = slice(left, left + grid.width)
+    raw = raw.repeat(k, 0).repeat(k, 1)[rows, cols]
+    inside = inside.repeat(k, 0).repeat(k, 1)[rows, cols]
+    return raw, inside
 
 
 def _read_aligned(
