@@ -20,6 +20,8 @@ CASES = [
     (None, S.RUNNING, S.ERROR),  # the run was deleted outside openEO
     (None, S.CREATED, S.CREATED),
     ("running", S.CREATED, S.CREATED),
+    ("queued", S.RUNNING, S.RUNNING),  # never backwards
+    ("up_for_retry", S.RUNNING, S.RUNNING),  # unknown states change nothing
 ]
 
 

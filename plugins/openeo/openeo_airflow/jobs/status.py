@@ -23,7 +23,6 @@ def status_from_run(run_state: str | None, current: JobStatus) -> JobStatus:
     if run_state is None:
         return JobStatus.ERROR
     implied = _RUN_STATES.get(run_state, current)
-    # The run is "running" from its first task on, while the job may still wait in the queue.
-    if implied is JobStatus.RUNNING and current is JobStatus.QUEUED:
-        return JobStatus.QUEUED
-    return implied
+    # Only final states come from the run: "running" starts before the size task marks the job,
+    # and a job never moves back from running to queued.
+    return implied if implied.is_final else current
