@@ -166,6 +166,12 @@ def test_batch_job_ndvi_composite(
     messages = [entry["message"] for entry in job.logs()]
     assert any("Loaded TEST_CDSE_S2" in m for m in messages), messages
     assert any("Saved 1 file" in m for m in messages), messages
+    run = httpx.get(
+        f"{stack.base}/api/v2/dags/openeo_batch_job/dagRuns/{job.job_id}",
+        headers=airflow_admin(stack),
+    ).json()
+    assert run["note"] == f"openEO job {job.job_id} of alice: e2e ndvi"
+    assert run["conf"]["job_id"] == job.job_id
     # The job is finished when its save task says so; the run ends a moment later.
     assert wait_for(lambda: airflow_run_state(stack, job.job_id) == "success", timeout=60)
 

@@ -28,8 +28,14 @@ class AirflowClient:
         self._token: str | None = None
         self._lock = threading.Lock()
 
-    def trigger(self, run_id: str, conf: dict[str, Any], dag_id: str = BATCH_DAG_ID) -> None:
-        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf}
+    def trigger(
+        self,
+        run_id: str,
+        conf: dict[str, Any],
+        dag_id: str = BATCH_DAG_ID,
+        note: str | None = None,
+    ) -> None:
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf, "note": note}
         response = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
         if response.status_code == 409:
             raise AirflowRunExists(run_id)

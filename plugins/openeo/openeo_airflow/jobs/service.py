@@ -69,7 +69,9 @@ class JobService:
         self._registry.set_status(job_id, JobStatus.QUEUED)
         self._registry.add_log(job_id, "info", f"Job queued as Airflow DAG run '{run_id}'")
         try:
-            self._airflow.trigger(run_id, {"job_id": job_id})
+            # The note shows in the Airflow UI beside the run: who asked for what.
+            note = f"openEO job {job_id} of {job.owner}" + (f": {job.title}" if job.title else "")
+            self._airflow.trigger(run_id, {"job_id": job_id}, note=note)
         except AirflowRunExists:
             log.warning("DAG run %s exists already; keeping it", run_id)
         except OpenEOError:
