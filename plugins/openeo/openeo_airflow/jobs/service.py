@@ -93,7 +93,7 @@ class JobService:
     def delete(self, owner: str, job_id: str) -> None:
         self.cancel(owner, job_id)
         self._registry.delete(job_id)
-        shutil.rmtree(self._jobs_dir / job_id, ignore_errors=True)
+        self._discard_results(job_id)
 
     def refresh(self, job: Job) -> Job:
         if not job.status.is_active or not job.run_id:
