@@ -209,6 +209,9 @@ def download_assets(assets: list[Any], out: Path) -> None:
 def _job_error(job: Any, error: Exception) -> str:
     try:
         messages = [entry["message"] for entry in job.logs(level="error")]
+        if not messages:
+            last = [e["message"] for e in job.logs()][-2:]
+            messages = [f"{error} (no error in the job log; last entries: {last})"]
     except Exception:
         messages = []
     return " | ".join(messages[-3:]) or str(error)

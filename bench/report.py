@@ -22,6 +22,7 @@ class PathResult:
     comparison: dict[str, Any] = field(default_factory=dict)
     tasks: list[dict[str, float]] = field(default_factory=list)
     output: Path | None = None  # the last run's result file
+    failures: list[str] = field(default_factory=list)  # runs that failed (retried or final)
 
     @property
     def ok(self) -> bool:
@@ -59,6 +60,8 @@ def summarize(results: dict[str, dict[str, dict[str, PathResult]]]) -> dict[str,
             entry: dict[str, Any] = {}
             for name, result in paths.items():
                 figures: dict[str, Any] = {"status": "ok" if result.ok else "unsupported"}
+                if result.failures and result.ok:
+                    figures["failed_runs"] = result.failures
                 if not result.ok:
                     figures["error"] = result.error
                     entry[name] = figures
