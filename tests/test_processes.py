@@ -7,12 +7,9 @@ openEO processes test cases (read in place from /work/shared, skipped if missing
 from __future__ import annotations
 
 import inspect
-import json
 import math
-import re
 import warnings
 import weakref
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,11 +27,11 @@ from openeo_airflow.core.errors import (
     ProcessParameterRequired,
     ProcessUnsupported,
 )
-from openeo_airflow.cube import cube_crs, make_cube, spatial_ref
+from openeo_airflow.cube import cube_crs, make_cube
 from openeo_airflow.processes import registry
 from openeo_airflow.processes.graph import evaluate
-from openeo_airflow.processes.specs import process_spec
-from openeo_airflow.processes.values import LabeledArray, canonical_order, to_datetime64
+from openeo_airflow.processes.specs import process_spec, spec_ids
+from openeo_airflow.processes.values import canonical_order
 
 TIMES = np.array(["2021-06-01", "2021-06-06", "2021-06-11"], dtype="datetime64[ns]")
 TRANSFORM = Affine(10, 0, 500000, 0, -10, 5000000)
@@ -89,15 +86,23 @@ def with_load(process_id: str, **arguments: Any) -> dict[str, Any]:
 # --- registry and specs -------------------------------------------------------------------------
 
 
-def test_listing_is_exactly_the_implemented_processes_with_official_specs() -> None:
+def test_listing_is_exactly_the_implemented_processes_with_their_specs() -> None:
     listing = registry.list_processes()
     assert [p["id"] for p in listing] == registry.implemented()
     assert {"load_collection", "save_result", "ndvi", "reduce_dimension"} <= set(
         registry.implemented()
     )
+    official = spec_ids()
     for entry in listing:
         assert {"id", "description", "parameters", "returns"} <= entry.keys()
-        assert entry == {k: v for k, v in process_spec(entry["id"]).items() if k in entry}
+        listed = {k: v for k, v in entry.items() if k != registry.ADDITION_FLAG}
+        assert listed == {k: v for k, v in registry.spec_of(entry["id"]).items() if k in listed}
+        if entry.get(registry.ADDITION_FLAG):
+            assert entry["id"] not in official  # an addition is not an official process
+        elif entry["id"] in official:
+            assert listed == {k: v for k, v in process_spec(entry["id"]).items() if k in listed}
+    additions = {e["id"] for e in listing if e.get(registry.ADDITION_FLAG)}
+    assert additions == {"load_inline_cube"}
 
 
 def test_python_signatures_match_the_spec_parameters() -> None:
@@ -105,7 +110,7 @@ def test_python_signatures_match_the_spec_parameters() -> None:
         fn = registry.get(process_id)
         assert fn is not None
         params = inspect.signature(fn).parameters
-        spec = process_spec(process_id)["parameters"]
+        spec = registry.spec_of(process_id)["parameters"]
         assert list(params) == [p["name"] for p in spec], process_id
         for p in spec:
             default = params[p["name"]].default
@@ -492,153 +497,3 @@ def test_logic_on_arrays_follows_null_semantics() -> None:
 def test_canonical_order_puts_other_dimensions_first() -> None:
     data = xr.DataArray(np.zeros((2, 3, 4)), dims=("x", "other", "t"))
     assert canonical_order(data).dims == ("other", "t", "x")
-
-
-# --- official openEO process test cases (openeo-processes 2.0.0-rc.2) -----------------------------
-
-OFFICIAL = Path("/work/shared/openeo-processes-2.0.0-rc.2/tests")
-# Cases whose expectation contradicts the spec text (or its own inputs), or a decision of ours.
-KNOWN_DIFFERENT = {
-    ("array_element", 3): "test typo: label 'BO2' (letter O) expected to find 'B02'",
-    ("lte", 15): "test says lte(inf, inf) is false, but gte(inf, inf) true: IEEE says true",
-    ("product", 10): "test expects NaN for 1 * -inf * 3 * inf; IEEE 754 gives -inf",
-    ("apply", 1): "test uses the removed 'from_argument' reference",
-    ("reduce_dimension", 1): "test uses the removed 'from_argument' reference",
-    ("apply", 2): "test multiplies the nodata value 255 and expects 1650 for it",
-    ("filter_bands", 2): "unknown band: we raise ProcessParameterInvalid naming the band",
-    ("filter_bands", 4): "test expects bands [blue, green] for the request [red, blue]",
-    ("mask", 0): "expectation inverted against the spec text (non-zero mask replaces)",
-    ("mask", 1): "asset xyb-minimal-float.json5 does not exist",
-    ("mask", 2): "expectation inverted against the spec text (non-zero mask replaces)",
-    ("rename_labels", 5): "test passes 'source' where 'target' is required",
-    ("rename_labels", 7): "test passes 'source' where 'target' is required",
-}
-
-
-def load_json5(path: Path) -> Any:
-    """The JSON5 subset the test files use: comments and trailing commas (NaN/Infinity are
-    accepted by Python's json)."""
-    text, out, i, in_string = path.read_text(), [], 0, False
-    while i < len(text):
-        c = text[i]
-        if in_string:
-            out.append(text[i : i + 2] if c == "\\" else c)
-            i += 2 if c == "\\" else 1
-            in_string = c != '"'
-            continue
-        if text.startswith("//", i):
-            i = text.find("\n", i) if "\n" in text[i:] else len(text)
-            continue
-        if text.startswith("/*", i):
-            i = text.index("*/", i) + 2
-            continue
-        in_string = c == '"'
-        out.append(c)
-        i += 1
-    return json.loads(re.sub(r",(\s*[\]}])", r"\1", "".join(out)))
-
-
-def official_cases() -> list[Any]:
-    if not OFFICIAL.is_dir():
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason=f"{OFFICIAL} missing"))]
-    implemented = set(registry.implemented())
-    cases = []
-    for path in sorted(OFFICIAL.glob("*.json5")):
-        spec = load_json5(path)
-        if spec["id"] not in implemented:
-            continue
-        for i, case in enumerate(spec["tests"]):
-            marks = []
-            if (spec["id"], i) in KNOWN_DIFFERENT:
-                marks.append(pytest.mark.skip(reason=KNOWN_DIFFERENT[(spec["id"], i)]))
-            cases.append(pytest.param(spec["id"], case, id=f"{spec['id']}-{i}", marks=marks))
-    return cases
-
-
-def cube_from_test(value: dict[str, Any]) -> xr.DataArray:
-    if "$ref" in value:
-        value = load_json5(OFFICIAL / value["$ref"])
-    coords: dict[str, Any] = {}
-    crs = None
-    for name in value["order"]:
-        dimension = value["dimensions"][name]
-        labels = dimension["values"]
-        if dimension["type"] == "temporal":
-            labels = [to_datetime64(v) for v in labels]
-        crs = dimension.get("reference_system", crs) if dimension["type"] == "spatial" else crs
-        coords[name] = labels
-    shape = [len(coords[n]) for n in value["order"]]
-    raw = np.array(json.loads(json.dumps(value["data"]).replace("null", "NaN")), dtype=float)
-    irrelevant = raw.size != math.prod(shape)  # "data": null / []: values are irrelevant
-    data = np.full(shape, np.nan) if irrelevant else raw.reshape(shape)
-    nodata = value.get("nodata")
-    for v in nodata if isinstance(nodata, list) else [nodata]:
-        if isinstance(v, int | float) and not math.isnan(v):
-            data[data == v] = np.nan
-    if crs is not None:
-        coords["spatial_ref"] = spatial_ref(
-            f"EPSG:{crs}" if isinstance(crs, int) else crs, (10, 10)
-        )
-    return xr.DataArray(data, dims=value["order"], coords=coords, attrs={"irrelevant": irrelevant})
-
-
-def from_test(value: Any) -> Any:
-    if isinstance(value, list):
-        return [from_test(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if str(value.get("$ref", "")).endswith(".wkt2"):
-        return (OFFICIAL / value["$ref"]).read_text()
-    if "$ref" in value or value.get("type") == "datacube":
-        return cube_from_test(value)
-    if value.get("type") == "nodata":
-        return None
-    if value.get("type") == "labeled-array":
-        keys = [e["key"] for e in value["data"]]
-        values = [np.nan if e["value"] is None else e["value"] for e in value["data"]]
-        return LabeledArray(xr.DataArray(values, dims="labels", coords={"labels": keys}), "labels")
-    if value and all(isinstance(n, dict) and "process_id" in n for n in value.values()):
-        return {"process_graph": value}  # a bare child process graph
-    if "process_graph" in value:
-        return value
-    return {k: from_test(v) for k, v in value.items()}
-
-
-def assert_same(actual: Any, expected: Any) -> None:
-    if isinstance(expected, dict) and expected.get("type") == "datetime":
-        assert actual == expected["value"]
-    elif isinstance(expected, dict) and expected.get("type") == "nodata":
-        assert actual is None
-    elif isinstance(expected, dict):
-        expected_cube = cube_from_test(expected)
-        assert isinstance(actual, xr.DataArray) and set(actual.dims) == set(expected_cube.dims)
-        actual = actual.transpose(*expected_cube.dims)
-        for dim in expected_cube.dims:
-            np.testing.assert_array_equal(actual[dim].values, expected_cube[dim].values)
-        if not expected_cube.attrs["irrelevant"]:
-            np.testing.assert_allclose(actual.values, expected_cube.values, atol=1e-10)
-    elif isinstance(expected, bool):
-        assert actual is expected
-    elif isinstance(expected, int | float):
-        assert isinstance(actual, int | float) and not isinstance(actual, bool)
-        if math.isnan(expected):
-            assert math.isnan(actual)
-        else:
-            assert actual == pytest.approx(expected, rel=1e-10, abs=1e-10)
-    elif isinstance(expected, list):
-        assert isinstance(actual, list) and len(actual) == len(expected)
-        for a, e in zip(actual, expected, strict=True):
-            assert_same(a, e)
-    else:
-        assert actual == expected
-
-
-@pytest.mark.parametrize(("process_id", "case"), official_cases())
-def test_official_case(process_id: str, case: dict[str, Any]) -> None:
-    graph = {"n": node(process_id, True, **from_test(case.get("arguments", {})))}
-    if "throws" in case and "returns" not in case:
-        with pytest.raises(OpenEOError) as error:
-            run(graph)
-        assert case["throws"] is True or error.value.code == case["throws"]
-    else:
-        assert_same(run(graph), case["returns"])

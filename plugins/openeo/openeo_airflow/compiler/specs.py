@@ -1,8 +1,9 @@
 """Official openEO process specifications, read at run time from an installed package.
 
 The JSON files come with ``openeo_processes_dask`` (``specs/openeo-processes/*.json``); we never
-copy spec text into this repository. Only the stable specs at the folder's top level are used
-(not ``proposals/``). The files are read lazily, once per process id.
+copy spec text into this repository. The specs at the folder's top level come first; a process
+missing there is looked up in its ``missing-processes/`` and ``proposals/`` subfolders (for
+example ``apply_neighborhood`` and ``load_result``). The files are read lazily, once per id.
 
 This module lives in the compiler layer because validation needs the parameter lists; the
 processes layer re-exports it (``openeo_airflow.processes.specs``).
@@ -19,6 +20,7 @@ from typing import Any
 
 SPEC_PACKAGE = "openeo_processes_dask"
 SPEC_FOLDER = ("specs", "openeo-processes")
+FALLBACK_FOLDERS = ("missing-processes", "proposals")
 
 
 def _spec_dir() -> Traversable:
@@ -28,21 +30,36 @@ def _spec_dir() -> Traversable:
     return folder
 
 
+def _json_files(folder: Traversable) -> dict[str, Traversable]:
+    if not folder.is_dir():
+        return {}
+    return {
+        entry.name.removesuffix(".json"): entry
+        for entry in folder.iterdir()
+        if entry.is_file() and entry.name.endswith(".json")
+    }
+
+
+@cache
+def _spec_files() -> dict[str, Traversable]:
+    found: dict[str, Traversable] = {}
+    for sub in reversed(FALLBACK_FOLDERS):
+        found.update(_json_files(_spec_dir() / sub))
+    found.update(_json_files(_spec_dir()))
+    return found
+
+
 @cache
 def spec_ids() -> frozenset[str]:
     """Ids of all processes with an official spec."""
-    return frozenset(
-        entry.name.removesuffix(".json")
-        for entry in _spec_dir().iterdir()
-        if entry.is_file() and entry.name.endswith(".json")
-    )
+    return frozenset(_spec_files())
 
 
 @cache
 def _load(process_id: str) -> dict[str, Any]:
     if process_id not in spec_ids():
         raise KeyError(f"No official openEO process spec for '{process_id}'")
-    text = (_spec_dir() / f"{process_id}.json").read_text(encoding="utf-8")
+    text = _spec_files()[process_id].read_text(encoding="utf-8")
     spec: dict[str, Any] = json.loads(text)
     return spec
 

@@ -18,29 +18,18 @@ from openeo_airflow.cube import cube_crs
 from .bands import band_labels, match_bands
 from .exceptions import process_error
 from .registry import process
+from .space import along_dimension
 from .values import (
     LabeledArray,
+    as_cube,
+    broadcast_value,
     canonical_order,
+    dimension_of,
     label_position,
     label_to_json,
+    temporal_dimension,
     to_datetime64,
 )
-
-
-def _cube(process_id: str, value: Any, parameter: str = "data") -> xr.DataArray:
-    if not isinstance(value, xr.DataArray):
-        raise ProcessParameterInvalid(
-            process=process_id, parameter=parameter, reason=f"expected a data cube, got {value!r}"
-        )
-    return value
-
-
-def _dimension(process_id: str, cube: xr.DataArray, name: Any) -> str:
-    if name not in cube.dims:
-        detail = f"'{name}' is not one of: {', '.join(map(str, cube.dims))}."
-        raise process_error(process_id, "DimensionNotAvailable", detail)
-    return str(name)
-
 
 # --- hooks -----------------------------------------------------------------------------------
 
@@ -66,17 +55,11 @@ def save_result(data: Any, format: Any, options: Any = None) -> Any:
 # --- callbacks over cubes --------------------------------------------------------------------
 
 
-def _broadcast_scalar(value: Any, template: xr.DataArray) -> xr.DataArray:
-    fill = np.nan if value is None else value
-    dtype = template.dtype if template.dtype.kind == "f" else np.float64
-    return xr.full_like(template, fill, dtype=dtype)
-
-
-@process("reduce_dimension")
+@process("reduce_dimension", space=along_dimension())
 def reduce_dimension(data: Any, reducer: Any, dimension: Any, context: Any = None) -> Any:
     """Calls ``reducer`` once, with ``data`` = the whole cube seen along ``dimension``."""
-    cube = _cube("reduce_dimension", data)
-    dim = _dimension("reduce_dimension", cube, dimension)
+    cube = as_cube("reduce_dimension", data)
+    dim = dimension_of("reduce_dimension", cube, dimension)
     if not callable(reducer):
         raise ProcessParameterInvalid(
             process="reduce_dimension", parameter="reducer", reason="not a process graph"
@@ -92,7 +75,7 @@ def reduce_dimension(data: Any, reducer: Any, dimension: Any, context: Any = Non
             f" along '{dim}'",
         )
     if not isinstance(result, xr.DataArray):
-        result = _broadcast_scalar(result, cube.isel({dim: 0}, drop=True))
+        result = broadcast_value(result, cube.isel({dim: 0}, drop=True))
     return canonical_order(result)
 
 
@@ -105,7 +88,7 @@ def apply(data: Any, process: Any, context: Any = None) -> Any:
         )
     result = process(x=data, context=context)
     if isinstance(data, xr.DataArray) and not isinstance(result, xr.DataArray):
-        result = _broadcast_scalar(result, data)
+        result = broadcast_value(result, data)
     return canonical_order(result)
 
 
@@ -133,14 +116,14 @@ def filter_bbox(data: Any, extent: Any) -> Any:
     selection is the transformed box's envelope (densified edges), so a little more than the
     box is kept when the CRSs are rotated against each other.
     """
-    cube = _cube("filter_bbox", data)
+    cube = as_cube("filter_bbox", data)
     keys = ("west", "south", "east", "north")
     if not isinstance(extent, dict) or any(extent.get(k) is None for k in keys):
         raise ProcessParameterInvalid(
             process="filter_bbox", parameter="extent", reason="needs west, south, east, north"
         )
     for dim in ("x", "y"):
-        _dimension("filter_bbox", cube, dim)
+        dimension_of("filter_bbox", cube, dim)
     try:
         left, bottom, right, top = _bbox_in_crs(extent, cube_crs(cube))
     except Exception as exc:
@@ -167,8 +150,8 @@ def _instant(value: Any, parameter: str) -> np.datetime64 | None:
 @process("filter_temporal")
 def filter_temporal(data: Any, extent: Any, dimension: Any = None) -> Any:
     """Keep labels ``start <= t < end``; ``null`` leaves that end open. Times are UTC."""
-    cube = _cube("filter_temporal", data)
-    dim = _dimension("filter_temporal", cube, dimension or "t")
+    cube = as_cube("filter_temporal", data)
+    dim = temporal_dimension("filter_temporal", cube, dimension)
     if not isinstance(extent, list | tuple) or len(extent) != 2:
         raise ProcessParameterInvalid(
             process="filter_temporal", parameter="extent", reason="needs [start, end]"
@@ -188,7 +171,7 @@ def filter_temporal(data: Any, extent: Any, dimension: Any = None) -> Any:
 @process("filter_bands")
 def filter_bands(data: Any, bands: Any = None) -> Any:
     """Bands by label or common name, in the requested order (several per common name)."""
-    cube = _cube("filter_bands", data)
+    cube = as_cube("filter_bands", data)
     if not bands:
         raise process_error("filter_bands", "BandFilterParameterMissing")
     if "bands" not in cube.dims:
@@ -243,8 +226,8 @@ def mask(data: Any, mask: Any, replacement: Any = None) -> Any:
     ``bands`` masks all bands; a one-band mask counts as band-less). Its x/y grid is aligned
     to ``data`` by nearest neighbour when it differs; other dimensions need the same labels.
     """
-    cube = _cube("mask", data)
-    aligned = _align_mask(cube, _cube("mask", mask, "mask"))
+    cube = as_cube("mask", data)
+    aligned = _align_mask(cube, as_cube("mask", mask, "mask"))
     masked = aligned if aligned.dtype.kind == "b" else (aligned != 0) & ~np.isnan(aligned)
     fill = np.nan if replacement is None else replacement
     return canonical_order(cube.where(~masked, fill))
@@ -260,11 +243,11 @@ def _label_value(dim: str, cube: xr.DataArray, label: Any) -> Any:
     return label
 
 
-@process("rename_labels")
+@process("rename_labels", space=along_dimension())
 def rename_labels(data: Any, dimension: Any, target: Any, source: Any = None) -> Any:
     """Rename labels of one dimension; without ``source`` the labels must be 0, 1, 2..."""
-    cube = _cube("rename_labels", data)
-    dim = _dimension("rename_labels", cube, dimension)
+    cube = as_cube("rename_labels", data)
+    dim = dimension_of("rename_labels", cube, dimension)
     labels = list(cube.indexes[dim])
     if not source:
         if labels != list(range(len(labels))):
@@ -286,28 +269,30 @@ def rename_labels(data: Any, dimension: Any, target: Any, source: Any = None) ->
 
 @process("add_dimension")
 def add_dimension(data: Any, name: Any, label: Any, type: Any = "other") -> Any:
-    cube = _cube("add_dimension", data)
+    cube = as_cube("add_dimension", data)
     if name in cube.dims:
         raise process_error("add_dimension", "DimensionExists", f"Dimension: '{name}'.")
     value = to_datetime64(label) if type == "temporal" else label
-    return canonical_order(cube.expand_dims({str(name): [value]}))
+    expanded = cube.expand_dims({str(name): [value]})
+    expanded.coords[str(name)].attrs["type"] = str(type)
+    return canonical_order(expanded)
 
 
 @process("drop_dimension")
 def drop_dimension(data: Any, name: Any) -> Any:
-    cube = _cube("drop_dimension", data)
-    dim = _dimension("drop_dimension", cube, name)
+    cube = as_cube("drop_dimension", data)
+    dim = dimension_of("drop_dimension", cube, name)
     if cube.sizes[dim] != 1:
         detail = f"'{dim}' has {cube.sizes[dim]} labels."
         raise process_error("drop_dimension", "DimensionLabelCountMismatch", detail)
     return cube.isel({dim: 0}, drop=True)
 
 
-@process("dimension_labels")
+@process("dimension_labels", space=along_dimension())
 def dimension_labels(data: Any, dimension: Any) -> list[Any]:
     """Labels as JSON values; temporal labels as RFC 3339 strings in UTC."""
-    cube = _cube("dimension_labels", data)
-    dim = _dimension("dimension_labels", cube, dimension)
+    cube = as_cube("dimension_labels", data)
+    dim = dimension_of("dimension_labels", cube, dimension)
     if dim not in cube.coords:
         return list(range(cube.sizes[dim]))
     return [label_to_json(v) for v in cube.coords[dim].values]

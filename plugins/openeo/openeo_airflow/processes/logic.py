@@ -17,12 +17,15 @@ import xarray as xr
 
 from .registry import process
 from .values import (
+    LabeledArray,
     as_bool_array,
     is_array,
     is_number,
     null_mask,
     reject_labeled,
+    stack_list,
     to_python,
+    where,
 )
 
 # --- comparisons ----------------------------------------------------------------------------
@@ -206,3 +209,86 @@ def is_valid(x: Any) -> Any:
     if is_number(x):
         return bool(np.isfinite(x))
     return True
+
+
+@process("is_infinite")
+def is_infinite(x: Any) -> Any:
+    reject_labeled("is_infinite", "x", x)
+    if is_array(x):
+        return as_bool_array(np.isinf(x), None)
+    return is_number(x) and bool(np.isinf(x))
+
+
+# --- between and if ---------------------------------------------------------------------------
+
+
+@process("between")
+def between(x: Any, min: Any, max: Any, exclude_max: Any = False) -> Any:
+    """``min <= x <= max`` (``< max`` with ``exclude_max``); swapped bounds are always false."""
+    reject_labeled("between", "x", x)
+    if is_array(x):
+        with np.errstate(all="ignore"):
+            upper = x < max if exclude_max else x <= max
+            inside = (x >= min) & upper & (min <= max)
+        return as_bool_array(inside, null_mask(x))
+    if x is None:
+        return None
+    if not is_number(x) or not (is_number(min) and is_number(max)) or min > max:
+        return False
+    return bool(min <= x < max) if exclude_max else bool(min <= x <= max)
+
+
+@process("if")
+def if_(value: Any, accept: Any, reject: Any = None) -> Any:
+    """``accept`` where ``value`` is true, else ``reject`` (``null`` counts as false)."""
+    reject_labeled("if", "value", value)
+    if is_array(value):
+        chosen = value == 1
+        accept_value = np.nan if accept is None else accept
+        reject_value = np.nan if reject is None else reject
+        return where(chosen, accept_value, reject_value)
+    return accept if value is True else reject
+
+
+# --- all and any ------------------------------------------------------------------------------
+
+
+def _truth_list(process_id: str, data: Any, ignore_nodata: bool, decisive: bool) -> Any:
+    values = list(data)
+    if not ignore_nodata and None in values and decisive not in values:
+        return None
+    return decisive if decisive in [v for v in values if v is not None] else not decisive
+
+
+def _truth_cube(data: LabeledArray, ignore_nodata: bool, decisive: bool) -> Any:
+    cube, dim = data.cube, data.dim
+    truth = cube.astype(np.float32)
+    target = 1.0 if decisive else 0.0
+    found = (truth == target).any(dim=dim)
+    missing = truth.isnull().any(dim=dim)
+    result = found.astype(np.float32) if decisive else 1 - found.astype(np.float32)
+    if not ignore_nodata:
+        result = result.where(found | ~missing)
+    return result
+
+
+@process("all")
+def all_(data: Any, ignore_nodata: Any = True) -> Any:
+    """True unless a value is false; with ``ignore_nodata: false``, null if a value is null
+    and none is false."""
+    if isinstance(data, list) and any(is_array(v) for v in data):
+        data = stack_list(data)
+    if isinstance(data, LabeledArray):
+        return _truth_cube(data, ignore_nodata, False)
+    return _truth_list("all", data, ignore_nodata, False)
+
+
+@process("any")
+def any_(data: Any, ignore_nodata: Any = True) -> Any:
+    """False unless a value is true; with ``ignore_nodata: false``, null if a value is null
+    and none is true."""
+    if isinstance(data, list) and any(is_array(v) for v in data):
+        data = stack_list(data)
+    if isinstance(data, LabeledArray):
+        return _truth_cube(data, ignore_nodata, True)
+    return _truth_list("any", data, ignore_nodata, True)

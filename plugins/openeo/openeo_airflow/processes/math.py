@@ -7,14 +7,16 @@ warn. Integer scalars stay integers where the result is one (``add``, ``subtract
 
 from __future__ import annotations
 
+import math
 import operator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .exceptions import process_error
 from .registry import process
-from .values import elementwise, is_number
+from .values import elementwise, is_array, is_number, reject_labeled, where
 
 
 @process("absolute")
@@ -103,3 +105,136 @@ def linear_scale_range(
     args = {"x": x, "inputMin": inputMin, "inputMax": inputMax}
     args |= {"outputMin": outputMin, "outputMax": outputMax}
     return elementwise("linear_scale_range", _scale, args)
+
+
+# --- trigonometry and hyperbolic functions ----------------------------------------------------
+
+
+def _unary(process_id: str, fn: Callable[[Any], Any]) -> None:
+    def implementation(x: Any) -> Any:
+        return elementwise(process_id, fn, {"x": x})
+
+    implementation.__name__ = process_id
+    process(process_id)(implementation)
+
+
+for _id, _fn in {
+    "sin": np.sin,
+    "cos": np.cos,
+    "tan": np.tan,
+    "arcsin": np.arcsin,
+    "arccos": np.arccos,
+    "arctan": np.arctan,
+    "sinh": np.sinh,
+    "cosh": np.cosh,
+    "tanh": np.tanh,
+    "arsinh": np.arcsinh,
+    "arcosh": np.arccosh,
+    "artanh": np.arctanh,
+}.items():
+    _unary(_id, _fn)
+
+
+@process("arctan2")
+def arctan2(y: Any, x: Any) -> Any:
+    return elementwise("arctan2", np.arctan2, {"y": y, "x": x})
+
+
+# --- rounding ---------------------------------------------------------------------------------
+
+
+def _integral(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Scalars: an ``int`` where the result is finite (``ceil(1.5)`` is 2, not 2.0)."""
+
+    def run(x: Any) -> Any:
+        result = fn(x)
+        if is_array(result) or not math.isfinite(result):
+            return result
+        return int(result)
+
+    return run
+
+
+@process("ceil")
+def ceil(x: Any) -> Any:
+    return elementwise("ceil", _integral(np.ceil), {"x": x}, int_fn=int)
+
+
+@process("floor")
+def floor(x: Any) -> Any:
+    return elementwise("floor", _integral(np.floor), {"x": x}, int_fn=int)
+
+
+@process("int")
+def int_(x: Any) -> Any:
+    """Drops the fractional part; NaN has no integer part, so it gives ``null`` (no-data)."""
+    reject_labeled("int", "x", x)
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return elementwise("int", _integral(np.trunc), {"x": x}, int_fn=int)
+
+
+@process("round")
+def round_(x: Any, p: Any = 0) -> Any:
+    """Round half to even at ``p`` decimals (negative ``p``: to tens, hundreds...)."""
+    if not isinstance(p, int) or isinstance(p, bool):
+        raise process_error("round", "ParameterInvalid", f"p={p!r} is not an integer.")
+
+    def rounded(value: Any) -> Any:
+        result = np.round(value, p)
+        if p <= 0 and not is_array(result) and math.isfinite(result):
+            return int(result)
+        return result
+
+    return elementwise(
+        "round", rounded, {"x": x}, int_fn=lambda v: int(np.round(v, p)) if p < 0 else v
+    )
+
+
+@process("sgn")
+def sgn(x: Any) -> Any:
+    return elementwise("sgn", _integral(np.sign), {"x": x}, int_fn=lambda v: (v > 0) - (v < 0))
+
+
+def _mod(x: Any, y: Any) -> Any:
+    """The remainder with the sign of the divisor; an infinite divisor leaves ``x``.
+
+    Division by zero follows the spec's first choice: +infinity for ``x > 0``, -infinity for
+    ``x < 0``, NaN for ``x = 0`` (``x * inf`` gives exactly that).
+    """
+    remainder = np.fmod(x, y)
+    wrong_sign = (remainder != 0) & (np.sign(remainder) != np.sign(y)) & np.isfinite(y)
+    remainder = where(wrong_sign, remainder + y, remainder)
+    return where(y == 0, x * np.inf, remainder)
+
+
+@process("mod")
+def mod(x: Any, y: Any) -> Any:
+    return elementwise("mod", _mod, {"x": x, "y": y}, int_fn=_mod_int)
+
+
+def _mod_int(x: int, y: int) -> int | float:
+    return x % y if y else math.copysign(math.inf, x) if x else math.nan
+
+
+# --- constants --------------------------------------------------------------------------------
+
+
+@process("e")
+def e() -> float:
+    return math.e
+
+
+@process("pi")
+def pi() -> float:
+    return math.pi
+
+
+@process("nan")
+def nan() -> float:
+    return math.nan
+
+
+@process("constant")
+def constant(x: Any) -> Any:
+    return x

@@ -18,20 +18,21 @@ import xarray as xr
 
 from openeo_airflow.core.errors import ProcessParameterInvalid
 
+from .arrays import same_value
 from .exceptions import process_error
 from .registry import process
 from .values import (
     LabeledArray,
+    LabeledList,
     is_array,
     is_number,
     label_position,
     label_to_json,
+    stack_list,
     to_python,
 )
 
 Kernel = Callable[[np.ndarray, int, bool], np.ndarray]
-
-STACK_DIM = "__array__"
 
 
 def _out_dtype(values: np.ndarray) -> np.dtype[Any]:
@@ -120,18 +121,9 @@ def _kernel(kernel: Kernel, skip: bool) -> Callable[..., np.ndarray]:
     return run
 
 
-def _stack(items: list[Any]) -> LabeledArray:
-    """A list holding cubes (e.g. ``max([x, 0])`` in ``apply``) as one labeled array."""
-    arrays = [
-        v if isinstance(v, xr.DataArray) else xr.DataArray(np.nan if v is None else v)
-        for v in items
-    ]
-    return LabeledArray(xr.concat(xr.broadcast(*arrays), dim=STACK_DIM), STACK_DIM)
-
-
 def _as_labeled(process_id: str, data: Any) -> LabeledArray | list[Any]:
     if isinstance(data, list) and any(is_array(v) for v in data):
-        return _stack(data)
+        return stack_list(data)
     if isinstance(data, LabeledArray | list):
         return data
     if isinstance(data, xr.DataArray):
@@ -265,7 +257,9 @@ def _element_position(data: Any, index: Any, label: Any) -> int | None:
     if index is not None and label is not None:
         raise process_error("array_element", "ArrayElementParameterConflict")
     if label is not None:
-        if not isinstance(data, LabeledArray):
+        if isinstance(data, LabeledList):
+            return next((i for i, v in enumerate(data.labels) if same_value(v, label)), None)
+        if not isinstance(data, LabeledArray) or data.dim not in data.cube.indexes:
             raise process_error("array_element", "ArrayNotLabeled")
         return label_position(pd.Index(data.cube.indexes[data.dim]), label)
     size = len(data) if isinstance(data, list) else data.cube.sizes[data.dim]
@@ -290,7 +284,7 @@ def array_element(
         if return_nodata:
             return None
         wanted = f"label {label!r}" if label is not None else f"index {index!r}"
-        labels = data.labels() if isinstance(data, LabeledArray) else None
+        labels = data.labels() if isinstance(data, LabeledArray) else getattr(data, "labels", None)
         detail = f"No element with {wanted}" + (f"; labels: {_show(labels)}" if labels else "")
         raise process_error("array_element", "ArrayElementNotAvailable", detail + ".")
     if isinstance(data, list):

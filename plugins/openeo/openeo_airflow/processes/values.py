@@ -26,7 +26,23 @@ import xarray as xr
 from openeo_airflow.core.errors import ProcessParameterInvalid
 from openeo_airflow.cube import DIMS
 
+from .exceptions import process_error
+
 BOOL_DTYPE = np.float32
+
+
+class LabeledList(list[Any]):
+    """An openEO labeled array outside a cube: a Python list with ``labels`` beside it.
+
+    Being a list, it goes through every array process unchanged; processes that keep the
+    labels (``array_apply``, ``array_modify``...) pass them on, the others drop them.
+    """
+
+    def __init__(self, values: Any = (), labels: Any = ()) -> None:
+        super().__init__(values)
+        self.labels = list(labels)
+        if len(self.labels) != len(self):
+            raise ValueError("a labeled array needs one label per value")
 
 
 @dataclass(frozen=True)
@@ -38,6 +54,18 @@ class LabeledArray:
 
     def labels(self) -> list[Any]:
         return list(self.cube.coords[self.dim].values) if self.dim in self.cube.coords else []
+
+
+STACK_DIM = "__array__"
+
+
+def stack_list(items: list[Any]) -> LabeledArray:
+    """A list holding cubes (e.g. ``max([x, 0])`` in ``apply``) as one labeled array."""
+    arrays = [
+        v if isinstance(v, xr.DataArray) else xr.DataArray(np.nan if v is None else v)
+        for v in items
+    ]
+    return LabeledArray(xr.concat(xr.broadcast(*arrays), dim=STACK_DIM), STACK_DIM)
 
 
 def is_array(value: Any) -> bool:
@@ -175,3 +203,71 @@ def label_to_json(value: Any) -> Any:
     if isinstance(value, np.datetime64 | pd.Timestamp):
         return pd.Timestamp(value).strftime("%Y-%m-%dT%H:%M:%SZ")
     return to_python(value)
+
+
+# --- cubes and their dimensions ------------------------------------------------------------------
+
+DIMENSION_TYPES = {"t": "temporal", "bands": "bands", "x": "spatial", "y": "spatial"}
+
+
+def as_cube(process_id: str, value: Any, parameter: str = "data") -> xr.DataArray:
+    """``value`` if it is a data cube, else ``ProcessParameterInvalid``."""
+    if isinstance(value, LabeledArray):
+        raise ProcessParameterInvalid(
+            process=process_id, parameter=parameter, reason="expected a data cube, got an array"
+        )
+    if not isinstance(value, xr.DataArray):
+        raise ProcessParameterInvalid(
+            process=process_id, parameter=parameter, reason=f"expected a data cube, got {value!r}"
+        )
+    return value
+
+
+def dimension_of(process_id: str, cube: xr.DataArray, name: Any) -> str:
+    """``name`` if ``cube`` has that dimension, else the process's ``DimensionNotAvailable``."""
+    if name not in cube.dims:
+        detail = f"'{name}' is not one of: {', '.join(map(str, cube.dims))}."
+        raise process_error(process_id, "DimensionNotAvailable", detail)
+    return str(name)
+
+
+def dimension_type(cube: xr.DataArray, dim: Any) -> str:
+    """``spatial``, ``temporal``, ``bands``, ``geometry`` or ``other``.
+
+    Known from the name (``x``, ``y``, ``t``, ``bands``), from datetime labels, or from a
+    ``type`` attribute on the dimension's coordinate (set where cubes are built).
+    """
+    coord = cube.coords.get(dim)
+    if coord is not None and coord.attrs.get("type"):
+        return str(coord.attrs["type"])
+    if dim in DIMENSION_TYPES:
+        return DIMENSION_TYPES[dim]
+    if coord is not None and np.issubdtype(coord.dtype, np.datetime64):
+        return "temporal"
+    return "other"
+
+
+def temporal_dimension(process_id: str, cube: xr.DataArray, dimension: Any) -> str:
+    """The temporal dimension to work on: ``dimension``, or the cube's only temporal one."""
+    if dimension is not None:
+        name = dimension_of(process_id, cube, dimension)
+        if dimension_type(cube, name) != "temporal":
+            raise process_error(process_id, "DimensionNotAvailable", f"'{name}' is not temporal.")
+        return name
+    temporal = [str(d) for d in cube.dims if dimension_type(cube, d) == "temporal"]
+    if not temporal:
+        raise process_error(
+            process_id, "DimensionNotAvailable", "The cube has no temporal dimension."
+        )
+    if len(temporal) > 1:
+        raise process_error(process_id, "TooManyDimensions", f"Temporal: {', '.join(temporal)}.")
+    return temporal[0]
+
+
+def broadcast_value(value: Any, template: xr.DataArray) -> xr.DataArray:
+    """A scalar (or ``null``) as a float cube shaped like ``template``."""
+    if isinstance(value, xr.DataArray):
+        return value
+    fill = np.nan if value is None else value
+    dtype = template.dtype if template.dtype.kind == "f" else np.float64
+    return xr.full_like(template, fill, dtype=dtype)
