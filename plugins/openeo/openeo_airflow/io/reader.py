@@ -181,43 +181,49 @@ class _Loader:
 
     def run(self, data: np.ndarray) -> None:
         work = [
-            (index, tile)
+            (index, tile, band)
             for index in range(len(self.steps))
             for tile in tiles(self.grid, self.options.tile_size)
+            for band in range(len(self.bands))
         ]
         workers = self.options.workers or min(4, os.cpu_count() or 1)
         if workers <= 1 or len(work) == 1:
             with gdal_env(self.options.gdal_profile):
-                for index, tile in work:
-                    self._fill(data, index, tile)
+                for unit in work:
+                    self._fill(data, *unit)
             return
         with ThreadPoolExecutor(max_workers=min(workers, len(work))) as pool:
-            futures = [pool.submit(self._fill_in_env, data, i, tile) for i, tile in work]
+            futures = [pool.submit(self._fill_in_env, data, *unit) for unit in work]
             for future in futures:
                 future.result()
 
-    def _fill_in_env(self, data: np.ndarray, index: int, tile: Tile) -> None:
+    def _fill_in_env(self, data: np.ndarray, index: int, tile: Tile, band_index: int) -> None:
         with gdal_env(self.options.gdal_profile):
-            self._fill(data, index, tile)
+            self._fill(data, index, tile, band_index)
 
-    def _fill(self, data: np.ndarray, index: int, tile: Tile) -> None:
+    def _fill(self, data: np.ndarray, index: int, tile: Tile, band_index: int) -> None:
+        """One band of one output tile of one time step: first valid pixel wins."""
         _, group = self.steps[index]
         ordered = order_for_tile(
             group, tile.grid.bounds, tile.grid.crs, [self.footprints[i.id] for i in group]
         )
-        for band_index, band in enumerate(self.bands):
-            target = data[index, band_index, tile.rows, tile.cols]
-            for item in ordered:
-                href = item.assets.get(band.asset)
-                if href is None or self._is_failed(href):
-                    continue
-                values = self._read(item, band, href, tile.grid)
-                if values is None:
-                    continue
-                empty = np.isnan(target)
-                np.copyto(target, values, where=empty)
-                if not empty.any() or not np.isnan(target).any():
-                    break
+        band = self.bands[band_index]
+        target = data[index, band_index, tile.rows, tile.cols]
+        first = True
+        for item in ordered:
+            href = item.assets.get(band.asset)
+            if href is None or self._is_failed(href):
+                continue
+            values = self._read(item, band, href, tile.grid)
+            if values is None:
+                continue
+            if first:
+                target[...] = values  # the target is still all NaN
+                first = False
+            else:
+                np.copyto(target, values, where=np.isnan(target))
+            if not np.isnan(target).any():
+                break
 
     def _read(self, item: StacItem, band: BandConfig, href: str, grid: Grid) -> np.ndarray | None:
         try:

@@ -134,13 +134,14 @@ def read_values(
         values *= np.float32(decoding.scale)
     if decoding.offset:
         values += np.float32(decoding.offset)
-    values[~valid] = np.nan
+    if valid is not None:
+        np.putmask(values, ~valid, np.float32(np.nan))
     return values
 
 
 def _read(
     href: str, band: BandConfig, decoding: Decoding, grid: Grid
-) -> tuple[np.ndarray, np.ndarray] | None:
+) -> tuple[np.ndarray, np.ndarray | None] | None:
     with rasterio.open(href) as src:
         nodata = decoding.nodata if decoding.nodata is not None else src.nodata
         if not _touches(src, grid):
@@ -160,7 +161,7 @@ def _read(
 
 def _read_warped(
     src: Any, nodata: float | None, band: BandConfig, grid: Grid
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     options: dict[str, Any] = {
         "crs": grid.crs,
         "transform": grid.transform,
@@ -178,16 +179,25 @@ def _read_warped(
     with WarpedVRT(src, **options) as vrt:
         raw = vrt.read(1)
         inside = vrt.read_masks(1) > 0
-    return raw, inside & _valid(raw, nodata)
+    return raw, _and(inside, _valid(raw, nodata))
 
 
-def _valid(raw: np.ndarray, nodata: float | None) -> np.ndarray:
-    valid = np.ones(raw.shape, dtype=bool)
-    if nodata is not None:
-        valid &= ~np.isnan(raw) if math.isnan(nodata) else raw != nodata
+def _valid(raw: np.ndarray, nodata: float | None) -> np.ndarray | None:
+    """Where ``raw`` holds data (None: everywhere)."""
     if raw.dtype.kind == "f":
-        valid &= ~np.isnan(raw)
-    return valid
+        valid = ~np.isnan(raw)
+        if nodata is not None and not math.isnan(nodata):
+            valid &= raw != nodata
+        return valid
+    if nodata is None:
+        return None
+    return np.asarray(raw != nodata)
+
+
+def _and(inside: np.ndarray | None, valid: np.ndarray | None) -> np.ndarray | None:
+    if inside is None:
+        return valid
+    return inside if valid is None else inside & valid
 
 
 def _touches(src: Any, grid: Grid) -> bool:
@@ -234,7 +244,7 @@ def _upsampling_factor(src: Any, grid: Grid) -> int | None:
 
 def _read_repeated(
     src: Any, nodata: float | None, grid: Grid, k: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Nearest upsampling by an integer factor: read the covering window, repeat k x k."""
     s, g = src.transform, grid.transform
     col = round((g.c - s.c) / g.a)  # offset of the grid origin in grid pixels
@@ -247,14 +257,20 @@ def _read_repeated(
     rows = slice(top, top + grid.height)
     cols = slice(left, left + grid.width)
     raw = raw.repeat(k, 0).repeat(k, 1)[rows, cols]
-    inside = inside.repeat(k, 0).repeat(k, 1)[rows, cols]
+    if inside is not None:
+        inside = inside.repeat(k, 0).repeat(k, 1)[rows, cols]
     return raw, inside
 
 
 def _read_aligned(
     src: Any, nodata: float | None, grid: Grid, row: int, col: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """A plain window read of the part of the grid inside the source."""
+    if row >= 0 and col >= 0 and row + grid.height <= src.height and col + grid.width <= src.width:
+        window = Window(col, row, grid.width, grid.height)
+        raw = src.read(1, window=window)
+        inside = None if nodata is not None else src.read_masks(1, window=window) > 0
+        return raw, _and(inside, _valid(raw, nodata))
     fill = nodata if nodata is not None else 0
     raw = np.full((grid.height, grid.width), fill, dtype=src.dtypes[0])
     inside = np.zeros((grid.height, grid.width), dtype=bool)
@@ -265,7 +281,7 @@ def _read_aligned(
         target = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
         raw[target] = src.read(1, window=window)
         inside[target] = src.read_masks(1, window=window) > 0 if nodata is None else True
-    return raw, inside & _valid(raw, nodata)
+    return raw, _and(inside, _valid(raw, nodata))
 
 
 def _overview_level(src: Any, grid: Grid) -> int | None:
