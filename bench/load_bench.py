@@ -120,6 +120,7 @@ def run_odc_stac(catalog: Path, bounds: tuple[float, ...], threads: int) -> np.n
         chunks=None,
     )
     out = np.stack([data[b].values for b in BANDS], axis=1)
+    out[out == 0] = np.nan  # odc-stac keeps the sources' nodata value (0) in float output
     out[:, :2] -= 1000  # harmonise baseline 04.00 (odc-stac does not)
     return out
 
