@@ -356,7 +356,9 @@ def test_sync_netcdf_matches_numpy(
     for band in ("B04", "B08"):
         with rasterio.open(f"netcdf:{source}:S2-L2A-{band}") as src:
             bands[band] = src.read().astype("float64")
-    expected = max_composite(np.stack([ndvi(r, n) for r, n in zip(bands["B04"], bands["B08"])]))
+    expected = max_composite(
+        np.stack([ndvi(r, n) for r, n in zip(bands["B04"], bands["B08"], strict=True)])
+    )
     assert ours.shape == expected.shape
     assert np.array_equal(np.isnan(ours), np.isnan(expected))
     assert np.nanmax(np.abs(ours - expected)) <= 1e-6
