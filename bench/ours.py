@@ -11,6 +11,7 @@ API, so that scheduling overhead (wall - sum of task durations) and work can be 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -161,6 +162,8 @@ def run_ours(
     with TreeSampler(root) as sampler:
         try:
             cube = build(workload, load, side_km, polygons)
+            graph = {"process_graph": cube.save_result(format=fmt).flat_graph()}
+            out.with_suffix(".graph.json").write_text(json.dumps(graph, indent=1))
             if path == "sync":
                 cube.download(out, format=fmt)
             else:
