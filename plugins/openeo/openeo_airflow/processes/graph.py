@@ -9,6 +9,13 @@ Callbacks run vectorised: ``reduce_dimension`` calls its reducer once with ``dat
 ``LabeledArray`` (the whole cube, seen along the reduced dimension), ``apply`` calls its process
 once with ``x`` bound to the whole cube.
 
+Processes are found by namespace (openEO API 1.2): ``namespace`` missing or ``null`` looks in
+the backend's processes first, then asks the ``resolver`` for a user-defined process of that id;
+``"backend"`` only looks in the backend's processes; ``"user"`` and any other namespace (a URL,
+a provider's name) only ask the resolver. The resolver returns an openEO process object
+(``{"process_graph": ..., "parameters": [...]}``) or ``None``; a user-defined process runs in its
+own scope (its parameters, with their defaults), and may call other user-defined processes.
+
 Errors: an unknown process raises ``ProcessUnsupported``; openEO errors raised by a process keep
 their class and get the node named in their message; any other exception becomes ``Internal``
 naming the node.
@@ -38,8 +45,20 @@ from openeo_airflow.core.errors import (
 from . import registry
 
 Hook = Callable[[dict[str, Any], str], Any]
+Resolver = Callable[[str, str | None], Mapping[str, Any] | None]
 
 BACKEND_NAMESPACES = (None, "backend")
+MAX_PROCESS_DEPTH = 32
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every (child) graph of one evaluation shares: hooks by process id, the
+    user-defined process resolver, and how deep user-defined processes are nested."""
+
+    hooks: Mapping[str, Hook] = field(default_factory=dict)
+    resolver: Resolver | None = None
+    depth: int = 0
 
 
 def evaluate(
@@ -47,6 +66,8 @@ def evaluate(
     *,
     arguments: dict[str, Any] | None = None,
     hooks: Mapping[str, Hook] | None = None,
+    node_hooks: Mapping[str, Hook] | None = None,
+    resolver: Resolver | None = None,
 ) -> Any:
     """Evaluate a process graph and return the value of its result node.
 
@@ -55,11 +76,15 @@ def evaluate(
     ``arguments`` gives values for the graph's parameters (``from_parameter``).
     ``hooks`` replace processes by id with ``hook(resolved_arguments, node_id)``: the engine
     plugs in ``load_collection`` (loading or reading the intermediate store) and
-    ``save_result``.
+    ``save_result``. ``node_hooks`` replace single nodes of the top-level graph by id (the
+    tiled evaluation gives each tile its part of a source this way). ``resolver`` looks up
+    user-defined processes: ``resolver(process_id, namespace)`` returns a process object or
+    ``None`` (see the module docstring).
     """
     graph, scope = split_process(process_graph)
     scope.update(arguments or {})
-    return _Evaluation(graph, scope, dict(hooks or {})).result()
+    context = Context(dict(hooks or {}), resolver)
+    return _Evaluation(graph, scope, context, dict(node_hooks or {})).result()
 
 
 @dataclass
@@ -72,11 +97,12 @@ class Callback:
 
     process_graph: dict[str, Any]
     scope: Mapping[str, Any] = field(default_factory=dict)
-    hooks: Mapping[str, Hook] = field(default_factory=dict)
+    context: Context = field(default_factory=Context)
     parent_node: str = ""
 
     def __call__(self, **parameters: Any) -> Any:
-        return _Evaluation(self.process_graph, {**self.scope, **parameters}, self.hooks).result()
+        scope = {**self.scope, **parameters}
+        return _Evaluation(self.process_graph, scope, self.context).result()
 
 
 class _Evaluation:
@@ -86,10 +112,17 @@ class _Evaluation:
     intermediate cubes do not pile up in memory along a long chain of processes.
     """
 
-    def __init__(self, graph: dict[str, Any], scope: Mapping[str, Any], hooks: Mapping[str, Hook]):
+    def __init__(
+        self,
+        graph: dict[str, Any],
+        scope: Mapping[str, Any],
+        context: Context,
+        node_hooks: Mapping[str, Hook] | None = None,
+    ):
         self.graph = graph
         self.scope = scope
-        self.hooks = hooks
+        self.context = context
+        self.node_hooks = node_hooks or {}
         self.values: dict[str, Any] = {}
         self.active: set[str] = set()
         self.consumers: Counter[str] = Counter()
@@ -165,7 +198,7 @@ class _Evaluation:
         if isinstance(value.get("from_parameter"), str):
             return self.parameter(value["from_parameter"], node_id)
         if isinstance(value.get("process_graph"), dict):
-            return Callback(value["process_graph"], self.scope, self.hooks, node_id)
+            return Callback(value["process_graph"], self.scope, self.context, node_id)
         return {k: self.resolve(v, node_id) for k, v in value.items()}
 
     def parameter(self, name: str, node_id: str) -> Any:
@@ -178,21 +211,8 @@ class _Evaluation:
 
     def call(self, node_id: str, process_id: str, namespace: Any, args: dict[str, Any]) -> Any:
         label = f"Node '{node_id}' ({process_id})"
-        hook = self.hooks.get(process_id)
-        fn = registry.get(process_id) if namespace in BACKEND_NAMESPACES else None
-        if hook is None and fn is None:
-            ns = namespace or "backend"
-            raise ProcessUnsupported(
-                f"{label}: process '{process_id}' is not available in namespace '{ns}'",
-                process=process_id,
-                namespace=ns,
-            )
         try:
-            if hook is not None:
-                return hook(args, node_id)
-            if fn is not None:
-                _check_arguments(fn, process_id, args)
-                return fn(**args)
+            return self._run(node_id, process_id, namespace, args, label)
         except OpenEOError as err:
             named = _name_node(err, label)
             if named is err:
@@ -200,6 +220,58 @@ class _Evaluation:
             raise named from err
         except Exception as exc:
             raise Internal(f"{label}: {type(exc).__name__}: {exc}") from exc
+
+    def _run(
+        self, node_id: str, process_id: str, namespace: Any, args: dict[str, Any], label: str
+    ) -> Any:
+        node_hook = self.node_hooks.get(node_id)
+        if node_hook is not None:
+            return node_hook(args, node_id)
+        hook = self.context.hooks.get(process_id)
+        if hook is not None and namespace in BACKEND_NAMESPACES:
+            return hook(args, node_id)
+        fn = registry.get(process_id) if namespace in BACKEND_NAMESPACES else None
+        if fn is not None:
+            _check_arguments(fn, process_id, args)
+            return fn(**args)
+        definition = self._user_process(process_id, namespace)
+        if definition is None:
+            ns = namespace or "backend"
+            raise ProcessUnsupported(
+                f"{label}: process '{process_id}' is not available in namespace '{ns}'",
+                process=process_id,
+                namespace=ns,
+            )
+        return self._run_user_process(process_id, definition, args)
+
+    def _user_process(self, process_id: str, namespace: Any) -> Mapping[str, Any] | None:
+        if self.context.resolver is None or namespace == "backend":
+            return None
+        return self.context.resolver(process_id, namespace)
+
+    def _run_user_process(
+        self, process_id: str, definition: Mapping[str, Any], args: dict[str, Any]
+    ) -> Any:
+        if self.context.depth >= MAX_PROCESS_DEPTH:
+            raise ProcessGraphInvalid(
+                f"User-defined process '{process_id}' nests more than {MAX_PROCESS_DEPTH}"
+                " levels deep (a recursive definition?)"
+            )
+        graph, defaults = split_process(definition)
+        declared = [p for p in definition.get("parameters") or [] if isinstance(p, dict)]
+        names = {p.get("name") for p in declared}
+        for name in args:
+            if name not in names:
+                raise ProcessParameterUnsupported(process=process_id, parameter=name)
+        for parameter in declared:
+            wanted = str(parameter.get("name"))
+            if wanted not in args and "default" not in parameter and not parameter.get("optional"):
+                raise ProcessParameterRequired(process=process_id, parameter=wanted)
+        scope = {**defaults, **args}
+        for parameter in declared:  # optional parameters without a default are null
+            scope.setdefault(str(parameter.get("name")), None)
+        inner = Context(self.context.hooks, self.context.resolver, self.context.depth + 1)
+        return _Evaluation(graph, scope, inner).result()
 
 
 def _name_node(err: OpenEOError, label: str) -> OpenEOError:

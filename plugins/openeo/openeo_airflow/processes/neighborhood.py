@@ -14,6 +14,7 @@ import xarray as xr
 from scipy import ndimage
 
 from openeo_airflow.core.errors import ProcessParameterInvalid
+from openeo_airflow.cube import cube_resolution
 
 from .exceptions import process_error
 from .registry import process
@@ -108,15 +109,30 @@ def _neighborhood_space(arguments: Mapping[str, Any]) -> Space:
     return Halo(halo, align) if halo else Space("halo", halo=0, align=align)
 
 
-def _windows(length: int, size: int | None, overlap: int) -> list[tuple[int, int, int, int]]:
-    """``(read start, read stop, keep start, keep stop)`` of each chunk along one dimension."""
-    if not size or size >= length:
+def _windows(length: int, size: int | None, overlap: int, first: int) -> list[tuple[int, ...]]:
+    """``(read start, read stop, keep start, keep stop)`` of each chunk along one dimension.
+
+    Chunks start where the absolute index (``first`` is the index of element 0) is a multiple
+    of ``size``, so a cube cut into tiles aligned to ``size`` is chunked the same way.
+    """
+    if not size:
         return [(0, length, 0, length)]
-    out = []
-    for start in range(0, length, size):
-        stop = min(start + size, length)
-        out.append((max(start - overlap, 0), min(stop + overlap, length), start, stop))
+    out: list[tuple[int, ...]] = []
+    for start in range(-(first % size), length, size):
+        keep_start, keep_stop = max(start, 0), min(start + size, length)
+        read = (max(keep_start - overlap, 0), min(keep_stop + overlap, length))
+        out.append((*read, keep_start, keep_stop))
     return out
+
+
+def _first_index(cube: xr.DataArray, dim: str) -> int:
+    """The index of the cube's first pixel along ``x``/``y`` in its CRS's grid (0 elsewhere)."""
+    if dim not in ("x", "y") or "spatial_ref" not in cube.coords or not cube.sizes[dim]:
+        return 0
+    xres, yres = cube_resolution(cube)
+    if dim == "x":
+        return round((float(cube.x[0]) - xres / 2) / xres)
+    return -round((float(cube.y[0]) + yres / 2) / yres)
 
 
 @process("apply_neighborhood", space=_neighborhood_space)
@@ -136,7 +152,12 @@ def apply_neighborhood(
         if dim not in cube.dims:
             raise process_error("apply_neighborhood", "DimensionNotAvailable", f"'{dim}'.")
     chunked = [d for d in cube.dims if sizes.get(str(d))]
-    plans = {d: _windows(cube.sizes[d], sizes[str(d)], overlaps.get(str(d)) or 0) for d in chunked}
+    plans = {
+        d: _windows(
+            cube.sizes[d], sizes[str(d)], overlaps.get(str(d)) or 0, _first_index(cube, str(d))
+        )
+        for d in chunked
+    }
     result = xr.full_like(cube, np.nan, dtype=cube.dtype if cube.dtype.kind == "f" else float)
     for window in _combinations(plans):
         read = {d: slice(w[0], w[1]) for d, w in window.items()}
@@ -154,10 +175,8 @@ def apply_neighborhood(
     return result
 
 
-def _combinations(
-    plans: dict[Any, list[tuple[int, int, int, int]]],
-) -> list[dict[Any, tuple[int, int, int, int]]]:
-    combos: list[dict[Any, tuple[int, int, int, int]]] = [{}]
+def _combinations(plans: dict[Any, list[tuple[int, ...]]]) -> list[dict[Any, tuple[int, ...]]]:
+    combos: list[dict[Any, tuple[int, ...]]] = [{}]
     for dim, windows in plans.items():
         combos = [{**c, dim: w} for c in combos for w in windows]
     return combos
