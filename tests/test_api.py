@@ -362,3 +362,12 @@ def test_sync_netcdf_matches_numpy(
     assert ours.shape == expected.shape
     assert np.array_equal(np.isnan(ours), np.isnan(expected))
     assert np.nanmax(np.abs(ours - expected)) <= 1e-6
+
+
+def test_invalid_soft_error_option_is_a_clear_error(client: TestClient, alice: dict) -> None:
+    response = client.post(
+        PREFIX + "/result",
+        json={"process": graph(), "job_options": {"soft-errors": 2}},
+        headers=alice,
+    )
+    assert_error(response, 400, "ProcessParameterInvalid", "soft-errors")

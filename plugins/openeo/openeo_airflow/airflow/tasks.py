@@ -101,7 +101,10 @@ def load(job_id: str, node_id: str) -> str:
     def work() -> str:
         ws = workspace(job_id)
         b = backend()
-        path = stages.run_load(ws.read_plan(), node_id, ws, b.collections, b.settings.gdal_profile)
+        options = b.registry.get(job_id).job_options
+        path = stages.run_load(
+            ws.read_plan(), node_id, ws, b.collections, b.settings.gdal_profile, options
+        )
         return str(path)
 
     return _guard(job_id, "load", work)

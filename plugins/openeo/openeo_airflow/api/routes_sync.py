@@ -32,6 +32,7 @@ async def process_sync(
         backend.collections,
         gdal_profile=settings.gdal_profile,
         max_pixels=settings.sync_max_pixels,
+        job_options=body.job_options,
     )
     result = await asyncio.wrap_future(future)
     return Response(

@@ -19,7 +19,7 @@ from pyproj import Transformer
 
 from openeo_airflow.catalog.config import CollectionConfig
 from openeo_airflow.compiler.plan import Plan, Source
-from openeo_airflow.core.errors import CollectionNotFound
+from openeo_airflow.core.errors import CollectionNotFound, ProcessParameterInvalid
 from openeo_airflow.cube import cube_crs, cube_transform
 from openeo_airflow.engine.workspace import RESULT_METADATA, JobWorkspace
 from openeo_airflow.io.formats import normalize_format, write_gtiff, write_netcdf
@@ -33,8 +33,21 @@ DEFAULT_FORMAT = "GTiff"
 MEDIA_TYPES = {"GTiff": "image/tiff; application=geotiff", "netCDF": "application/x-netcdf"}
 
 
+def soft_error_ratio(job_options: Mapping[str, Any]) -> float:
+    """The ``soft-errors`` job option: the share of unreadable inputs a job may skip."""
+    value = job_options.get("soft-errors", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise ProcessParameterInvalid(
+            f"job_options 'soft-errors': {value!r} must be a number between 0 and 1."
+        )
+    return float(value)
+
+
 def load_source(
-    source: Source, collections: Mapping[str, CollectionConfig], gdal_profile: str
+    source: Source,
+    collections: Mapping[str, CollectionConfig],
+    gdal_profile: str,
+    job_options: Mapping[str, Any] | None = None,
 ) -> xr.DataArray:
     config = collections.get(source.collection_id)
     if config is None:
@@ -45,6 +58,8 @@ def load_source(
         temporal_extent=source.temporal_extent,
         bands=source.bands,
         gdal_profile=gdal_profile,
+        properties=source.properties,
+        soft_errors=soft_error_ratio(job_options or {}),
     )
     log.info(
         "Loaded %s: %s",
@@ -60,9 +75,10 @@ def run_load(
     workspace: JobWorkspace,
     collections: Mapping[str, CollectionConfig],
     gdal_profile: str,
+    job_options: Mapping[str, Any] | None = None,
 ) -> Path:
     source = next(s for s in plan.sources if s.node_id == node_id)
-    cube = load_source(source, collections, gdal_profile)
+    cube = load_source(source, collections, gdal_profile, job_options)
     path = workspace.source_cube(node_id)
     write_cube(cube, path)
     return path

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from openeo_airflow.catalog.config import CollectionConfig
 from openeo_airflow.catalog.stac import search_items
@@ -36,7 +37,7 @@ def estimate_source_pixels(source: Source, config: CollectionConfig) -> int | No
         return None
     bbox = extent_wgs84(source.spatial_extent)
     start, end = (source.temporal_extent or [None, None])[:2]
-    items = search_items(config, bbox, _time(start), _time(end))
+    items = search_items(config, bbox, _time(start), _time(end), properties=source.properties)
     dates = len({item.datetime.date() for item in items})
     bands = len(source.bands) if source.bands else len(config.bands)
     return pixel_count(bbox, config.resolution, bands, dates)
@@ -69,9 +70,13 @@ def execute(
     *,
     gdal_profile: str,
     max_pixels: int,
+    job_options: Mapping[str, Any] | None = None,
 ) -> SyncResult:
     check_size(plan, collections, max_pixels)
-    cubes = {s.node_id: stages.load_source(s, collections, gdal_profile) for s in plan.sources}
+    cubes = {
+        s.node_id: stages.load_source(s, collections, gdal_profile, job_options)
+        for s in plan.sources
+    }
     result = stages.transform(plan, cubes)
     fmt, _options = stages.output_format(plan)
     with tempfile.TemporaryDirectory(prefix="openeo-sync-") as tmp:
