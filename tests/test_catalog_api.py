@@ -25,7 +25,7 @@ from rasterio.windows import Window
 from openeo_airflow.catalog.config import BandConfig, CollectionConfig, load_collections
 from openeo_airflow.catalog.properties import evaluate, parse_properties
 from openeo_airflow.catalog.stac import parse_datetime, search_items
-from openeo_airflow.core.errors import FeatureUnsupported, Internal
+from openeo_airflow.core.errors import FeatureUnsupported, InfrastructureBusy
 from openeo_airflow.io.reader import load_cube
 
 RKH = Path("cogs_29RKH/S2A_29RKH_20200219_0_L2A")
@@ -282,11 +282,12 @@ def test_a_server_that_ignores_the_filter_still_gives_the_right_items(
     assert sorted(str(i.datetime.date()) for i in items) == ["2020-07-01", "2020-07-11"]
 
 
-def test_unreachable_api_is_an_internal_error() -> None:
+def test_unreachable_api_is_a_service_error() -> None:
     with StacApi("x", []) as server:
         url = server.url
-    with pytest.raises(Internal, match="STAC search"):
+    with pytest.raises(InfrastructureBusy, match="could not be searched") as raised:
         search_items(api_config(url, "x"))
+    assert raised.value.status == 503
 
 
 # --------------------------------------------------------------------------- properties

@@ -14,7 +14,7 @@ from typing import Any
 from openeo_airflow.catalog.config import CollectionConfig
 from openeo_airflow.catalog.properties import PropertyFilter
 from openeo_airflow.catalog.stac import BBox, StacItem, parse_item
-from openeo_airflow.core.errors import Internal
+from openeo_airflow.core.errors import InfrastructureBusy
 
 TIMEOUT_SECONDS = 60
 RETRIES = 3
@@ -54,8 +54,10 @@ def search_api(
         search = client.search(method="POST", **parameters)
         documents = list(search.items_as_dicts())
     except (APIError, OSError, ValueError, NotImplementedError) as error:
-        raise Internal(
-            message=f"STAC search at {cfg.stac_api} for '{cfg.stac_collection}' failed: {error}"
+        # The archive's catalog is down or unreachable: a service problem, not a bad request.
+        raise InfrastructureBusy(
+            f"The catalog of collection '{cfg.id}' ({cfg.stac_api}) could not be searched; "
+            f"try again later. ({type(error).__name__}: {str(error)[:200]})"
         ) from error
     base = cfg.stac_api.rstrip("/") + "/search"
     return [
