@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 COLLECTION = "TEST_CDSE_S2"
+# The whole CDSE test cube, in its own CRS.
+CDSE_CUBE_EXTENT = {
+    "west": 587880,
+    "south": 5684910,
+    "east": 588340,
+    "north": 5685430,
+    "crs": 32631,
+}
 
 
 def graph(collection: str = COLLECTION, **extra_nodes: dict) -> dict:
@@ -371,3 +380,86 @@ def test_invalid_soft_error_option_is_a_clear_error(client: TestClient, alice: d
         headers=alice,
     )
     assert_error(response, 400, "ProcessParameterInvalid", "soft-errors")
+
+
+NDVI_UDP = {
+    "summary": "NDVI of a cube",
+    "parameters": [
+        {
+            "name": "cube",
+            "description": "a cube",
+            "schema": {"type": "object", "subtype": "datacube"},
+        }
+    ],
+    "returns": {"description": "NDVI", "schema": {"type": "object", "subtype": "datacube"}},
+    "process_graph": {
+        "n": {
+            "process_id": "ndvi",
+            "arguments": {"data": {"from_parameter": "cube"}, "nir": "B08", "red": "B04"},
+            "result": True,
+        }
+    },
+}
+
+
+def test_user_defined_processes_crud(client: TestClient, alice: dict, bob: dict) -> None:
+    url = PREFIX + "/process_graphs/my_ndvi"
+    stored = client.put(url, json=NDVI_UDP, headers=alice)
+    assert stored.status_code == 200, stored.text
+    got = client.get(url, headers=alice)
+    assert_valid(got, "/process_graphs/{process_graph_id}")
+    assert got.json()["id"] == "my_ndvi"
+    listed = client.get(PREFIX + "/process_graphs", headers=alice)
+    assert_valid(listed, "/process_graphs")
+    assert [p["id"] for p in listed.json()["processes"]] == ["my_ndvi"]
+    assert_error(client.get(url, headers=bob), 404, "ProcessGraphNotFound", "my_ndvi")
+    assert client.delete(url, headers=alice).status_code == 204
+    assert_error(client.get(url, headers=alice), 404, "ProcessGraphNotFound")
+
+
+def test_user_defined_process_errors(client: TestClient, alice: dict) -> None:
+    response = client.put(PREFIX + "/process_graphs/ndvi", json=NDVI_UDP, headers=alice)
+    assert_error(response, 400, "PredefinedProcessExists")
+    bad = {
+        **NDVI_UDP,
+        "process_graph": {"n": {"process_id": "nope", "arguments": {}, "result": True}},
+    }
+    response = client.put(PREFIX + "/process_graphs/mine", json=bad, headers=alice)
+    assert_error(response, 400, "ProcessUnsupported", "nope")
+
+
+def test_sync_calls_a_user_defined_process(client: TestClient, alice: dict) -> None:
+    assert (
+        client.put(PREFIX + "/process_graphs/my_ndvi", json=NDVI_UDP, headers=alice).status_code
+        == 200
+    )
+    direct = graph()
+    nodes = direct["process_graph"]
+    nodes["load"]["arguments"]["spatial_extent"] = CDSE_CUBE_EXTENT
+    nodes["save"]["arguments"]["format"] = "netCDF"
+    via_udp = copy.deepcopy(direct)
+    via_udp["process_graph"]["ndvi"] = {
+        "process_id": "my_ndvi",
+        "arguments": {"cube": {"from_node": "load"}},
+    }
+    first = client.post(PREFIX + "/result", json={"process": direct}, headers=alice)
+    second = client.post(PREFIX + "/result", json={"process": via_udp}, headers=alice)
+    assert first.status_code == second.status_code == 200, second.text
+    assert first.content == second.content
+
+
+def test_validation_reports_every_problem(client: TestClient, alice: dict) -> None:
+    body = graph("NOPE")
+    body["process_graph"]["ndvi"]["process_id"] = "ndvi_magic"
+    response = client.post(PREFIX + "/validation", json=body, headers=alice)
+    assert_valid(response, "/validation")
+    codes = sorted(e["code"] for e in response.json()["errors"])
+    assert codes == ["CollectionNotFound", "ProcessUnsupported"]
+    ok = client.post(PREFIX + "/validation", json=graph(), headers=alice)
+    assert ok.json() == {"errors": []}
+
+
+def test_sync_without_data_says_so(client: TestClient, alice: dict) -> None:
+    # graph()'s default extent lies beside the test cube.
+    response = client.post(PREFIX + "/result", json={"process": graph()}, headers=alice)
+    assert_error(response, 400, "NoDataAvailable")

@@ -17,7 +17,6 @@ from openeo_airflow.engine import stages
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.jobs.backend import Backend
 from openeo_airflow.jobs.joblog import job_logging
-from openeo_airflow.processes.registry import implemented
 from openeo_airflow.sizing.size import size_job
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,9 @@ def size(job_id: str) -> dict[str, Any]:
         b.registry.set_status(job_id, JobStatus.RUNNING, only_from=[JobStatus.QUEUED])
         log.info("Job started")
         plan = compile_plan(
-            job.process, known_processes=set(implemented()), collections=set(b.collections)
+            job.process,
+            known_processes=b.jobs.known_processes(job.owner),
+            collections=set(b.collections),
         )
         workspace(job_id).write_plan(plan)
         sizing = size_job(plan, job.job_options)
@@ -113,7 +114,9 @@ def load(job_id: str, node_id: str) -> str:
 def transform(job_id: str) -> str:
     def work() -> str:
         ws = workspace(job_id)
-        path = stages.run_transform(ws.read_plan(), ws)
+        b = backend()
+        resolver = b.user_processes.resolver(b.registry.get(job_id).owner)
+        path = stages.run_transform(ws.read_plan(), ws, resolver)
         backend().registry.update(job_id, progress=66.0)
         return str(path)
 

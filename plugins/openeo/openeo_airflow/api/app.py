@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from openeo_airflow import __version__
-from openeo_airflow.api import routes_general, routes_jobs, routes_sync
+from openeo_airflow.api import routes_general, routes_jobs, routes_process_graphs, routes_sync
 from openeo_airflow.api.errors import install_error_handlers
 from openeo_airflow.core.settings import load_settings
 from openeo_airflow.jobs.backend import Backend
@@ -71,6 +71,12 @@ def create_app(backend_provider: Callable[[], Backend] | None = None) -> FastAPI
     )
     install_error_handlers(app)
     app.include_router(routes_general.well_known)
-    for router in (routes_general.router, routes_jobs.router, routes_sync.router):
+    routers = (
+        routes_general.router,
+        routes_jobs.router,
+        routes_sync.router,
+        routes_process_graphs.router,
+    )
+    for router in routers:
         app.include_router(router, prefix=VERSION_PREFIX)
     return app

@@ -10,7 +10,6 @@ from openeo_airflow.api.deps import BackendDep, UserDep
 from openeo_airflow.api.models import SyncBody
 from openeo_airflow.compiler.compile import compile_plan
 from openeo_airflow.engine.sync import execute
-from openeo_airflow.processes.registry import implemented
 
 router = APIRouter()
 
@@ -21,7 +20,7 @@ async def process_sync(
 ) -> Response:
     plan = compile_plan(
         body.process.model_dump(exclude_none=True),
-        known_processes=set(implemented()),
+        known_processes=backend.jobs.known_processes(user.user_id),
         collections=set(backend.collections),
     )
     settings = backend.settings
@@ -33,6 +32,7 @@ async def process_sync(
         gdal_profile=settings.gdal_profile,
         max_pixels=settings.sync_max_pixels,
         job_options=body.job_options,
+        resolver=backend.user_processes.resolver(user.user_id),
     )
     result = await asyncio.wrap_future(future)
     return Response(

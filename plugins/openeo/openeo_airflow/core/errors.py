@@ -98,6 +98,12 @@ class ProcessGraphNotFound(OpenEOError):
     template = "User-defined process '{identifier}' does not exist."
 
 
+class PredefinedProcessExists(OpenEOError):
+    code = "PredefinedProcessExists"
+    status = 400
+    template = "A predefined process with the given identifier exists."
+
+
 class ProcessInvalid(OpenEOError):
     code = "ProcessInvalid"
     status = 400
@@ -229,4 +235,12 @@ class ResultAssetNotFound(OpenEOError):
     template = "The result file '{file}' does not exist or its link is invalid."
 
 
-CUSTOM_CODES = {RequestInvalid.code, ResultAssetNotFound.code}
+class NoDataAvailable(OpenEOError):
+    """Our own code: the request selects no data at all (nothing to return)."""
+
+    code = "NoDataAvailable"
+    status = 400
+    template = "No data was found for the requested extent and period."
+
+
+CUSTOM_CODES = {RequestInvalid.code, ResultAssetNotFound.code, NoDataAvailable.code}

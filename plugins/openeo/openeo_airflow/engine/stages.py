@@ -25,7 +25,7 @@ from openeo_airflow.engine.workspace import RESULT_METADATA, JobWorkspace
 from openeo_airflow.io.formats import normalize_format, write_gtiff, write_netcdf
 from openeo_airflow.io.reader import load_cube
 from openeo_airflow.io.store import read_cube, write_cube
-from openeo_airflow.processes.graph import evaluate
+from openeo_airflow.processes.graph import Resolver, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,13 @@ def run_load(
     return path
 
 
-def transform(plan: Plan, sources: Mapping[str, xr.DataArray]) -> xr.DataArray:
-    """Evaluate the graph on already loaded source cubes; ``save_result`` passes its data on."""
+def transform(
+    plan: Plan, sources: Mapping[str, xr.DataArray], resolver: Resolver | None = None
+) -> xr.DataArray:
+    """Evaluate the graph on already loaded source cubes; ``save_result`` passes its data on.
+
+    ``resolver`` finds the user-defined processes the graph calls.
+    """
 
     def from_sources(_args: dict[str, Any], node_id: str) -> xr.DataArray:
         return sources[node_id]
@@ -96,15 +101,16 @@ def transform(plan: Plan, sources: Mapping[str, xr.DataArray]) -> xr.DataArray:
     result = evaluate(
         plan.process_graph,
         hooks={"load_collection": from_sources, "save_result": passthrough},
+        resolver=resolver,
     )
     if not isinstance(result, xr.DataArray):
         result = xr.DataArray(np.asarray(result, dtype="float32"))
     return result
 
 
-def run_transform(plan: Plan, workspace: JobWorkspace) -> Path:
+def run_transform(plan: Plan, workspace: JobWorkspace, resolver: Resolver | None = None) -> Path:
     cubes = {s.node_id: read_cube(workspace.source_cube(s.node_id)) for s in plan.sources}
-    result = transform(plan, cubes)
+    result = transform(plan, cubes, resolver)
     log.info("Transformed: %s", ", ".join(f"{d}={n}" for d, n in result.sizes.items()))
     write_cube(result, workspace.result_cube)
     return workspace.result_cube

@@ -13,8 +13,13 @@ from typing import Any
 from openeo_airflow.catalog.config import CollectionConfig
 from openeo_airflow.catalog.stac import search_items
 from openeo_airflow.compiler.plan import Plan, Source
-from openeo_airflow.core.errors import CollectionNotFound, ProcessGraphComplexity
+from openeo_airflow.core.errors import (
+    CollectionNotFound,
+    NoDataAvailable,
+    ProcessGraphComplexity,
+)
 from openeo_airflow.engine import stages
+from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.sizing.estimate import extent_wgs84, pixel_count
 
 log = logging.getLogger(__name__)
@@ -71,16 +76,19 @@ def execute(
     gdal_profile: str,
     max_pixels: int,
     job_options: Mapping[str, Any] | None = None,
+    resolver: Resolver | None = None,
 ) -> SyncResult:
     check_size(plan, collections, max_pixels)
     cubes = {
         s.node_id: stages.load_source(s, collections, gdal_profile, job_options)
         for s in plan.sources
     }
-    result = stages.transform(plan, cubes)
+    result = stages.transform(plan, cubes, resolver)
     fmt, _options = stages.output_format(plan)
     with tempfile.TemporaryDirectory(prefix="openeo-sync-") as tmp:
         files = stages.encode(result, fmt, Path(tmp))
+        if not files:
+            raise NoDataAvailable()
         if len(files) != 1:
             raise ProcessGraphComplexity(
                 f"The result has {len(files)} files (one per date); synchronous processing "

@@ -17,6 +17,7 @@ from openeo_airflow.jobs.database import make_engine, migrate
 from openeo_airflow.jobs.oidc import OidcVerifier, parse_providers
 from openeo_airflow.jobs.registry import JobRegistry
 from openeo_airflow.jobs.service import JobService
+from openeo_airflow.jobs.user_processes import UserProcesses
 
 DEFAULT_COLLECTIONS = Path(__file__).resolve().parents[1] / "catalog" / "collections.default.yaml"
 
@@ -38,6 +39,10 @@ class Backend:
         return JobRegistry(self.engine)
 
     @cached_property
+    def user_processes(self) -> UserProcesses:
+        return UserProcesses(self.engine)
+
+    @cached_property
     def accounts(self) -> Accounts:
         return Accounts(self.engine, self.settings.token_ttl_seconds)
 
@@ -53,7 +58,11 @@ class Backend:
     @cached_property
     def jobs(self) -> JobService:
         return JobService(
-            self.registry, self.airflow, set(self.collections), self.settings.jobs_dir
+            self.registry,
+            self.airflow,
+            set(self.collections),
+            self.settings.jobs_dir,
+            self.user_processes,
         )
 
     @cached_property

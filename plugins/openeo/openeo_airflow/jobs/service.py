@@ -18,6 +18,7 @@ from openeo_airflow.core.models import Job, JobStatus
 from openeo_airflow.jobs.airflow_client import AirflowClient, AirflowRunExists
 from openeo_airflow.jobs.registry import JobRegistry
 from openeo_airflow.jobs.status import status_from_run
+from openeo_airflow.jobs.user_processes import UserProcesses
 from openeo_airflow.processes.registry import implemented
 
 log = logging.getLogger(__name__)
@@ -30,17 +31,25 @@ class JobService:
         airflow: AirflowClient,
         collections: set[str],
         jobs_dir: Path,
+        user_processes: UserProcesses,
     ) -> None:
         self._registry = registry
         self._airflow = airflow
         self._collections = collections
         self._jobs_dir = jobs_dir
+        self._user_processes = user_processes
 
-    def validate(self, process: dict[str, Any]) -> None:
-        compile_plan(process, known_processes=set(implemented()), collections=self._collections)
+    def known_processes(self, owner: str) -> set[str]:
+        """Predefined processes and the owner's user-defined ones."""
+        return set(implemented()) | self._user_processes.ids(owner)
+
+    def validate(self, owner: str, process: dict[str, Any]) -> None:
+        compile_plan(
+            process, known_processes=self.known_processes(owner), collections=self._collections
+        )
 
     def create(self, owner: str, process: dict[str, Any], **fields: Any) -> Job:
-        self.validate(process)
+        self.validate(owner, process)
         return self._registry.create(owner, process, **fields)
 
     def get(self, owner: str, job_id: str) -> Job:
@@ -54,7 +63,7 @@ class JobService:
         if job.status.is_active:
             raise JobLocked()
         if "process" in fields:
-            self.validate(fields["process"])
+            self.validate(owner, fields["process"])
         self._registry.update(job_id, **fields)
 
     def start(self, owner: str, job_id: str) -> None:
@@ -62,7 +71,7 @@ class JobService:
         job = self.get(owner, job_id)
         if job.status.is_active:
             return
-        self.validate(job.process)
+        self.validate(owner, job.process)
         run_id = _next_run_id(job)
         self._discard_results(job_id)
         self._registry.update(job_id, run_id=run_id, progress=0.0)

@@ -42,6 +42,16 @@ jobs = Table(
     Column("updated", DateTime(timezone=True), nullable=False),
 )
 
+process_graphs = Table(
+    "process_graphs",
+    metadata,
+    Column("owner", String(128), primary_key=True),
+    Column("id", String(128), primary_key=True),
+    Column("process", JSON, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
 job_logs = Table(
     "job_logs",
     metadata,
