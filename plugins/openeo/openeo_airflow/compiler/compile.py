@@ -27,7 +27,7 @@ from openeo_airflow.core.errors import (
 )
 
 from .plan import Output, Plan, Source
-from .validate import node_references, validate_process_graph
+from .validate import node_references, validate_process
 
 SOURCE_PROCESSES = ("load_collection",)
 OUTPUT_PROCESS = "save_result"
@@ -36,14 +36,25 @@ OUTPUT_PROCESS = "save_result"
 def compile_plan(
     process: Mapping[str, Any],
     *,
-    known_processes: Collection[str],
-    collections: Collection[str] | None,
+    known_processes: Collection[str] | Mapping[str, Mapping[str, Any]],
+    collections: Collection[str] | Mapping[str, Any] | None,
     arguments: Mapping[str, Any] | None = None,
+    user_processes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Plan:
     """Validate ``process`` (a process graph or an openEO process ``{"process_graph": ...}``)
-    and build its plan; ``arguments`` are values for the process's parameters."""
+    and build its plan; ``arguments`` are values for the process's parameters.
+
+    ``known_processes``, ``collections`` and ``user_processes`` are as for
+    ``validate.validate_process`` (pass ``processes.registry.specs()`` and the collections'
+    band names to get every check)."""
     graph, defaults = split_process(process)
-    errors = validate_process_graph(graph, known_processes=known_processes, collections=collections)
+    errors = validate_process(
+        process,
+        known_processes=known_processes,
+        collections=collections,
+        user_processes=user_processes,
+        arguments=list(arguments or {}),
+    )
     if errors:
         raise combine_errors(errors)
     graph = bind_parameters(graph, {**defaults, **(arguments or {})})

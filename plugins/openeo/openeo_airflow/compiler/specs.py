@@ -60,7 +60,10 @@ def _load(process_id: str) -> dict[str, Any]:
     if process_id not in spec_ids():
         raise KeyError(f"No official openEO process spec for '{process_id}'")
     text = _spec_files()[process_id].read_text(encoding="utf-8")
-    spec: dict[str, Any] = json.loads(text)
+    try:
+        spec: dict[str, Any] = json.loads(text)
+    except json.JSONDecodeError as exc:  # an empty placeholder file in the package
+        raise KeyError(f"The spec of '{process_id}' in {SPEC_PACKAGE} is not valid JSON") from exc
     return spec
 
 

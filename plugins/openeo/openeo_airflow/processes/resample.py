@@ -112,16 +112,44 @@ def _resolution(value: Any) -> tuple[float, float] | None:
     )
 
 
-@process("resample_spatial", space=Global())
+CORNERS = ("upper-left", "upper-right", "lower-left", "lower-right")
+ALIGN_PARAMETER: dict[str, Any] = {
+    "name": "align",
+    "description": "The corner of the spatial extent the new grid starts from: `upper-left` "
+    "(default), `upper-right`, `lower-left` or `lower-right`. (Added in openEO processes 2.0; "
+    "described here as the installed spec predates it.)",
+    "schema": {"type": "string", "enum": list(CORNERS)},
+    "default": "upper-left",
+    "optional": True,
+}
+
+
+def _aligned(
+    transform: Affine, shape: tuple[int, int], bounds: tuple[float, ...], align: Any
+) -> Affine:
+    """``transform`` moved so that the grid meets the extent at the ``align`` corner."""
+    left, bottom, right, top = bounds
+    rows, cols = shape
+    x0 = right - cols * transform.a if "right" in align else left
+    y0 = bottom - rows * transform.e if "lower" in align else top
+    return Affine(transform.a, 0, x0, 0, transform.e, y0)
+
+
+@process("resample_spatial", space=Global(), extra_parameters=(ALIGN_PARAMETER,))
 def resample_spatial(
     data: Any,
     resolution: Any = 0,
     projection: Any = None,
     method: Any = "near",
+    align: Any = "upper-left",
 ) -> Any:
     """Warps to ``projection`` (an EPSG code or WKT/PROJ text; ``null``: keep) at
     ``resolution`` (in the target CRS's units; 0: keep, or GDAL's estimate after reprojecting).
-    The new grid starts at the old extent's upper-left corner."""
+    The new grid starts at the ``align`` corner of the extent (default: upper left)."""
+    if align not in CORNERS:
+        raise ProcessParameterInvalid(
+            process="resample_spatial", parameter="align", reason=f"one of {', '.join(CORNERS)}"
+        )
     cube = as_cube("resample_spatial", data)
     _spatial("resample_spatial", cube)
     source_crs = cube_crs(cube)
@@ -156,6 +184,9 @@ def resample_spatial(
             resolution=wanted,
         )
         shape = (rows, cols)
+        left, top = new.c, new.f
+        right, bottom = left + cols * new.a, top + rows * new.e
+    new = _aligned(new, shape, (left, bottom, right, top), align)
     return warp(cube, crs, new, shape, _method("resample_spatial", method))
 
 
