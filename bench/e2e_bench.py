@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.archive import build_archive
 from bench.compare import compare
 from bench.measure import run_measured
-from bench.ours import FORMATS, Stack, run_ours
+from bench.ours import FORMATS, Stack, run_ours, snapshot
 from bench.peer_env import ensure_peer_venv
 from bench.polygons import write_polygons
 from bench.report import PathResult, summarize, table
@@ -168,7 +168,14 @@ class Bench:
             started = time.perf_counter()
             env = {"OPENEO_AIRFLOW_SYNC_MAX_PIXELS": str(self.args.sync_max_pixels)}
             env["MALLOC_MMAP_THRESHOLD_"] = BENCH_ENV["MALLOC_MMAP_THRESHOLD_"]
-            self.stack = stack.enter_context(Stack(home, self.archive.collections_yaml, env))
+            source = None
+            if self.args.backend != "worktree":
+                source, sha = snapshot(REPO, self.args.backend, self.cache)
+                log(f"backend: commit {sha} ({self.args.backend}), run from {source}")
+            else:
+                log("backend: the working tree, uncommitted changes included")
+            collections = self.archive.collections_yaml
+            self.stack = stack.enter_context(Stack(home, collections, env, source))
             log(f"stack up at {self.stack.url} after {time.perf_counter() - started:.0f} s")
 
     def _compare(self, workload: str, paths: dict[str, PathResult]) -> None:
@@ -230,6 +237,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scaling-runs", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per floor/peer run")
     parser.add_argument("--sync-max-pixels", type=int, default=2_000_000_000)
+    parser.add_argument(
+        "--backend",
+        default="HEAD",
+        help="git ref of our backend to run (a clean snapshot), or 'worktree' for the tree as is",
+    )
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--peer-venv", type=Path)
     parser.add_argument("--out", type=Path, help="result folder (default CACHE/results/TIME)")

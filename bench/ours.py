@@ -47,10 +47,18 @@ class OursRun:
 class Stack:
     """``openeo-airflow up`` as a subprocess in its own session; use as a context manager."""
 
-    def __init__(self, home: Path, collections: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        collections: Path,
+        env: dict[str, str] | None = None,
+        source: Path | None = None,
+    ) -> None:
+        """``source``: a checkout whose ``plugins/openeo`` is run instead of the installed one."""
         self.home = home
         self.collections = collections
         self.env = env or {}
+        self.source = source
         self.process: subprocess.Popen[bytes] | None = None
         self.base = ""
 
@@ -69,6 +77,8 @@ class Stack:
         env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(_free_port())
         env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(_free_port())
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+        if self.source is not None:  # ahead of the editable install's path entry
+            env["PYTHONPATH"] = str(self.source / "plugins" / "openeo")
         log = open(self.home / "up.log", "ab")
         self.process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
@@ -132,6 +142,21 @@ class Stack:
             return out
         except Exception:
             return {}
+
+
+def snapshot(repo: Path, ref: str, cache: Path) -> tuple[Path, str]:
+    """``git archive`` of ``ref`` into ``cache/backend-<sha>`` (reused); returns (path, sha)."""
+    sha = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", ref], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    dest = cache / f"backend-{sha[:12]}"
+    if not (dest / "plugins" / "openeo" / "openeo_airflow").is_dir():
+        dest.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", sha], capture_output=True, check=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest, sha
 
 
 def run_ours(
