@@ -44,6 +44,7 @@ FAMILIES = (
     "vector",
     "indices",
     "inline",
+    "udf",
 )
 LISTED_FIELDS = (
     "id",

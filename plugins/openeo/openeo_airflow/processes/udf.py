@@ -1,0 +1,200 @@
+"""``run_udf``: Python UDFs in a separate process with resource limits.
+
+The user's code never runs in the backend's process: ``run_udf`` writes the data (``.npy`` and
+JSON) to a temporary folder, starts ``python -I -m openeo_airflow.processes.udf_worker`` with
+an empty environment (no credentials, no settings), an address-space limit, a CPU-time limit
+and a wall-clock timeout, and reads the result back the same way (never pickle). A failing UDF
+raises ``UdfError`` carrying the traceback of the user's code only. In Kubernetes the engine
+runs the same worker in its own container (same command, same folder protocol).
+
+What the UDF sees (the ``openeo.udf`` API): ``apply_datacube(cube, context)`` receives the
+data as an ``XarrayDataCube``: inside ``apply`` the whole cube (tile), inside
+``reduce_dimension``/``apply_dimension`` the cube with the dimension being processed (the
+result must drop it, or keep it, respectively), inside ``apply_neighborhood`` each
+neighbourhood. ``apply_timeseries(series, context)`` receives each pixel's time series.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from openeo_airflow.core.errors import FeatureUnsupported, ProcessParameterInvalid
+
+from .exceptions import process_error
+from .registry import process
+from .space import Global
+from .udf_worker import labels_from_json, labels_to_json
+from .values import LabeledArray, canonical_order
+
+RUNTIME = "Python"
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+LIBRARIES = ("numpy", "pandas", "xarray", "scipy", "openeo")
+WORKER = "openeo_airflow.processes.udf_worker"
+
+
+@dataclass(frozen=True)
+class UdfLimits:
+    """Resources one UDF run may use (the engine may pass others, e.g. from job options)."""
+
+    memory_bytes: int = 4 * 1024**3
+    cpu_seconds: int = 600
+    wall_seconds: float = 900.0
+
+
+LIMITS = UdfLimits()
+
+
+def udf_runtimes() -> dict[str, Any]:
+    """The ``GET /udf_runtimes`` document: Python with its version and library versions."""
+    libraries = {}
+    for name in LIBRARIES:
+        try:
+            libraries[name] = {"version": importlib.metadata.version(name)}
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return {
+        RUNTIME: {
+            "title": "Python",
+            "description": "Python UDFs with the openEO UDF API (openeo.udf): apply_datacube, "
+            "apply_timeseries. Each UDF runs in its own process with memory and time limits.",
+            "type": "language",
+            "default": PYTHON_VERSION,
+            "versions": {PYTHON_VERSION: {"libraries": libraries}},
+        }
+    }
+
+
+def _check_runtime(runtime: Any, version: Any) -> None:
+    if not isinstance(runtime, str) or runtime.lower() != RUNTIME.lower():
+        raise process_error("run_udf", "InvalidRuntime", f"Supported: {RUNTIME}.")
+    if version is not None and str(version) not in (PYTHON_VERSION, "3", platform.python_version()):
+        raise process_error("run_udf", "InvalidVersion", f"Supported: {PYTHON_VERSION}.")
+
+
+def _code(udf: Any) -> str:
+    if not isinstance(udf, str) or not udf.strip():
+        raise ProcessParameterInvalid(
+            process="run_udf", parameter="udf", reason="no UDF code given"
+        )
+    if udf.startswith(("http://", "https://")) or ("\n" not in udf and udf.endswith(".py")):
+        raise FeatureUnsupported(
+            "run_udf: UDFs are accepted as code in the process graph; URLs and uploaded files"
+            " are not supported yet."
+        )
+    return udf
+
+
+def run_in_subprocess(
+    code: str, cube: xr.DataArray, context: Any, limits: UdfLimits = LIMITS
+) -> xr.DataArray:
+    """Run a UDF's entry point on ``cube`` in a child process; the resulting cube."""
+    with tempfile.TemporaryDirectory(prefix="openeo-udf-") as tmp:
+        folder = Path(tmp)
+        coords = {
+            str(d): labels_to_json(cube.coords[d].values) for d in cube.dims if d in cube.coords
+        }
+        request = {
+            "code": code,
+            "context": context,
+            "dims": [str(d) for d in cube.dims],
+            "coords": coords,
+        }
+        (folder / "request.json").write_text(json.dumps(request, default=str))
+        np.save(folder / "data.npy", np.asarray(cube.values, dtype=float), allow_pickle=False)
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": tmp,
+            "OMP_NUM_THREADS": "1",
+            "OPENBLAS_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "LANG": "C.UTF-8",
+        }
+        try:
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-I",
+                    "-m",
+                    WORKER,
+                    tmp,
+                    str(limits.memory_bytes),
+                    str(limits.cpu_seconds),
+                ],
+                env=env,
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=limits.wall_seconds,
+                start_new_session=True,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise process_error(
+                "run_udf", "UdfError", f"The UDF ran longer than {limits.wall_seconds:.0f} s."
+            ) from exc
+        return _read_result(folder, cube, done)
+
+
+def _read_result(
+    folder: Path, cube: xr.DataArray, done: subprocess.CompletedProcess[str]
+) -> xr.DataArray:
+    error = folder / "error.json"
+    if error.exists():
+        raise process_error(
+            "run_udf", "UdfError", "\n" + json.loads(error.read_text())["traceback"]
+        )
+    if done.returncode != 0 or not (folder / "result.json").exists():
+        reason = (
+            "it was stopped (memory or CPU time limit?)"
+            if done.returncode < 0
+            else f"exit code {done.returncode}"
+        )
+        raise process_error(
+            "run_udf", "UdfError", f"The UDF process ended without a result: {reason}."
+        )
+    meta = json.loads((folder / "result.json").read_text())
+    values = np.load(folder / "result.npy", allow_pickle=False)
+    coords: dict[str, Any] = {
+        name: labels_from_json(entry) for name, entry in meta["coords"].items()
+    }
+    result = xr.DataArray(values, dims=meta["dims"], coords=coords)
+    if "spatial_ref" in cube.coords and {"x", "y"} <= set(result.dims):
+        result = result.assign_coords(spatial_ref=cube.coords["spatial_ref"])
+    for dim in result.dims:
+        if dim in cube.coords and dim in result.coords and cube.coords[dim].attrs:
+            result.coords[dim].attrs.update(cube.coords[dim].attrs)
+    return result
+
+
+@process("run_udf", space=Global())
+def run_udf(data: Any, udf: Any, runtime: Any, version: Any = None, context: Any = None) -> Any:
+    _check_runtime(runtime, version)
+    code = _code(udf)
+    if isinstance(data, LabeledArray):
+        result = run_in_subprocess(code, data.cube, context)
+        return (
+            LabeledArray(result, data.dim) if data.dim in result.dims else canonical_order(result)
+        )
+    if isinstance(data, xr.DataArray):
+        return canonical_order(run_in_subprocess(code, data, context))
+    if isinstance(data, list) and all(isinstance(v, int | float) or v is None for v in data):
+        values = xr.DataArray(
+            np.array([np.nan if v is None else v for v in data], dtype=float), dims="values"
+        )
+        result = run_in_subprocess(code, values, context)
+        return [None if np.isnan(v) else float(v) for v in np.asarray(result.values).ravel()]
+    raise ProcessParameterInvalid(
+        process="run_udf", parameter="data", reason="expected a data cube or an array of numbers"
+    )
