@@ -463,3 +463,11 @@ def test_sync_without_data_says_so(client: TestClient, alice: dict) -> None:
     # graph()'s default extent lies beside the test cube.
     response = client.post(PREFIX + "/result", json={"process": graph()}, headers=alice)
     assert_error(response, 400, "NoDataAvailable")
+
+
+def test_wrong_band_is_refused_when_the_job_is_created(client: TestClient, alice: dict) -> None:
+    body = graph()
+    body["process_graph"]["load"]["arguments"]["bands"] = ["B04", "B99"]
+    response = client.post(PREFIX + "/jobs", json={"process": body}, headers=alice)
+    assert response.status_code == 400, response.text
+    assert "B99" in response.json()["message"] and "load" in response.json()["message"]

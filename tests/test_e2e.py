@@ -21,6 +21,7 @@ import numpy as np
 import openeo
 import pytest
 import rasterio
+import yaml
 
 from openeo_airflow.cli.demo import ndvi_max_composite
 from tests.api_support import USERS, build_test_collections
@@ -30,6 +31,7 @@ from tests.openapi_check import assert_valid
 pytestmark = pytest.mark.e2e
 
 COLLECTION = "TEST_CDSE_S2"
+BROKEN = "TEST_ARCHIVE_GONE"
 # The whole CDSE cube (46 x 52 px at 10 m), given in its own CRS.
 FULL_EXTENT = {"west": 587880, "south": 5684910, "east": 588340, "north": 5685430, "crs": 32631}
 PERIOD = ["2023-10-01", "2024-01-01"]
@@ -45,6 +47,24 @@ class Stack:
     home: Path
 
 
+def add_broken_collection(collections: Path, missing_catalog: Path) -> None:
+    """A collection whose archive disappeared: only running the job can find that out."""
+    config = yaml.safe_load(collections.read_text())
+    config["collections"].append(
+        {
+            "id": BROKEN,
+            "title": "archive gone",
+            "description": "points at a catalog that does not exist",
+            "license": "proprietary",
+            "catalog": str(missing_catalog),
+            "crs": "EPSG:32631",
+            "resolution": 10,
+            "bands": [{"name": "B04", "asset": "B04", "nodata": 0}],
+        }
+    )
+    collections.write_text(yaml.safe_dump(config))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,6 +75,7 @@ def _free_port() -> int:
 def stack(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     home = tmp_path_factory.mktemp("stack")
     collections = build_test_collections(shared_data, home / "catalogs")
+    add_broken_collection(collections, home / "catalogs" / "gone" / "catalog.json")
     port = _free_port()
     command = [str(Path(sys.executable).parent / "openeo-airflow"), "up", "--home", str(home)]
     command += ["--port", str(port), "--collections", str(collections)]
@@ -193,16 +214,10 @@ def test_sync_download_same_values(
 
 
 def test_runtime_error_sets_error_status_with_a_clear_log(alice: openeo.Connection) -> None:
-    # A raw graph: the client would refuse the unknown band itself.
     graph = {
         "load": {
             "process_id": "load_collection",
-            "arguments": {
-                "id": COLLECTION,
-                "spatial_extent": FULL_EXTENT,
-                "temporal_extent": PERIOD,
-                "bands": ["B04", "B99"],
-            },
+            "arguments": {"id": BROKEN, "spatial_extent": FULL_EXTENT, "temporal_extent": PERIOD},
         },
         "save": {
             "process_id": "save_result",
@@ -210,12 +225,12 @@ def test_runtime_error_sets_error_status_with_a_clear_log(alice: openeo.Connecti
             "result": True,
         },
     }
-    job = alice.create_job(graph, title="bad band")
+    job = alice.create_job(graph, title="archive gone")
     job.start()
     wait_for(lambda: job.status() in ("error", "finished"))
     assert job.status() == "error"
     errors = [e["message"] for e in job.logs(level="error")]
-    assert any("B99" in m for m in errors), errors
+    assert any("load failed" in m and "catalog.json" in m for m in errors), errors
 
 
 def test_delete_running_job_cancels_its_run(alice: openeo.Connection, stack: Stack) -> None:

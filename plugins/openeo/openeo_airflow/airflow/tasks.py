@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any, TypeVar
 
-from openeo_airflow.compiler.compile import compile_plan
 from openeo_airflow.core.errors import OpenEOError
 from openeo_airflow.core.models import JobStatus
 from openeo_airflow.core.settings import load_settings
@@ -82,11 +81,7 @@ def size(job_id: str) -> dict[str, Any]:
         job = b.registry.get(job_id)
         b.registry.set_status(job_id, JobStatus.RUNNING, only_from=[JobStatus.QUEUED])
         log.info("Job started")
-        plan = compile_plan(
-            job.process,
-            known_processes=b.jobs.known_processes(job.owner),
-            collections=set(b.collections),
-        )
+        plan = b.jobs.compile(job.owner, job.process)
         workspace(job_id).write_plan(plan)
         sizing = size_job(plan, job.job_options)
         b.registry.update(job_id, sizing=sizing.to_dict(), progress=0.0)

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Request, Response
 from openeo_airflow.api.deps import BackendDep, UserDep
 from openeo_airflow.api.models import ProcessBody
 from openeo_airflow.api.routes_general import api_root
-from openeo_airflow.compiler.validate import validate_process_graph
 from openeo_airflow.core.errors import PredefinedProcessExists, ProcessGraphInvalid
 from openeo_airflow.processes.registry import implemented
 
@@ -22,11 +21,7 @@ SUMMARY_FIELDS = ("id", "summary", "description", "categories", "parameters", "r
 @router.post("/validation")
 def validate(body: ProcessBody, user: UserDep, backend: BackendDep) -> dict[str, Any]:
     """Every problem of the graph at once; an empty list when it is valid."""
-    errors = validate_process_graph(
-        body.process_graph,
-        known_processes=backend.jobs.known_processes(user.user_id),
-        collections=set(backend.collections),
-    )
+    errors = backend.jobs.problems(user.user_id, body.model_dump(exclude_none=True))
     return {"errors": [{"code": e.code, "message": e.message} for e in errors]}
 
 
@@ -55,11 +50,7 @@ def put_process_graph(
     if process_graph_id in implemented():
         raise PredefinedProcessExists()
     process = body.model_dump(exclude_none=True)
-    errors = validate_process_graph(
-        process["process_graph"],
-        known_processes=backend.jobs.known_processes(user.user_id) | {process_graph_id},
-        collections=set(backend.collections),
-    )
+    errors = backend.jobs.problems(user.user_id, process, defining=process_graph_id)
     if errors:
         raise (
             errors[0]

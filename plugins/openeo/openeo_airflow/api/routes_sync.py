@@ -8,7 +8,6 @@ from fastapi import APIRouter, Request, Response
 
 from openeo_airflow.api.deps import BackendDep, UserDep
 from openeo_airflow.api.models import SyncBody
-from openeo_airflow.compiler.compile import compile_plan
 from openeo_airflow.engine.sync import execute
 
 router = APIRouter()
@@ -18,11 +17,7 @@ router = APIRouter()
 async def process_sync(
     body: SyncBody, request: Request, user: UserDep, backend: BackendDep
 ) -> Response:
-    plan = compile_plan(
-        body.process.model_dump(exclude_none=True),
-        known_processes=backend.jobs.known_processes(user.user_id),
-        collections=set(backend.collections),
-    )
+    plan = backend.jobs.compile(user.user_id, body.process.model_dump(exclude_none=True))
     settings = backend.settings
     pool = request.app.state.sync_pool(settings.sync_workers)
     future = pool.submit(

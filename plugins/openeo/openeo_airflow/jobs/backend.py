@@ -60,10 +60,18 @@ class Backend:
         return JobService(
             self.registry,
             self.airflow,
-            set(self.collections),
+            self.collection_bands,
             self.settings.jobs_dir,
             self.user_processes,
         )
+
+    @property
+    def collection_bands(self) -> dict[str, dict[str, str | None]]:
+        """Band names (with common names) per collection, for validation."""
+        return {
+            cid: {band.name: band.common_name for band in config.bands}
+            for cid, config in self.collections.items()
+        }
 
     @cached_property
     def signing_key(self) -> bytes:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from openeo_airflow.compiler.compile import compile_plan
+from openeo_airflow.compiler.plan import Plan
+from openeo_airflow.compiler.validate import validate_process
 from openeo_airflow.core.errors import JobLocked, OpenEOError
 from openeo_airflow.core.models import Job, JobStatus
 from openeo_airflow.jobs.airflow_client import AirflowClient, AirflowRunExists
@@ -29,7 +32,7 @@ class JobService:
         self,
         registry: JobRegistry,
         airflow: AirflowClient,
-        collections: set[str],
+        collections: Mapping[str, Mapping[str, str | None]],
         jobs_dir: Path,
         user_processes: UserProcesses,
     ) -> None:
@@ -39,14 +42,35 @@ class JobService:
         self._jobs_dir = jobs_dir
         self._user_processes = user_processes
 
-    def known_processes(self, owner: str) -> set[str]:
-        """Predefined processes and the owner's user-defined ones."""
-        return set(implemented()) | self._user_processes.ids(owner)
+    def compile(self, owner: str, process: dict[str, Any]) -> Plan:
+        """The plan of a process, or the openEO error of its first problem (all if several).
+
+        Bands are checked against the collections, calls against the owner's own processes.
+        """
+        return compile_plan(
+            process,
+            known_processes=set(implemented()),
+            collections=self._collections,
+            user_processes=self._user_processes.by_id(owner),
+        )
+
+    def problems(
+        self, owner: str, process: dict[str, Any], defining: str | None = None
+    ) -> list[OpenEOError]:
+        """Every problem of a process at once (``POST /validation``, ``PUT /process_graphs``);
+        ``defining`` is the id of a user-defined process being stored (it may call itself)."""
+        user_processes = self._user_processes.by_id(owner)
+        if defining:
+            user_processes[defining] = process
+        return validate_process(
+            process,
+            known_processes=set(implemented()),
+            collections=self._collections,
+            user_processes=user_processes,
+        )
 
     def validate(self, owner: str, process: dict[str, Any]) -> None:
-        compile_plan(
-            process, known_processes=self.known_processes(owner), collections=self._collections
-        )
+        self.compile(owner, process)
 
     def create(self, owner: str, process: dict[str, Any], **fields: Any) -> Job:
         self.validate(owner, process)

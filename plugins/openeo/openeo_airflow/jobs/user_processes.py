@@ -68,10 +68,8 @@ class UserProcesses:
                 )
             )
 
-    def ids(self, owner: str) -> set[str]:
-        with self._engine.connect() as conn:
-            rows = conn.execute(select(process_graphs.c.id).where(process_graphs.c.owner == owner))
-            return {row[0] for row in rows}
+    def by_id(self, owner: str) -> dict[str, dict[str, Any]]:
+        return {p["id"]: p for p in self.of(owner)}
 
     def resolver(self, owner: str) -> Resolver:
         """Looks up the owner's processes (namespace absent or ``user``) for the evaluator."""
