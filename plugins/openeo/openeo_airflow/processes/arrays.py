@@ -31,6 +31,7 @@ from .values import (
     is_number,
     label_position,
     stack_list,
+    to_datetime64,
     to_python,
 )
 
@@ -141,7 +142,7 @@ def _concat_labeled(
     data: LabeledArray, values: list[Any], labels: list[Any] | None
 ) -> LabeledArray:
     template = data.cube.isel({data.dim: 0}, drop=True)
-    parts = [data.cube]
+    parts = [data.cube.drop_vars(data.dim, errors="ignore")]
     for value in values:
         part = (
             value
@@ -354,11 +355,16 @@ def _uniform(mask: np.ndarray, axis: int) -> bool:
 
 
 def _positions_of(labels: list[Any] | None, size: int) -> np.ndarray:
-    """Interpolation positions: numeric or temporal labels, else the indices."""
+    """Interpolation positions: numeric or temporal labels (also as date strings), else the
+    indices."""
     if labels and all(is_number(v) for v in labels):
         return np.asarray(labels, dtype=float)
-    if labels and all(isinstance(v, np.datetime64) for v in labels):
-        return np.asarray(labels, dtype="datetime64[ns]").astype(np.int64).astype(float)
+    if labels and all(isinstance(v, np.datetime64 | str) for v in labels):
+        try:
+            stamps = [to_datetime64(v) if isinstance(v, str) else v for v in labels]
+        except (TypeError, ValueError):
+            return np.arange(size, dtype=float)
+        return np.asarray(stamps, dtype="datetime64[ns]").astype(np.int64).astype(float)
     return np.arange(size, dtype=float)
 
 
