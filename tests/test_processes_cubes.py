@@ -287,3 +287,54 @@ def test_aggregate_temporal_period_months_and_seasons() -> None:
         }
     )
     assert list(seasons.t.values) == ["2020-djf", "2021-mam"]
+
+
+def test_fit_and_predict_curve_for_every_pixel() -> None:
+    steps = np.arange(10.0)
+    scale = np.linspace(1, 3, 12).reshape(3, 4)
+    rate = np.linspace(-0.5, -0.1, 12).reshape(3, 4)
+    values = scale[None] * np.exp(rate[None] * steps[:, None, None])
+    values[4, 1, 1] = np.nan  # a gap is ignored
+    values[:, 2, 3] = np.nan  # no data: no fit
+    series = xr.DataArray(values, dims=("d", "y", "x"), coords={"d": steps})
+    p = {"from_parameter": "parameters"}
+    model = {
+        "process_graph": {
+            "a": node("array_element", data=p, index=0),
+            "b": node("array_element", data=p, index=1),
+            "bx": node("multiply", x={"from_node": "b"}, y={"from_parameter": "x"}),
+            "e": node("exp", p={"from_node": "bx"}),
+            "y": node("multiply", True, x={"from_node": "a"}, y={"from_node": "e"}),
+        }
+    }
+    graph = {
+        "c": node("constant", x=None),
+        "fit": node(
+            "fit_curve",
+            data={"from_node": "c"},
+            parameters=[1, -0.05],
+            function=model,
+            dimension="d",
+        ),
+        "new": node(
+            "predict_curve",
+            True,
+            data={"from_node": "c"},
+            parameters={"from_node": "fit"},
+            function=model,
+            dimension="d",
+            labels=[12, 20],
+        ),
+    }
+    predicted = evaluate(graph, node_hooks={"c": lambda a, n: series})
+    assert predicted.dims == ("d", "y", "x") and list(predicted.d.values) == [12, 20]
+    expected = scale[None] * np.exp(rate[None] * np.array([12.0, 20.0])[:, None, None])
+    expected[:, 2, 3] = np.nan
+    np.testing.assert_allclose(predicted.values, expected, rtol=1e-5)
+
+
+def test_inspect_logs_a_summary_and_passes_the_data_on(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="openeo_airflow.processes.inspect"):
+        result = run({"i": node("inspect", True, data=LC, message="after loading", code="dbg")})
+    assert result.shape == source().shape
+    assert "[dbg] after loading data cube (t=4, bands=2, y=6, x=8)" in caplog.text

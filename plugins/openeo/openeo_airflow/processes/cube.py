@@ -5,6 +5,7 @@ Cubes follow ``openeo_airflow.cube``: dimensions ordered ``t, bands, y, x``, NaN
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,9 @@ from .values import (
     to_datetime64,
 )
 
+INSPECT_LOG = logging.getLogger("openeo_airflow.processes.inspect")
+
+
 # --- hooks -----------------------------------------------------------------------------------
 
 
@@ -44,6 +48,23 @@ def load_collection(
 ) -> Any:
     """Loading is the engine's job: it passes a ``load_collection`` hook to ``evaluate``."""
     raise Internal(f"No data loader is configured to load collection '{id}'.")
+
+
+@process("inspect")
+def inspect(data: Any, message: Any = "", code: Any = "User", level: Any = "info") -> Any:
+    """Logs ``message`` and a summary of ``data`` (a cube's dimensions, not its values) at
+    ``level`` under the logger ``openeo_airflow.processes.inspect``; returns ``data``."""
+    if isinstance(data, xr.DataArray):
+        summary = ", ".join(f"{d}={n}" for d, n in data.sizes.items())
+        detail = f"data cube ({summary}), {data.dtype}"
+    elif isinstance(data, LabeledArray):
+        detail = f"array along '{data.dim}' of {data.cube.sizes[data.dim]} values per pixel"
+    else:
+        text = repr(data)
+        detail = text if len(text) <= 500 else text[:497] + "..."
+    levels = {"error": logging.ERROR, "warning": logging.WARNING, "debug": logging.DEBUG}
+    INSPECT_LOG.log(levels.get(str(level), logging.INFO), "[%s] %s %s", code, message, detail)
+    return data
 
 
 @process("save_result")

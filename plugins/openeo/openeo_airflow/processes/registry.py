@@ -45,6 +45,7 @@ FAMILIES = (
     "indices",
     "inline",
     "udf",
+    "curves",
 )
 LISTED_FIELDS = (
     "id",
