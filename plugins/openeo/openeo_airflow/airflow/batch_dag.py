@@ -51,7 +51,9 @@ def _on_failure(context: Any) -> None:
 
     job_id = _job_id_of(context)
     if job_id:
-        tasks.mark_failed(job_id)
+        exception = context.get("exception")
+        reason = f"{type(exception).__name__}: {exception}" if exception else None
+        tasks.mark_failed(job_id, context["ti"].task_id, reason)
 
 
 @task

@@ -129,6 +129,14 @@ def save(job_id: str) -> list[str]:
     return _guard(job_id, "save", work)
 
 
-def mark_failed(job_id: str) -> None:
-    """Called once a task has failed for good; a canceled job stays canceled."""
-    backend().registry.set_status(job_id, JobStatus.ERROR, only_from=ACTIVE)
+def mark_failed(job_id: str, task_id: str, reason: str | None) -> None:
+    """Called once a task has failed for good; a canceled job stays canceled.
+
+    The reason is logged too: a task can fail before our code runs (e.g. Airflow's execution
+    API timing out), and the user must still see why the job stopped.
+    """
+    registry = backend().registry
+    if registry.set_status(job_id, JobStatus.ERROR, only_from=ACTIVE):
+        registry.add_log(
+            job_id, "error", f"Task '{task_id}' failed: {reason or 'no reason given by Airflow'}"
+        )
