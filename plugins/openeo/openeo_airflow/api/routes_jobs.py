@@ -190,10 +190,12 @@ def download_asset(
 ) -> FileResponse:
     if not is_valid(backend.signing_key, job_id, name, expires, signature):
         raise ResultAssetNotFound(file=name)
-    path = JobWorkspace.for_job(backend.settings.jobs_dir, job_id).result_file(name)
+    workspace = JobWorkspace.for_job(backend.settings.jobs_dir, job_id)
+    path = workspace.result_file(name)
     if path is None:
         raise ResultAssetNotFound(file=name)
-    media = "application/x-netcdf" if name.endswith(".nc") else "image/tiff"
+    assets = (workspace.read_result_metadata() or {}).get("assets", {})
+    media = assets.get(name, {}).get("type", "application/octet-stream")
     return FileResponse(path, media_type=media, filename=name)
 
 

@@ -22,7 +22,7 @@ from openeo_airflow.compiler.plan import Plan, Source
 from openeo_airflow.core.errors import CollectionNotFound, ProcessParameterInvalid
 from openeo_airflow.cube import cube_crs, cube_transform
 from openeo_airflow.engine.workspace import RESULT_METADATA, JobWorkspace
-from openeo_airflow.io.formats import normalize_format, write_gtiff, write_netcdf
+from openeo_airflow.io.formats import media_type, normalize_format, write_gtiff, write_netcdf
 from openeo_airflow.io.reader import load_cube
 from openeo_airflow.io.store import read_cube, write_cube
 from openeo_airflow.processes.graph import Resolver, evaluate
@@ -30,7 +30,6 @@ from openeo_airflow.processes.graph import Resolver, evaluate
 log = logging.getLogger(__name__)
 
 DEFAULT_FORMAT = "GTiff"
-MEDIA_TYPES = {"GTiff": "image/tiff; application=geotiff", "netCDF": "application/x-netcdf"}
 
 
 def soft_error_ratio(job_options: Mapping[str, Any]) -> float:
@@ -162,7 +161,7 @@ def result_metadata(cube: xr.DataArray, fmt: str, files: list[Path]) -> dict[str
     bands = [str(b) for b in cube.bands.values] if "bands" in cube.dims else []
     for path in files:
         meta["assets"][path.name] = {
-            "type": MEDIA_TYPES[fmt],
+            "type": media_type(fmt),
             "roles": ["data"],
             "bands": bands,
             "file_size": path.stat().st_size,

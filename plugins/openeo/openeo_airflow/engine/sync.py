@@ -19,6 +19,7 @@ from openeo_airflow.core.errors import (
     ProcessGraphComplexity,
 )
 from openeo_airflow.engine import stages
+from openeo_airflow.io.formats import media_type
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.sizing.estimate import extent_wgs84, pixel_count
 
@@ -96,6 +97,6 @@ def execute(
             )
         return SyncResult(
             content=files[0].read_bytes(),
-            media_type=stages.MEDIA_TYPES[fmt],
+            media_type=media_type(fmt),
             filename=files[0].name,
         )
