@@ -115,7 +115,12 @@ def test_more_client_graphs_are_valid(name: str) -> None:
         bands=["B04", "B08"],
         fetch_metadata=False,
     )
-    assert check(json.loads(CLIENT_GRAPHS[name](cube).to_json())) == []
+    graph = json.loads(CLIENT_GRAPHS[name](cube).to_json())
+    assert check(graph) == []
+    ids_only = validate_process(
+        graph, known_processes=set(registry.implemented()), collections=COLLECTIONS
+    )
+    assert ids_only == []  # the official specs (amended for 2.0 parameters) say the same
 
 
 # --- argument types -------------------------------------------------------------------------------

@@ -5,6 +5,10 @@ copy spec text into this repository. The specs at the folder's top level come fi
 missing there is looked up in its ``missing-processes/`` and ``proposals/`` subfolders (for
 example ``apply_neighborhood`` and ``load_result``). The files are read lazily, once per id.
 
+``AMENDMENTS`` adds parameters that openEO processes 2.0 introduced after the installed specs
+were written and that clients send (the openEO Python client always sends
+``resample_spatial``'s ``align``); their descriptions are ours.
+
 This module lives in the compiler layer because validation needs the parameter lists; the
 processes layer re-exports it (``openeo_airflow.processes.specs``).
 """
@@ -20,6 +24,22 @@ from typing import Any
 
 SPEC_PACKAGE = "openeo_processes_dask"
 SPEC_FOLDER = ("specs", "openeo-processes")
+AMENDMENTS: dict[str, list[dict[str, Any]]] = {
+    "resample_spatial": [
+        {
+            "name": "align",
+            "description": "The corner of the spatial extent the new grid starts from: "
+            "`upper-left` (default), `upper-right`, `lower-left` or `lower-right`. (openEO "
+            "processes 2.0; described here, the installed spec predates it.)",
+            "schema": {
+                "type": "string",
+                "enum": ["upper-left", "upper-right", "lower-left", "lower-right"],
+            },
+            "default": "upper-left",
+            "optional": True,
+        }
+    ]
+}
 FALLBACK_FOLDERS = ("missing-processes", "proposals")
 
 
@@ -64,6 +84,10 @@ def _load(process_id: str) -> dict[str, Any]:
         spec: dict[str, Any] = json.loads(text)
     except json.JSONDecodeError as exc:  # an empty placeholder file in the package
         raise KeyError(f"The spec of '{process_id}' in {SPEC_PACKAGE} is not valid JSON") from exc
+    known = {p.get("name") for p in spec.get("parameters", [])}
+    spec["parameters"] = spec.get("parameters", []) + [
+        p for p in AMENDMENTS.get(process_id, []) if p["name"] not in known
+    ]
     return spec
 
 

@@ -9,9 +9,7 @@ Each registration declares how the process runs over space (``space=``, see ``sp
 elementwise and per-pixel processes are ``LOCAL``, the default). Processes that are not part of
 the official openEO process set are registered with ``addition=True`` and their own ``spec``;
 ``GET /processes`` marks them with ``ADDITION_FLAG``. An official process whose spec the
-installed spec package lacks (``text_find``) is registered with a ``spec`` written here, and a
-parameter that openEO 2.0 added after the installed spec (``resample_spatial``'s ``align``,
-which the openEO Python client sends) with ``extra_parameters``.
+installed spec package lacks (``text_find``) is registered with a ``spec`` written here.
 """
 
 from __future__ import annotations
@@ -72,7 +70,6 @@ class Entry:
     space: SpaceRule
     spec: dict[str, Any] | None = None
     addition: bool = False
-    extra_parameters: tuple[dict[str, Any], ...] = ()
 
 
 _REGISTRY: dict[str, Entry] = {}
@@ -86,7 +83,6 @@ def process(
     space: SpaceRule = LOCAL,
     spec: dict[str, Any] | None = None,
     addition: bool = False,
-    extra_parameters: tuple[dict[str, Any], ...] = (),
 ) -> Callable[[ProcessFunction], ProcessFunction]:
     """Register the decorated function as the implementation of ``process_id``.
 
@@ -100,7 +96,7 @@ def process(
         known = _REGISTRY.get(process_id)
         if known is not None and known.function is not fn:
             raise ValueError(f"Process '{process_id}' is registered twice")
-        _REGISTRY[process_id] = Entry(process_id, fn, space, spec, addition, extra_parameters)
+        _REGISTRY[process_id] = Entry(process_id, fn, space, spec, addition)
         return fn
 
     return register
@@ -136,11 +132,7 @@ def spec_of(process_id: str) -> dict[str, Any]:
     found = entry(process_id)
     if found is not None and found.spec is not None:
         return found.spec
-    spec = process_spec(process_id)
-    if found is not None and found.extra_parameters:
-        known = {p["name"] for p in spec["parameters"]}
-        spec["parameters"] += [p for p in found.extra_parameters if p["name"] not in known]
-    return spec
+    return process_spec(process_id)
 
 
 def specs() -> Mapping[str, dict[str, Any]]:

@@ -113,15 +113,6 @@ def _resolution(value: Any) -> tuple[float, float] | None:
 
 
 CORNERS = ("upper-left", "upper-right", "lower-left", "lower-right")
-ALIGN_PARAMETER: dict[str, Any] = {
-    "name": "align",
-    "description": "The corner of the spatial extent the new grid starts from: `upper-left` "
-    "(default), `upper-right`, `lower-left` or `lower-right`. (Added in openEO processes 2.0; "
-    "described here as the installed spec predates it.)",
-    "schema": {"type": "string", "enum": list(CORNERS)},
-    "default": "upper-left",
-    "optional": True,
-}
 
 
 def _aligned(
@@ -135,7 +126,7 @@ def _aligned(
     return Affine(transform.a, 0, x0, 0, transform.e, y0)
 
 
-@process("resample_spatial", space=Global(), extra_parameters=(ALIGN_PARAMETER,))
+@process("resample_spatial", space=Global())
 def resample_spatial(
     data: Any,
     resolution: Any = 0,
