@@ -471,3 +471,9 @@ def test_wrong_band_is_refused_when_the_job_is_created(client: TestClient, alice
     response = client.post(PREFIX + "/jobs", json={"process": body}, headers=alice)
     assert response.status_code == 400, response.text
     assert "B99" in response.json()["message"] and "load" in response.json()["message"]
+
+
+def test_udf_runtimes_follow_the_spec(client: TestClient) -> None:
+    response = client.get(PREFIX + "/udf_runtimes")
+    assert_valid(response, "/udf_runtimes")
+    assert "Python" in response.json()

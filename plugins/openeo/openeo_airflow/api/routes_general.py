@@ -12,6 +12,7 @@ from openeo_airflow.catalog.metadata import collection_metadata, collection_summ
 from openeo_airflow.core.errors import CollectionNotFound
 from openeo_airflow.io.formats import OUTPUT_FORMATS
 from openeo_airflow.processes.registry import list_processes
+from openeo_airflow.processes.udf import udf_runtimes as runtimes
 
 API_VERSION = "1.2.0"
 STAC_VERSION = "1.0.0"
@@ -133,6 +134,11 @@ def credentials_basic(request: Request, backend: BackendDep) -> dict[str, Any]:
 @router.get("/credentials/oidc")
 def credentials_oidc(backend: BackendDep) -> dict[str, Any]:
     return {"providers": [p.to_api() for p in backend.oidc.providers]}
+
+
+@router.get("/udf_runtimes")
+def udf_runtimes() -> dict[str, Any]:
+    return runtimes()
 
 
 @router.get("/me")

@@ -26,10 +26,12 @@ from openeo_airflow.io.formats import media_type, normalize_format, write_gtiff,
 from openeo_airflow.io.reader import load_cube
 from openeo_airflow.io.store import read_cube, write_cube
 from openeo_airflow.processes.graph import Resolver, evaluate
+from openeo_airflow.processes.inline import dumps
 
 log = logging.getLogger(__name__)
 
 DEFAULT_FORMAT = "GTiff"
+JSON_FORMAT = "JSON"
 
 
 def soft_error_ratio(job_options: Mapping[str, Any]) -> float:
@@ -83,13 +85,11 @@ def run_load(
     return path
 
 
-def transform(
+def evaluate_plan(
     plan: Plan, sources: Mapping[str, xr.DataArray], resolver: Resolver | None = None
-) -> xr.DataArray:
-    """Evaluate the graph on already loaded source cubes; ``save_result`` passes its data on.
-
-    ``resolver`` finds the user-defined processes the graph calls.
-    """
+) -> Any:
+    """The value of the graph's result (a cube or any other value) on already loaded sources;
+    ``save_result`` passes its data on. ``resolver`` finds the user-defined processes called."""
 
     def from_sources(_args: dict[str, Any], node_id: str) -> xr.DataArray:
         return sources[node_id]
@@ -97,11 +97,18 @@ def transform(
     def passthrough(args: dict[str, Any], _node_id: str) -> Any:
         return args["data"]
 
-    result = evaluate(
+    return evaluate(
         plan.process_graph,
         hooks={"load_collection": from_sources, "save_result": passthrough},
         resolver=resolver,
     )
+
+
+def transform(
+    plan: Plan, sources: Mapping[str, xr.DataArray], resolver: Resolver | None = None
+) -> xr.DataArray:
+    """The graph's result as a cube, for the intermediate store of batch jobs."""
+    result = evaluate_plan(plan, sources, resolver)
     if not isinstance(result, xr.DataArray):
         result = xr.DataArray(np.asarray(result, dtype="float32"))
     return result
@@ -121,8 +128,21 @@ def output_format(plan: Plan) -> tuple[str, dict[str, Any]]:
     return normalize_format(plan.output.format), plan.output.options
 
 
-def encode(cube: xr.DataArray, fmt: str, directory: Path) -> list[Path]:
+def result_format(plan: Plan, result: Any) -> tuple[str, dict[str, Any]]:
+    """The graph's save_result format; without one, GTiff for a raster cube and JSON for any
+    other value (a number, an array, a vector cube)."""
+    raster = isinstance(result, xr.DataArray) and {"x", "y"} <= set(result.dims)
+    if plan.output is None and not raster:
+        return JSON_FORMAT, {}
+    return output_format(plan)
+
+
+def encode(cube: Any, fmt: str, directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
+    if fmt == JSON_FORMAT:
+        path = directory / "openEO.json"
+        path.write_bytes(dumps(cube))
+        return [path]
     if fmt == "netCDF":
         return [write_netcdf(cube, directory / "openEO.nc")]
     return write_gtiff(cube, directory, "openEO")

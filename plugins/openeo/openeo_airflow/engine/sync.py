@@ -84,8 +84,8 @@ def execute(
         s.node_id: stages.load_source(s, collections, gdal_profile, job_options)
         for s in plan.sources
     }
-    result = stages.transform(plan, cubes, resolver)
-    fmt, _options = stages.output_format(plan)
+    result = stages.evaluate_plan(plan, cubes, resolver)
+    fmt, _options = stages.result_format(plan, result)
     with tempfile.TemporaryDirectory(prefix="openeo-sync-") as tmp:
         files = stages.encode(result, fmt, Path(tmp))
         if not files:

@@ -29,6 +29,15 @@ OUTPUT_FORMATS: dict[str, dict[str, Any]] = {
         "gis_data_types": ["raster"],
         "parameters": {},
     },
+    "JSON": {
+        "title": "JSON",
+        "description": "Any result as JSON: numbers, texts, arrays, objects; a data cube as "
+        "{type: datacube, order, dimensions, data} with no-data as null (the encoding of the "
+        "official openEO process tests). NaN and infinities are written as the JSON5 literals "
+        "NaN/Infinity. For small results (synchronous processing).",
+        "gis_data_types": ["raster", "vector", "table", "other"],
+        "parameters": {},
+    },
 }
 
 _ALIASES = {
@@ -40,10 +49,12 @@ _ALIASES = {
     "netcdf": "netCDF",
     "nc": "netCDF",
     "netcdf4": "netCDF",
+    "json": "JSON",
 }
 _MEDIA_TYPES = {
     "GTiff": "image/tiff; application=geotiff; profile=cloud-optimized",
     "netCDF": "application/x-netcdf",
+    "JSON": "application/json",
 }
 
 # A red-yellow-green colour ramp: (position 0..1, (r, g, b)).

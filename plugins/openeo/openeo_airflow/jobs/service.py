@@ -22,7 +22,7 @@ from openeo_airflow.jobs.airflow_client import AirflowClient, AirflowRunExists
 from openeo_airflow.jobs.registry import JobRegistry
 from openeo_airflow.jobs.status import status_from_run
 from openeo_airflow.jobs.user_processes import UserProcesses
-from openeo_airflow.processes.registry import implemented
+from openeo_airflow.processes.registry import specs as process_specs
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class JobService:
         """
         return compile_plan(
             process,
-            known_processes=set(implemented()),
+            known_processes=process_specs(),
             collections=self._collections,
             user_processes=self._user_processes.by_id(owner),
         )
@@ -64,7 +64,7 @@ class JobService:
             user_processes[defining] = process
         return validate_process(
             process,
-            known_processes=set(implemented()),
+            known_processes=process_specs(),
             collections=self._collections,
             user_processes=user_processes,
         )
