@@ -364,7 +364,7 @@ def test_output_formats_match_openeo_schema() -> None:
     validator = OAS30Validator(schema)
     for name, entry in OUTPUT_FORMATS.items():
         assert [e.message for e in validator.iter_errors(entry)] == [], name
-    assert set(OUTPUT_FORMATS) == {"GTiff", "netCDF"}
+    assert set(OUTPUT_FORMATS) == {"GTiff", "netCDF", "JSON"}
 
 
 def test_format_names() -> None:
