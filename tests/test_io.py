@@ -368,6 +368,7 @@ def test_output_formats_match_openeo_schema() -> None:
 
 
 def test_format_names() -> None:
+    assert normalize_format("json") == "JSON"
     for name in ("GTiff", "gtiff", "GeoTIFF", "tiff"):
         assert normalize_format(name) == "GTiff"
     for name in ("netCDF", "NetCDF", "nc"):
