@@ -23,6 +23,7 @@ from openeo_airflow.core.errors import (
     ProcessParameterUnsupported,
     ProcessUnsupported,
 )
+from tests.graph_builders import EXTENT, load, node
 
 KNOWN = {
     "load_collection",
@@ -36,21 +37,6 @@ KNOWN = {
     "lte",
 }
 COLLECTIONS = {"S2"}
-EXTENT = {"west": 16.1, "south": 48.1, "east": 16.2, "north": 48.2}
-
-
-def node(process_id: str, result: bool = False, **arguments: Any) -> dict[str, Any]:
-    return {"process_id": process_id, "arguments": arguments, "result": result}
-
-
-def load(collection: str = "S2", **extra: Any) -> dict[str, Any]:
-    return node(
-        "load_collection",
-        id=collection,
-        spatial_extent=EXTENT,
-        temporal_extent=["2021-06-01", "2021-07-01"],
-        **extra,
-    )
 
 
 def reducer(*, result: bool = True, **nodes: dict[str, Any]) -> dict[str, Any]:

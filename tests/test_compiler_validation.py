@@ -20,25 +20,11 @@ from openeo_airflow.core.errors import (
     ProcessUnsupported,
 )
 from openeo_airflow.processes import registry
+from tests.graph_builders import EXTENT, load, node
 
 S2 = {"B02": "blue", "B04": "red", "B08": "nir", "B05": "rededge071", "SCL": None}
 COLLECTIONS = {"S2": S2, "S1": ["VV", "VH"]}
-EXTENT = {"west": 16.1, "south": 48.1, "east": 16.2, "north": 48.2}
 DATA = {"from_parameter": "data"}
-
-
-def node(process_id: str, result: bool = False, **arguments: Any) -> dict[str, Any]:
-    return {"process_id": process_id, "arguments": arguments, "result": result}
-
-
-def load(collection: str = "S2", **extra: Any) -> dict[str, Any]:
-    return node(
-        "load_collection",
-        id=collection,
-        spatial_extent=EXTENT,
-        temporal_extent=["2021-06-01", "2021-07-01"],
-        **extra,
-    )
 
 
 def reducer(**nodes: dict[str, Any]) -> dict[str, Any]:

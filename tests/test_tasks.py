@@ -6,10 +6,7 @@ import pytest
 
 from openeo_airflow.airflow import tasks
 from openeo_airflow.core.models import JobStatus
-
-GRAPH = {
-    "process_graph": {"a": {"process_id": "add", "arguments": {"x": 1, "y": 2}, "result": True}}
-}
+from tests.test_registry import GRAPH
 
 
 @pytest.fixture
