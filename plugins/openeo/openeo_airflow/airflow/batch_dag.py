@@ -78,21 +78,21 @@ def size() -> list[str]:
 def load(node_id: str) -> str:
     from openeo_airflow.airflow import tasks
 
-    return tasks.load(_job_id(), node_id)
+    return tasks.load(_job_id(), node_id, get_current_context())
 
 
 @task
 def transform(loaded: list[str]) -> str:
     from openeo_airflow.airflow import tasks
 
-    return tasks.transform(_job_id())
+    return tasks.transform(_job_id(), get_current_context())
 
 
 @task
 def save(result: str) -> list[str]:
     from openeo_airflow.airflow import tasks
 
-    return tasks.save(_job_id())
+    return tasks.save(_job_id(), get_current_context())
 
 
 def build_batch_dag() -> DAG:

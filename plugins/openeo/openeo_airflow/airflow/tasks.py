@@ -12,11 +12,15 @@ from typing import Any, TypeVar
 from openeo_airflow.core.errors import OpenEOError
 from openeo_airflow.core.models import JobStatus
 from openeo_airflow.core.settings import load_settings
-from openeo_airflow.engine import stages
+from openeo_airflow.engine import entrypoint, spark_local, tiled
+from openeo_airflow.engine.errors import StageOutOfMemory
+from openeo_airflow.engine.measure import Measurement
+from openeo_airflow.engine.planning import JobShape, limits_of, size_plan
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.jobs.backend import Backend
 from openeo_airflow.jobs.joblog import job_logging
-from openeo_airflow.sizing.size import size_job
+from openeo_airflow.sizing.model import Sizing, shrink
+from openeo_airflow.sizing.resources import Resources, validate_job_options
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,57 +80,189 @@ def adopt_run(run_id: str, owner: str, conf: dict[str, Any]) -> str:
 
 
 def size(job_id: str) -> dict[str, Any]:
+    """Compile, search the catalog, size; everything the stages need goes to the workspace."""
+
     def work() -> dict[str, Any]:
         b = backend()
         job = b.registry.get(job_id)
         b.registry.set_status(job_id, JobStatus.RUNNING, only_from=[JobStatus.QUEUED])
         log.info("Job started")
         plan = b.jobs.compile(job.owner, job.process)
-        workspace(job_id).write_plan(plan)
-        sizing = size_job(plan, job.job_options)
-        b.registry.update(job_id, sizing=sizing.to_dict(), progress=0.0)
+        ws = workspace(job_id)
+        ws.write_plan(plan)
+        sizing, shape = size_plan(plan, b.collections, b.settings, job.job_options)
+        for load_plan in shape.loads:
+            ws.write_json(ws.load_plan_file(load_plan.node_id), load_plan.to_dict())
+        ws.write_json(ws.user_processes_file, b.user_processes.by_id(job.owner))
+        spec = {**sizing.to_dict(), "shape": shape.to_dict()}
+        ws.write_json(ws.stage_spec_file, spec)
+        b.registry.update(job_id, sizing={"predicted": sizing.to_dict()}, progress=0.0)
         log.info(
-            "Sizing: engine %s, tile %d px (%s)", sizing.engine, sizing.tile_size, sizing.reason
+            "Sizing: engine %s (%s), tile %d px, %s Mpx, about %.0f s, %.3f credits",
+            sizing.engine,
+            sizing.reason,
+            sizing.tile_size,
+            f"{sizing.megapixels:,.1f}",
+            sizing.seconds,
+            sizing.credits,
         )
-        return sizing.to_dict()
+        for stage_size in sizing.stages:
+            r = stage_size.resources
+            log.info(
+                "Sizing %s: %d tile(s), peak %.0f MiB per tile; %d x %d core(s), "
+                "%d+%d MiB per executor",
+                stage_size.name,
+                stage_size.tiles,
+                stage_size.peak_tile_mb,
+                r.max_executors,
+                r.executor_cores,
+                r.executor_memory_mb,
+                r.executor_memory_overhead_mb,
+            )
+        return spec
 
     return _guard(job_id, "size", work)
 
 
-def load(job_id: str, node_id: str) -> str:
-    def work() -> str:
-        ws = workspace(job_id)
-        b = backend()
-        options = b.registry.get(job_id).job_options
-        path = stages.run_load(
-            ws.read_plan(), node_id, ws, b.collections, b.settings.gdal_profile, options
+def _execute(
+    sizing: Sizing,
+    ws: JobWorkspace,
+    stage: str,
+    node: str | None,
+    context: Any,
+    attempt: int,
+) -> Measurement:
+    """One try of one stage on the sizing's engine."""
+    name = entrypoint.stage_name(stage, node)
+    stage_size = sizing.stage(name)
+    resources = stage_size.resources if stage_size else Resources()
+    engine = sizing.engine
+    if engine == "spark-local" and stage == "save":
+        engine = "inline"  # the driver's work only: not worth starting a JVM
+    if engine == "spark-local":
+        return spark_local.run(ws, stage, node, resources)
+    if engine == "spark-k8s":
+        from openeo_airflow.airflow.spark_k8s import run_spark_application
+        from openeo_airflow.engine.spark_k8s import SparkK8sConfig, build_spark_application
+
+        settings = backend().settings
+        try_number = int(getattr(context["ti"], "try_number", 1) or 1) * 10 + attempt
+        manifest = build_spark_application(
+            SparkK8sConfig.from_settings(settings),
+            job_id=ws.root.name,
+            stage=stage,
+            workspace=str(ws.root),
+            resources=resources,
+            try_number=try_number,
+            node=node,
         )
-        return str(path)
+        run_spark_application(context, manifest, kubernetes_conn_id=settings.kubernetes_conn_id)
+        return Measurement.from_dict(ws.read_json(ws.measurement_file(name)))
+    return entrypoint.run_stage(ws, stage, node, sizing.tile_size, tiled.inline_mapper)
 
-    return _guard(job_id, "load", work)
 
+def run_stage(job_id: str, stage: str, node: str | None = None, context: Any = None) -> str:
+    """Run a stage; when it runs out of memory, re-size it (smaller tiles, then more memory)
+    and try again, up to the deployment's ``oom_retries``; other failures are not retried."""
+    name = entrypoint.stage_name(stage, node)
 
-def transform(job_id: str) -> str:
     def work() -> str:
-        ws = workspace(job_id)
         b = backend()
-        resolver = b.user_processes.resolver(b.registry.get(job_id).owner)
-        path = stages.run_transform(ws.read_plan(), ws, resolver)
-        backend().registry.update(job_id, progress=66.0)
-        return str(path)
-
-    return _guard(job_id, "transform", work)
-
-
-def save(job_id: str) -> list[str]:
-    def work() -> list[str]:
         ws = workspace(job_id)
-        files = stages.run_save(ws.read_plan(), ws)
-        backend().registry.set_status(job_id, JobStatus.FINISHED, only_from=ACTIVE, progress=100.0)
-        log.info("Job finished")
-        return [f.name for f in files]
+        spec = ws.read_json(ws.stage_spec_file)
+        retries = b.settings.oom_retries
+        for attempt in range(retries + 1):
+            sizing = Sizing.from_dict(spec)
+            try:
+                measured = _execute(sizing, ws, stage, node, context, attempt)
+                break
+            except StageOutOfMemory as exc:
+                if attempt == retries:
+                    log.error(
+                        "%s ran out of memory (%s) %d time(s); giving up. Reduce the extent or "
+                        "set job_options executor-memoryOverhead / tile-size.",
+                        name,
+                        exc.evidence or exc,
+                        attempt + 1,
+                    )
+                    raise
+                spec = _resized(spec, b, name, b.registry.get(job_id).job_options)
+                ws.write_json(ws.stage_spec_file, spec)
+                stage_size = Sizing.from_dict(spec).stage(name)
+                log.warning(
+                    "%s ran out of memory (%s); retrying with tiles of %d px and %d MiB per "
+                    "executor (retry %d of %d)",
+                    name,
+                    exc.evidence or exc,
+                    spec["tile_size"],
+                    stage_size.resources.executor_pod_mb if stage_size else 0,
+                    attempt + 1,
+                    retries,
+                )
+        ws.write_json(ws.measurement_file(name), measured.to_dict())
+        _record(job_id, ws, spec)
+        predicted = Sizing.from_dict(spec).stage(name)
+        log.info(
+            "Measured %s: %.1f s, peak %.0f MiB per tile (predicted %s), %.1f Mpx, %.1f MB read",
+            name,
+            measured.seconds,
+            measured.peak_mb,
+            f"{predicted.peak_tile_mb:.0f} MiB" if predicted else "-",
+            measured.megapixels,
+            measured.bytes_read / 1e6,
+        )
+        return name
 
-    return _guard(job_id, "save", work)
+    return _guard(job_id, stage, work)
+
+
+def _resized(
+    spec: dict[str, Any], b: Backend, stage_name: str, job_options: dict[str, Any]
+) -> dict[str, Any]:
+    sources, graph = JobShape.shapes_from_dict(spec["shape"])
+    options = validate_job_options(dict(job_options))
+    sizing = shrink(
+        Sizing.from_dict(spec), sources, graph, limits_of(b.settings), options, stage_name
+    )
+    return {**spec, **sizing.to_dict()}
+
+
+def _record(job_id: str, ws: JobWorkspace, spec: dict[str, Any]) -> None:
+    """Put what the stages measured so far beside the prediction, and the usage totals."""
+    measured = {}
+    for path in sorted(ws.measurement_file("x").parent.glob("measured-*.json")):
+        measured[path.stem.removeprefix("measured-")] = ws.read_json(path)
+    predicted = Sizing.from_dict(spec)
+    parts = [Measurement.from_dict(m) for m in measured.values()]
+    usage = {
+        "cpu": {"value": round(sum(p.cpu_seconds for p in parts), 2), "unit": "cpu-seconds"},
+        "duration": {"value": round(sum(p.seconds for p in parts), 2), "unit": "seconds"},
+        "memory": {"value": round(max((p.peak_rss_mb for p in parts), default=0)), "unit": "mb"},
+        "input_pixel": {"value": round(sum(p.megapixels for p in parts), 3), "unit": "mega-pixel"},
+        "network": {"value": round(sum(p.bytes_read for p in parts) / 1e6, 2), "unit": "mb"},
+    }
+    backend().registry.update(
+        job_id, usage=usage, sizing={"predicted": predicted.to_dict(), "measured": measured}
+    )
+
+
+def load(job_id: str, node_id: str, context: Any = None) -> str:
+    return run_stage(job_id, "load", node_id, context)
+
+
+def transform(job_id: str, context: Any = None) -> str:
+    name = run_stage(job_id, "transform", None, context)
+    backend().registry.update(job_id, progress=66.0)
+    return name
+
+
+def save(job_id: str, context: Any = None) -> list[str]:
+    run_stage(job_id, "save", None, context)
+    ws = workspace(job_id)
+    files = list((ws.read_result_metadata() or {}).get("assets", {}))
+    backend().registry.set_status(job_id, JobStatus.FINISHED, only_from=ACTIVE, progress=100.0)
+    _guard(job_id, "save", lambda: log.info("Job finished"))
+    return files
 
 
 def mark_failed(job_id: str, task_id: str, reason: str | None) -> None:

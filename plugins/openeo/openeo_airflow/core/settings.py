@@ -28,6 +28,20 @@ class Settings:
     gdal_profile: str = "local"
     secret: str = ""
     oidc_providers: str = ""
+    # Engines and the limits of the sizing (see sizing/).
+    engine: str = ""  # empty: the sizing picks; else inline, spark-local or spark-k8s
+    local_cores: int = 2
+    local_memory_mb: int = 8192
+    max_executors: int = 16
+    max_executor_memory_mb: int = 32768
+    max_job_megapixels: int = 200_000
+    oom_retries: int = 2
+    # spark-k8s: where SparkApplications run and what they mount.
+    k8s_namespace: str = "openeo-jobs"
+    spark_image: str = "openeo-airflow/spark:latest"
+    spark_service_account: str = "openeo-spark"
+    workspace_pvc: str = ""
+    kubernetes_conn_id: str = "kubernetes_default"
 
     @property
     def jobs_dir(self) -> Path:
@@ -56,4 +70,16 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         gdal_profile=get("GDAL_PROFILE", "local"),
         secret=get("SECRET", ""),
         oidc_providers=get("OIDC_PROVIDERS", ""),
+        engine=get("ENGINE", ""),
+        local_cores=int(get("LOCAL_CORES", str(os.cpu_count() or 2))),
+        local_memory_mb=int(get("LOCAL_MEMORY_MB", "8192")),
+        max_executors=int(get("MAX_EXECUTORS", "16")),
+        max_executor_memory_mb=int(get("MAX_EXECUTOR_MEMORY_MB", "32768")),
+        max_job_megapixels=int(get("MAX_JOB_MEGAPIXELS", "200000")),
+        oom_retries=int(get("OOM_RETRIES", "2")),
+        k8s_namespace=get("K8S_NAMESPACE", "openeo-jobs"),
+        spark_image=get("SPARK_IMAGE", "openeo-airflow/spark:latest"),
+        spark_service_account=get("SPARK_SERVICE_ACCOUNT", "openeo-spark"),
+        workspace_pvc=get("WORKSPACE_PVC", ""),
+        kubernetes_conn_id=get("KUBERNETES_CONN_ID", "kubernetes_default"),
     )

@@ -24,7 +24,9 @@ from openeo_airflow.cube import cube_crs, cube_transform
 from openeo_airflow.engine.workspace import RESULT_METADATA, JobWorkspace
 from openeo_airflow.io.formats import media_type, normalize_format, write_gtiff, write_netcdf
 from openeo_airflow.io.reader import load_cube
-from openeo_airflow.io.store import read_cube, write_cube
+from openeo_airflow.io.sar import load_backscatter
+from openeo_airflow.io.sentinelhub import load_sentinelhub
+from openeo_airflow.io.store import read_cube
 from openeo_airflow.processes.graph import Resolver, evaluate
 from openeo_airflow.processes.inline import dumps
 
@@ -53,36 +55,40 @@ def load_source(
     config = collections.get(source.collection_id)
     if config is None:
         raise CollectionNotFound(identifier=source.collection_id)
-    cube = load_cube(
-        config,
-        spatial_extent=source.spatial_extent,
-        temporal_extent=source.temporal_extent,
-        bands=source.bands,
-        gdal_profile=gdal_profile,
-        properties=source.properties,
-        soft_errors=soft_error_ratio(job_options or {}),
-    )
+    if config.sentinelhub is not None:
+        cube = load_sentinelhub(
+            config,
+            spatial_extent=source.spatial_extent,
+            temporal_extent=source.temporal_extent,
+            bands=source.bands,
+            backscatter=source.backscatter,
+        )
+    elif source.backscatter is not None:
+        cube = load_backscatter(
+            config,
+            spatial_extent=source.spatial_extent,
+            temporal_extent=source.temporal_extent,
+            bands=source.bands,
+            arguments=source.backscatter,
+            properties=source.properties,
+            gdal_profile=gdal_profile,
+        )
+    else:
+        cube = load_cube(
+            config,
+            spatial_extent=source.spatial_extent,
+            temporal_extent=source.temporal_extent,
+            bands=source.bands,
+            gdal_profile=gdal_profile,
+            properties=source.properties,
+            soft_errors=soft_error_ratio(job_options or {}),
+        )
     log.info(
         "Loaded %s: %s",
         source.collection_id,
         ", ".join(f"{d}={n}" for d, n in cube.sizes.items()),
     )
     return cube
-
-
-def run_load(
-    plan: Plan,
-    node_id: str,
-    workspace: JobWorkspace,
-    collections: Mapping[str, CollectionConfig],
-    gdal_profile: str,
-    job_options: Mapping[str, Any] | None = None,
-) -> Path:
-    source = next(s for s in plan.sources if s.node_id == node_id)
-    cube = load_source(source, collections, gdal_profile, job_options)
-    path = workspace.source_cube(node_id)
-    write_cube(cube, path)
-    return path
 
 
 def evaluate_plan(
@@ -112,14 +118,6 @@ def transform(
     if not isinstance(result, xr.DataArray):
         result = xr.DataArray(np.asarray(result, dtype="float32"))
     return result
-
-
-def run_transform(plan: Plan, workspace: JobWorkspace, resolver: Resolver | None = None) -> Path:
-    cubes = {s.node_id: read_cube(workspace.source_cube(s.node_id)) for s in plan.sources}
-    result = transform(plan, cubes, resolver)
-    log.info("Transformed: %s", ", ".join(f"{d}={n}" for d, n in result.sizes.items()))
-    write_cube(result, workspace.result_cube)
-    return workspace.result_cube
 
 
 def output_format(plan: Plan) -> tuple[str, dict[str, Any]]:

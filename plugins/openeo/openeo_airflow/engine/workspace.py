@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +36,41 @@ class JobWorkspace:
     def results_dir(self) -> Path:
         return self.root / "results"
 
+    def load_plan_file(self, node_id: str) -> Path:
+        return self.root / "stages" / f"load-{node_id}.json"
+
+    @property
+    def stage_spec_file(self) -> Path:
+        """The sizing's decisions the stages run with (tile size, partitions, resources)."""
+        return self.root / "stages" / "sizing.json"
+
+    @property
+    def user_processes_file(self) -> Path:
+        """The owner's user-defined processes as they were when the job started."""
+        return self.root / "stages" / "user_processes.json"
+
+    def measurement_file(self, stage: str) -> Path:
+        return self.root / "stages" / f"measured-{stage}.json"
+
+    def staging(self, path: Path) -> Path:
+        """A private folder beside ``path`` to build it in before publishing it."""
+        return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+
     def write_plan(self, plan: Plan) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.plan_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(plan.to_dict()))
-        tmp.replace(self.plan_file)
+        self.write_json(self.plan_file, plan.to_dict())
 
     def read_plan(self) -> Plan:
         return Plan.from_dict(json.loads(self.plan_file.read_text()))
+
+    def write_json(self, path: Path, data: Any) -> None:
+        """Write ``data`` to ``path`` atomically (a retried task never sees half a file)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(path)
+
+    def read_json(self, path: Path) -> Any:
+        return json.loads(path.read_text())
 
     def read_result_metadata(self) -> dict[str, Any] | None:
         path = self.results_dir / RESULT_METADATA

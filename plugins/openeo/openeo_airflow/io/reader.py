@@ -50,7 +50,16 @@ from openeo_airflow.io.gdal_env import gdal_env
 from openeo_airflow.io.grid import DEFAULT_TILE_SIZE, Grid, Tile, snap_grid, target_grid, tiles
 from openeo_airflow.io.source import AssetError, Decoding, RetryPolicy, read_values
 
-__all__ = ["Grid", "load_cube", "load_items", "read_band", "snap_grid", "target_grid"]
+__all__ = [
+    "Grid",
+    "load_cube",
+    "load_items",
+    "read_band",
+    "read_steps",
+    "snap_grid",
+    "target_grid",
+    "time_steps",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +101,15 @@ def load_cube(
     tolerated share (0..1) of unreadable assets. Without matching items the cube has an
     empty ``t`` dimension (still on the grid).
     """
-    selected = select_bands(cfg, bands)
-    extent = parse_spatial_extent(spatial_extent)
-    start, end = parse_temporal_extent(temporal_extent)
     if not 0.0 <= soft_errors <= 1.0:
         raise ValueError(f"soft_errors must lie within 0..1, not {soft_errors}")
-    search_bbox = None
-    if extent is not None:
-        bbox, bbox_crs = extent
-        search_bbox = transform_bounds(bbox_crs, CRS.from_epsg(4326), *bbox, densify_pts=21)
-    items = search_items(cfg, search_bbox, start, end, properties=properties)
-    grid = target_grid(cfg, extent, items, selected)
+    items, selected, grid = resolve_load(
+        cfg,
+        spatial_extent=spatial_extent,
+        temporal_extent=temporal_extent,
+        bands=bands,
+        properties=properties,
+    )
     options = LoadOptions(
         gdal_profile=cfg.gdal_profile or gdal_profile,
         soft_errors=soft_errors,
@@ -111,6 +118,27 @@ def load_cube(
         sentinel2=cfg.sentinel2,
     )
     return load_items(items, selected, grid, options=options)
+
+
+def resolve_load(
+    cfg: CollectionConfig,
+    *,
+    spatial_extent: dict[str, Any] | None,
+    temporal_extent: Sequence[str | None] | None,
+    bands: Sequence[str] | None,
+    properties: dict[str, Any] | None = None,
+) -> tuple[list[StacItem], list[BandConfig], Grid]:
+    """What a load reads (the matching items and bands) and onto which grid; validates the
+    arguments. Batch jobs call it once and then read tile by tile (``read_steps``)."""
+    selected = select_bands(cfg, bands)
+    extent = parse_spatial_extent(spatial_extent)
+    start, end = parse_temporal_extent(temporal_extent)
+    search_bbox = None
+    if extent is not None:
+        bbox, bbox_crs = extent
+        search_bbox = transform_bounds(bbox_crs, CRS.from_epsg(4326), *bbox, densify_pts=21)
+    items = search_items(cfg, search_bbox, start, end, properties=properties)
+    return items, selected, target_grid(cfg, extent, items, selected)
 
 
 def load_items(
@@ -123,27 +151,43 @@ def load_items(
 ) -> xr.DataArray:
     """Read ``items`` (sorted by datetime) onto ``grid``: one time step per UTC day."""
     opts = options or LoadOptions(gdal_profile=gdal_profile)
-    items = list(items)
-    day_of: Callable[[StacItem], date] = lambda item: item.datetime.date()  # noqa: E731
-    if opts.sentinel2:
-        items, dropped = drop_duplicates(items)
-        for item in dropped:
-            log.info("Dropped %s: a newer processing of the same observation is loaded", item.id)
-        day_of = acquisition_day
-    steps = [
-        (day, list(group))
-        for day, group in groupby(sorted(items, key=lambda i: (day_of(i), i.datetime)), day_of)
-    ]
-    data = np.full((len(steps), len(bands), grid.height, grid.width), np.nan, dtype=np.float32)
-    if steps and grid.width and grid.height:
-        _Loader(bands, grid, opts, steps).run(data)
+    steps = time_steps(items, opts.sentinel2)
     return make_cube(
-        data,
+        read_steps(steps, bands, grid, opts),
         times=np.array([np.datetime64(day.isoformat(), "ns") for day, _ in steps]),
         bands=[b.name for b in bands],
         transform=grid.transform,
         crs=grid.crs.to_wkt(),
     )
+
+
+Steps = list[tuple[date, list[StacItem]]]
+
+
+def time_steps(items: Sequence[StacItem], sentinel2: bool = False) -> Steps:
+    """The items grouped into the cube's time steps (one per UTC day, duplicates dropped)."""
+    items = list(items)
+    day_of: Callable[[StacItem], date] = lambda item: item.datetime.date()  # noqa: E731
+    if sentinel2:
+        items, dropped = drop_duplicates(items)
+        for item in dropped:
+            log.info("Dropped %s: a newer processing of the same observation is loaded", item.id)
+        day_of = acquisition_day
+    return [
+        (day, list(group))
+        for day, group in groupby(sorted(items, key=lambda i: (day_of(i), i.datetime)), day_of)
+    ]
+
+
+def read_steps(
+    steps: Steps, bands: Sequence[BandConfig], grid: Grid, options: LoadOptions
+) -> np.ndarray:
+    """The ``(t, bands, y, x)`` float32 values of ``steps`` on ``grid`` (NaN: no data); a
+    step may have no items (a tile that none of that day's products touches)."""
+    data = np.full((len(steps), len(bands), grid.height, grid.width), np.nan, dtype=np.float32)
+    if steps and grid.width and grid.height:
+        _Loader(bands, grid, options, steps).run(data)
+    return data
 
 
 def read_band(href: str, band: BandConfig, grid: Grid) -> np.ndarray:

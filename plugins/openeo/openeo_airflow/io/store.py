@@ -13,8 +13,10 @@ import shutil
 import uuid
 from pathlib import Path
 
+import dask.array as da
 import numpy as np
 import xarray as xr
+import zarr
 from zarr.codecs import BloscCodec
 
 VARIABLE = "cube"
@@ -39,6 +41,43 @@ def write_cube(cube: xr.DataArray, path: Path, tile: int = 512) -> Path:
         if temporary.exists():
             shutil.rmtree(temporary, ignore_errors=True)
     return path
+
+
+def create_cube(template: xr.DataArray, path: Path, tile: int = 512) -> Path:
+    """An empty cube shaped like ``template`` (its values are never read: only dims, coords,
+    dtype) at ``path``, for tiles to fill with ``write_tile`` in parallel. ``path`` is a
+    private temporary folder until ``publish`` moves it into place."""
+    lazy = template.copy(data=da.zeros(template.shape, dtype=template.dtype, chunks=-1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        shutil.rmtree(path)
+    _to_dataset(lazy).to_zarr(
+        path,
+        mode="w",
+        consolidated=False,
+        compute=False,
+        encoding={VARIABLE: {"chunks": _chunks(template, tile), "compressors": [_codec()]}},
+    )
+    return path
+
+
+def write_tile(path: Path, rows: slice, cols: slice, values: np.ndarray) -> None:
+    """Write one tile's values (all non-spatial indices) into a cube made by ``create_cube``.
+    Tiles aligned to the chunk grid write disjoint chunks, so tiles may write concurrently."""
+    array = zarr.open_group(str(path), mode="r+")[VARIABLE]
+    assert isinstance(array, zarr.Array)
+    index = tuple(
+        rows if dim == "y" else cols if dim == "x" else slice(None)
+        for dim in getattr(array.metadata, "dimension_names", None) or ()
+    )
+    array[index] = values
+
+
+def publish(temporary: Path, path: Path) -> Path:
+    """Move a filled cube into place, replacing any previous one (one rename for readers)."""
+    _replace(Path(temporary), Path(path))
+    return Path(path)
 
 
 def open_cube(path: Path) -> xr.DataArray:

@@ -1,0 +1,171 @@
+"""What one source's load reads, resolved once (by the size task) and shipped to every tile.
+
+A ``LoadPlan`` holds the found items, grouped into time steps, the bands and the cube grid,
+so executors read their tile without searching the catalog or knowing the collection config
+(DESIGN §2: Spark distributes tile descriptors, never pixels). It is plain JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import transform_bounds
+
+from openeo_airflow.catalog.config import BandConfig, CollectionConfig
+from openeo_airflow.catalog.stac import StacItem, bbox_intersects
+from openeo_airflow.compiler.plan import Source
+from openeo_airflow.io.gdal_env import gdal_env
+from openeo_airflow.io.grid import Grid
+from openeo_airflow.io.reader import LoadOptions, Steps, resolve_load, time_steps
+
+
+@dataclass(frozen=True)
+class SourceStats:
+    """What the sizing needs to know about a source's archive files."""
+
+    items: int
+    assets: int
+    block_size: int  # edge of the source files' internal tiles (pixels)
+    bytes_per_pixel: int  # of the stored values
+    native_resolution: float  # finest band's pixel size in the files
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    node_id: str
+    collection_id: str
+    steps: Steps
+    bands: list[BandConfig]
+    grid: Grid
+    options: LoadOptions
+    stats: SourceStats
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        return (len(self.steps), len(self.bands), self.grid.height, self.grid.width)
+
+    def steps_for(self, grid: Grid) -> Steps:
+        """The time steps with only the items touching ``grid`` (a tile): the others need not
+        be opened. Steps stay, empty or not, so every tile has the same time axis."""
+        bounds = transform_bounds(grid.crs, CRS.from_epsg(4326), *grid.bounds, densify_pts=5)
+        return [
+            (day, [item for item in group if bbox_intersects(item.bbox, bounds)])
+            for day, group in self.steps
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "collection_id": self.collection_id,
+            "steps": [[day.isoformat(), [_item_dict(i) for i in g]] for day, g in self.steps],
+            "bands": [asdict(b) for b in self.bands],
+            "grid": {
+                "crs": self.grid.crs.to_wkt(),
+                "transform": list(self.grid.transform)[:6],
+                "width": self.grid.width,
+                "height": self.grid.height,
+            },
+            "options": {
+                "gdal_profile": self.options.gdal_profile,
+                "soft_errors": self.options.soft_errors,
+                "sentinel2": self.options.sentinel2,
+            },
+            "stats": asdict(self.stats),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LoadPlan:
+        grid = data["grid"]
+        return cls(
+            node_id=data["node_id"],
+            collection_id=data["collection_id"],
+            steps=[
+                (date.fromisoformat(day), [_item_of(i) for i in group])
+                for day, group in data["steps"]
+            ],
+            bands=[BandConfig(**b) for b in data["bands"]],
+            grid=Grid(
+                CRS.from_wkt(grid["crs"]),
+                Affine(*grid["transform"]),
+                int(grid["width"]),
+                int(grid["height"]),
+            ),
+            options=LoadOptions(**data["options"]),
+            stats=SourceStats(**data["stats"]),
+        )
+
+
+def prepare_load(
+    source: Source, config: CollectionConfig, gdal_profile: str, soft_errors: float
+) -> LoadPlan:
+    """Search the catalog and fix the grid of one source (I/O: catalog search, one header)."""
+    items, bands, grid = resolve_load(
+        config,
+        spatial_extent=source.spatial_extent,
+        temporal_extent=source.temporal_extent,
+        bands=source.bands,
+        properties=source.properties,
+    )
+    options = LoadOptions(
+        gdal_profile=config.gdal_profile or gdal_profile,
+        soft_errors=soft_errors,
+        sentinel2=config.sentinel2,
+    )
+    steps = time_steps(items, config.sentinel2)
+    return LoadPlan(
+        node_id=source.node_id,
+        collection_id=source.collection_id,
+        steps=steps,
+        bands=bands,
+        grid=grid,
+        options=options,
+        stats=_source_stats(steps, bands, options.gdal_profile, config.resolution),
+    )
+
+
+def _source_stats(
+    steps: Steps, bands: list[BandConfig], gdal_profile: str, resolution: float
+) -> SourceStats:
+    items = [item for _, group in steps for item in group]
+    assets = sum(1 for item in items for band in bands if band.asset in item.assets)
+    block, nbytes, native = 512, 2, resolution
+    first = next(
+        (item.assets[b.asset] for item in items for b in bands if b.asset in item.assets), None
+    )
+    if first is not None:
+        # One header tells the block layout and data type; every product of a collection
+        # shares them, so one read is enough.
+        try:
+            with gdal_env(gdal_profile), rasterio.open(first) as src:
+                block = int(src.block_shapes[0][0]) if src.block_shapes else block
+                nbytes = int(np.dtype(src.dtypes[0]).itemsize)
+                native = float(abs(src.transform.a)) or resolution
+        except rasterio.errors.RasterioError:
+            pass  # the load itself reports unreadable files; keep the defaults here
+    return SourceStats(
+        items=len(items),
+        assets=assets,
+        block_size=max(1, block),
+        bytes_per_pixel=nbytes,
+        native_resolution=native,
+    )
+
+
+def _item_dict(item: StacItem) -> dict[str, Any]:
+    data = asdict(item)
+    data["datetime"] = item.datetime.isoformat()
+    data["bbox"] = list(item.bbox)
+    return data
+
+
+def _item_of(data: dict[str, Any]) -> StacItem:
+    fields = dict(data)
+    fields["datetime"] = datetime.fromisoformat(fields["datetime"])
+    fields["bbox"] = tuple(fields["bbox"])
+    return StacItem(**fields)
