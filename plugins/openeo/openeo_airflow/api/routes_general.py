@@ -13,6 +13,7 @@ from openeo_airflow.core.errors import CollectionNotFound
 from openeo_airflow.io.formats import OUTPUT_FORMATS
 from openeo_airflow.processes.registry import list_processes
 from openeo_airflow.processes.udf import udf_runtimes as runtimes
+from openeo_airflow.sizing.resources import JOB_OPTIONS
 
 API_VERSION = "1.2.0"
 STAC_VERSION = "1.0.0"
@@ -144,3 +145,22 @@ def udf_runtimes() -> dict[str, Any]:
 @router.get("/me")
 def me(user: UserDep) -> dict[str, Any]:
     return {"user_id": user.user_id, "name": user.name or user.user_id, "links": []}
+
+
+@router.get("/processing_parameters")
+def processing_parameters() -> dict[str, Any]:
+    """The ``job_options`` a batch job accepts (openEO processing-parameters extension)."""
+    return {
+        "create_job_parameters": [
+            {
+                "name": spec.name,
+                "description": spec.description,
+                "optional": True,
+                "default": spec.default,
+                "schema": spec.schema,
+            }
+            for spec in JOB_OPTIONS
+        ],
+        "create_synchronous_parameters": [],
+        "create_service_parameters": [],
+    }

@@ -19,6 +19,7 @@ from openeo_airflow.core.errors import (
     ResultAssetNotFound,
 )
 from openeo_airflow.core.models import Job, JobStatus
+from openeo_airflow.engine.planning import size_plan
 from openeo_airflow.engine.workspace import JobWorkspace
 
 router = APIRouter()
@@ -80,7 +81,32 @@ def get_job(job_id: str, user: UserDep, backend: BackendDep) -> dict[str, Any]:
     document["process"] = job.process
     if job.usage:
         document["usage"] = job.usage
+    if job.sizing:
+        # Not in the openEO spec: what the sizing predicted and what each stage measured.
+        document["sizing"] = job.sizing
     return document
+
+
+@router.get("/jobs/{job_id}/estimate")
+def estimate_job(job_id: str, user: UserDep, backend: BackendDep) -> dict[str, Any]:
+    """The sizing model's prediction, before the job runs (the same the size task computes)."""
+    job = backend.jobs.get(user.user_id, job_id)
+    plan = backend.jobs.compile(user.user_id, job.process)
+    sizing, _shape = size_plan(plan, backend.collections, backend.settings, job.job_options)
+    save = sizing.stage("save")
+    return {
+        "costs": sizing.credits,
+        "duration": _iso_duration(sizing.seconds),
+        "size": int(save.bytes_read) if save else 0,
+        "downloads_included": None,
+    }
+
+
+def _iso_duration(seconds: float) -> str:
+    whole = max(1, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"PT{hours}H{minutes}M{secs}S"
 
 
 @router.patch("/jobs/{job_id}", status_code=204)

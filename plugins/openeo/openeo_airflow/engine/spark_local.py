@@ -36,7 +36,7 @@ def spark_submit() -> str:
 
 
 def worker_memory_mb(resources: Resources) -> int:
-    return max(256, resources.executor_memory_overhead_mb // max(1, resources.executor_cores))
+    return max(64, resources.executor_memory_overhead_mb // max(1, resources.executor_cores))
 
 
 def command(

@@ -23,6 +23,7 @@ from openeo_airflow.jobs.registry import JobRegistry
 from openeo_airflow.jobs.status import status_from_run
 from openeo_airflow.jobs.user_processes import UserProcesses
 from openeo_airflow.processes.registry import specs as process_specs
+from openeo_airflow.sizing.resources import validate_job_options
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class JobService:
 
     def create(self, owner: str, process: dict[str, Any], **fields: Any) -> Job:
         self.validate(owner, process)
+        validate_job_options(dict(fields.get("job_options") or {}))
         return self._registry.create(owner, process, **fields)
 
     def get(self, owner: str, job_id: str) -> Job:

@@ -341,16 +341,16 @@ def shrink(
     options: dict[str, Any],
     stage: str,
 ) -> Sizing:
-    """The sizing for a retry after ``stage`` ran out of memory: half the tile edge (a
-    quarter of the memory per tile) and, where the tile cannot shrink, twice the memory."""
+    """The sizing for a retry after ``stage`` ran out of memory: half the tile edge (a quarter
+    of the pixels per tile) and twice the memory the stage had (the user's memory options
+    included: they were too small), within the deployment's limits."""
     floor = max(MIN_TILE, graph.align)
     tile = max(floor, sizing.tile_size // 2)
+    before = sizing.stage(stage)
     stages = size_stages(sources, graph, sizing.engine, tile, limits, options)
-    if tile == sizing.tile_size:
-        stages = [
-            replace(s, resources=_doubled(s.resources, limits)) if s.name == stage else s
-            for s in stages
-        ]
+    if before is not None:
+        doubled = _doubled(before.resources, limits)
+        stages = [replace(s, resources=doubled) if s.name == stage else s for s in stages]
     return replace(sizing, tile_size=tile, stages=stages, reason=f"{stage} ran out of memory")
 
 
