@@ -60,6 +60,46 @@ class BandConfig:
     harmonize: bool = False
     scaling: str = "config"
     overviews: bool = True
+    units: str | None = None
+
+
+@dataclass(frozen=True)
+class SentinelHubConfig:
+    """A collection served by the Sentinel Hub Process API (``io.sentinelhub``).
+
+    ``data_collection`` is a ``sentinelhub.DataCollection`` name (``SENTINEL2_L2A``,
+    ``SENTINEL1_IW``...); each band's ``asset`` is the service's band name and ``units`` its
+    units (``DN``, ``REFLECTANCE``, ``LINEAR_POWER``...). Credentials are never part of the
+    configuration: only the names of the environment variables (or secret files) holding them.
+    ``data_filter`` / ``processing`` are sent as the request's ``dataFilter`` / ``processing``
+    (``sar_backscatter`` overrides the backscatter keys); ``max_pixels`` is the service's
+    width/height limit per request.
+    """
+
+    data_collection: str
+    base_url: str = "https://services.sentinel-hub.com"
+    token_url: str | None = None
+    client_id_env: str = "SH_CLIENT_ID"
+    client_secret_env: str = "SH_CLIENT_SECRET"
+    mosaicking_order: str | None = "mostRecent"
+    data_filter: dict[str, Any] = field(default_factory=dict)
+    processing: dict[str, Any] = field(default_factory=dict)
+    max_pixels: int = 2500
+    max_retries: int = 5
+
+    @property
+    def sar(self) -> bool:
+        return self.data_collection.upper().startswith("SENTINEL1")
+
+
+@dataclass(frozen=True)
+class SarConfig:
+    """Sentinel-1 GRD read from the archive (``io.sar``): the item assets holding each
+    polarisation's annotation, calibration and noise XML (``{pol}``: ``vv``, ``vh``...)."""
+
+    annotation_asset: str = "schema-product-{pol}"
+    calibration_asset: str = "schema-calibration-{pol}"
+    noise_asset: str = "schema-noise-{pol}"
 
 
 @dataclass(frozen=True)
@@ -97,6 +137,8 @@ class CollectionConfig:
     filter_lang: str = "cql2-json"
     sentinel2: bool = False
     gdal_profile: str | None = None
+    sentinelhub: SentinelHubConfig | None = None
+    sar: SarConfig | None = None
 
     @property
     def band_names(self) -> list[str]:
@@ -176,8 +218,10 @@ def _parse_collection(
     for key in ("resolution", "bands"):
         if key not in entry:
             raise ValueError(f"{path}: collection '{cid}' lacks '{key}'")
-    if ("catalog" in entry) == ("stac_api" in entry):
-        raise ValueError(f"{path}: collection '{cid}' needs exactly one of 'catalog', 'stac_api'")
+    if sum(key in entry for key in ("catalog", "stac_api", "sentinelhub")) != 1:
+        raise ValueError(
+            f"{path}: collection '{cid}' needs exactly one of 'catalog', 'stac_api', 'sentinelhub'"
+        )
     if "stac_api" in entry and not entry.get("stac_collection"):
         raise ValueError(f"{path}: collection '{cid}' uses 'stac_api' without 'stac_collection'")
     filter_lang = str(entry.get("filter_lang", "cql2-json"))
@@ -207,7 +251,40 @@ def _parse_collection(
         filter_lang=filter_lang,
         sentinel2=bool(entry.get("sentinel2", False)),
         gdal_profile=entry.get("gdal_profile"),
+        sentinelhub=_parse_sentinelhub(entry.get("sentinelhub"), cid, env, path),
+        sar=_parse_sar(entry.get("sar"), cid, path),
     )
+
+
+def _parse_sentinelhub(
+    value: Any, cid: str, env: Mapping[str, str], path: Path
+) -> SentinelHubConfig | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or "data_collection" not in value:
+        raise ValueError(f"{path}: '{cid}' sentinelhub needs a 'data_collection'")
+    known = set(SentinelHubConfig.__dataclass_fields__)
+    unknown = set(value) - known
+    if unknown:
+        raise ValueError(f"{path}: '{cid}' sentinelhub: unknown keys {', '.join(sorted(unknown))}")
+    options = dict(value)
+    for key in ("base_url", "token_url"):
+        if options.get(key) is not None:
+            options[key] = expand_env(str(options[key]), env).rstrip("/")
+    for key in ("max_pixels", "max_retries"):
+        if key in options:
+            options[key] = int(options[key])
+    return SentinelHubConfig(**options)
+
+
+def _parse_sar(value: Any, cid: str, path: Path) -> SarConfig | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return SarConfig()
+    if not isinstance(value, dict) or set(value) - set(SarConfig.__dataclass_fields__):
+        raise ValueError(f"{path}: '{cid}' sar must be true or a mapping of *_asset keys")
+    return SarConfig(**{k: str(v) for k, v in value.items()})
 
 
 def _parse_band(entry: dict[str, Any], cid: str, path: Path) -> BandConfig:
@@ -243,6 +320,7 @@ def _parse_band(entry: dict[str, Any], cid: str, path: Path) -> BandConfig:
         harmonize=harmonize,
         scaling=scaling,
         overviews=bool(entry.get("overviews", True)),
+        units=entry.get("units"),
     )
 
 

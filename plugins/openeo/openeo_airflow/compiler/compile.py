@@ -15,6 +15,7 @@ own parameters (``data``, ``x``, ``context``...).
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from dataclasses import replace
 from typing import Any
 
 from openeo_airflow.core.errors import (
@@ -31,6 +32,8 @@ from .validate import node_references, validate_process
 
 SOURCE_PROCESSES = ("load_collection",)
 OUTPUT_PROCESS = "save_result"
+# Processes computed by the loader while it reads: they must follow their source directly.
+LOAD_TIME_PROCESSES = ("sar_backscatter",)
 
 
 def compile_plan(
@@ -64,6 +67,7 @@ def compile_plan(
         for node_id, node in graph.items()
         if node["process_id"] in SOURCE_PROCESSES
     ]
+    sources = _with_load_time_processes(graph, sources)
     return Plan(
         process_graph=graph, result_node=result_node, sources=sources, output=_output(graph)
     )
@@ -162,6 +166,45 @@ def _source(node_id: str, node: dict[str, Any], collections: Collection[str] | N
         bands=_typed(node_id, process_id, "bands", args.get("bands"), list),
         properties=_typed(node_id, process_id, "properties", args.get("properties"), dict),
     )
+
+
+def _with_load_time_processes(graph: dict[str, Any], sources: list[Source]) -> list[Source]:
+    """Attach each ``sar_backscatter`` to the source it follows, so the loader computes it.
+
+    It must take its data straight from a ``load_collection`` that nothing else reads: the
+    loaded cube *is* the backscatter, so another reader would silently get backscatter too.
+    """
+    by_node = {s.node_id: s for s in sources}
+    for node_id, node in graph.items():
+        if node["process_id"] not in LOAD_TIME_PROCESSES:
+            continue
+        process_id, args = node["process_id"], node["arguments"]
+        data = args.get("data")
+        source_id = data.get("from_node") if isinstance(data, dict) else None
+        if source_id not in by_node:
+            raise FeatureUnsupported(
+                f"Node '{node_id}' ({process_id}): 'data' must come directly from a "
+                "load_collection node; it is computed while the collection is read"
+            )
+        readers = sorted(
+            other
+            for other, other_node in graph.items()
+            if other != node_id
+            and any(ref == source_id for ref in node_references(other_node["arguments"]))
+        )
+        if readers or by_node[source_id].backscatter is not None:
+            raise FeatureUnsupported(
+                f"Node '{node_id}' ({process_id}): its load_collection '{source_id}' is also "
+                f"read by {', '.join(repr(r) for r in readers) or 'another sar_backscatter'};"
+                " load the collection once per use"
+            )
+        arguments = {
+            name: _static(node_id, process_id, name, value)
+            for name, value in args.items()
+            if name != "data"
+        }
+        by_node[source_id] = replace(by_node[source_id], backscatter=arguments)
+    return [by_node[s.node_id] for s in sources]
 
 
 def _output(graph: dict[str, Any]) -> Output | None:

@@ -12,7 +12,11 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Source:
-    """One data source of the graph: a ``load_collection`` (or later ``load_stac``) node."""
+    """One data source of the graph: a ``load_collection`` (or later ``load_stac``) node.
+
+    ``backscatter``: the arguments (without ``data``) of a ``sar_backscatter`` node applied
+    directly to this source; the loader computes backscatter while reading (``None``: none).
+    """
 
     node_id: str
     process_id: str
@@ -21,6 +25,7 @@ class Source:
     temporal_extent: list[str | None] | None = None
     bands: list[str] | None = None
     properties: dict[str, Any] | None = None
+    backscatter: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ FAMILIES = (
     "inline",
     "udf",
     "curves",
+    "sar",
 )
 LISTED_FIELDS = (
     "id",

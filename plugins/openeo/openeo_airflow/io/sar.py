@@ -1,0 +1,469 @@
+"""``sar_backscatter`` on Sentinel-1 GRD read from the archive, computed while loading.
+
+Per product, polarisation and output tile, in the image geometry first and then on the cube
+grid:
+
+1. the tile's pixel centres are located in the image (``Geocoder``: the product's ground
+   control points, interpolated with a C1 cubic over their triangulation in the cube's CRS —
+   ellipsoid-based, at the heights the GCPs carry; no DEM);
+2. the digital numbers under the tile are read (one window of the measurement GeoTIFF, which
+   may be a decimated copy of the product: coordinates are scaled to its size);
+3. ``DN^2``, minus the thermal noise (``noise_removal``; negative results clipped to 0, as the
+   noise estimate can exceed the weak signals it is subtracted from), divided by the squared
+   calibration LUT of the coefficient (``beta0`` -> betaNought, ``sigma0-ellipsoid`` ->
+   sigmaNought, ``gamma0-ellipsoid`` -> gamma; ``null``: no calibration, noise-removed
+   ``DN^2``), all in linear power;
+4. bilinear resampling onto the tile (the spec's interpolation), after calibration so that
+   power, not amplitude, is interpolated.
+
+Products of one UTC day form one time step; per pixel the first product with a value wins.
+Extra bands: ``mask`` (1 valid, 0 no-data inside the image, NaN outside it) and
+``ellipsoid_incidence_angle`` (degrees, from the GCPs). DEM-based outputs and terrain
+coefficients raise ``DigitalElevationModelInvalid``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import urllib.request
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import xarray as xr
+from pyproj import CRS, Transformer
+from rasterio.windows import Window
+from scipy.interpolate import CloughTocher2DInterpolator
+from scipy.ndimage import map_coordinates
+
+from openeo_airflow.catalog.config import BandConfig, CollectionConfig, SarConfig
+from openeo_airflow.catalog.sentinel1 import (
+    Calibration,
+    NoiseModel,
+    parse_annotation,
+    parse_calibration,
+    parse_noise,
+)
+from openeo_airflow.catalog.stac import StacItem, search_items
+from openeo_airflow.cube import make_cube
+from openeo_airflow.io.backscatter import (
+    Backscatter,
+    invalid,
+    no_dem,
+    parse_backscatter,
+    unsupported,
+)
+from openeo_airflow.io.gdal_env import gdal_env
+from openeo_airflow.io.grid import DEFAULT_TILE_SIZE, Grid, Tile, target_grid, tiles
+from openeo_airflow.io.reader import parse_spatial_extent, parse_temporal_extent, select_bands
+
+BACKSCATTER_ATTR = "openeo_airflow:backscatter"
+CALIBRATION_LUT = {"beta0": "beta0", "sigma0-ellipsoid": "sigma0", "gamma0-ellipsoid": "gamma0"}
+GEOCODING_STEP = 16  # px between exactly geocoded nodes; bilinear in between (smooth mapping)
+
+
+class Geocoder:
+    """Full-resolution image coordinates (line, pixel; pixel centres) of map positions.
+
+    ``shape`` (lines, samples): positions outside the image become NaN. A regular GCP grid
+    (as the annotation's) gets one ring of linearly extrapolated points, so the image border
+    lies strictly inside the triangulation (GCPs on its hull would fall outside by rounding).
+    """
+
+    def __init__(
+        self,
+        line: np.ndarray,
+        pixel: np.ndarray,
+        lon: np.ndarray,
+        lat: np.ndarray,
+        incidence: np.ndarray | None = None,
+        shape: tuple[int, int] | None = None,
+    ) -> None:
+        self.line, self.pixel, self.lon, self.lat = line, pixel, lon, lat
+        self.incidence = incidence
+        self.shape = shape
+        self._fitted: dict[str, CloughTocher2DInterpolator] = {}
+        self._lock = threading.Lock()
+
+    def _points(self) -> list[np.ndarray]:
+        columns = [self.line, self.pixel, self.lon, self.lat]
+        if self.incidence is not None:
+            columns.append(self.incidence)
+        lines, pixels = np.unique(self.line), np.unique(self.pixel)
+        if len(lines) * len(pixels) != len(self.line) or min(len(lines), len(pixels)) < 2:
+            return columns  # not a regular grid: no padding
+        order = np.lexsort((self.pixel, self.line))
+        grids = [c[order].reshape(len(lines), len(pixels)) for c in columns]
+        padded = [_extrapolate(_extrapolate(g, axis=0), axis=1) for g in grids]
+        return [g.ravel() for g in padded]
+
+    def _interpolator(self, crs: CRS) -> CloughTocher2DInterpolator:
+        key = crs.to_wkt()
+        with self._lock:
+            if key not in self._fitted:
+                line, pixel, lon, lat, *rest = self._points()
+                to_map = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+                x, y = to_map.transform(lon, lat)
+                self._fitted[key] = CloughTocher2DInterpolator(
+                    np.column_stack([x, y]), np.column_stack([line, pixel, *rest])
+                )
+            return self._fitted[key]
+
+    def locate(self, x: np.ndarray, y: np.ndarray, crs: CRS) -> np.ndarray:
+        """``(..., 2 or 3)``: line, pixel (and incidence angle) at map points; NaN outside."""
+        located = np.asarray(self._interpolator(crs)(x, y))
+        if self.shape is not None:
+            line, pixel = located[..., 0], located[..., 1]
+            outside = (line < -0.5) | (line > self.shape[0] - 0.5)
+            outside |= (pixel < -0.5) | (pixel > self.shape[1] - 0.5)
+            located[outside] = np.nan
+        return located
+
+    def on_grid(self, grid: Grid) -> np.ndarray | None:
+        """``(k, height, width)`` line, pixel (, incidence) of each grid pixel centre, or None
+        when the grid lies outside the image. Exact at every ``GEOCODING_STEP``-th pixel,
+        bilinear in between."""
+        nodes_x = _nodes(grid.width)
+        nodes_y = _nodes(grid.height)
+        t = grid.transform
+        xs = t.c + (nodes_x + 0.5) * t.a
+        ys = t.f + (nodes_y + 0.5) * t.e
+        coarse = self.locate(*np.meshgrid(xs, ys), grid.crs)  # (ny, nx, k)
+        if np.isnan(coarse[..., 0]).all():
+            return None
+        fy = np.interp(np.arange(grid.height), nodes_y, np.arange(len(nodes_y)))
+        fx = np.interp(np.arange(grid.width), nodes_x, np.arange(len(nodes_x)))
+        return np.stack(
+            [_bilinear(coarse[..., k], fy, fx) for k in range(coarse.shape[-1])]
+        ).astype(np.float64)
+
+
+def _extrapolate(grid: np.ndarray, axis: int) -> np.ndarray:
+    """One more row (axis 0) or column (axis 1) on each side, continuing the last step."""
+    values = np.moveaxis(grid, axis, 0)
+    before, after = 2 * values[0] - values[1], 2 * values[-1] - values[-2]
+    return np.moveaxis(np.concatenate([before[None], values, after[None]]), 0, axis)
+
+
+def _nodes(size: int) -> np.ndarray:
+    return np.unique(np.append(np.arange(0, size, GEOCODING_STEP), size - 1)).astype(float)
+
+
+def _bilinear(values: np.ndarray, fy: np.ndarray, fx: np.ndarray) -> np.ndarray:
+    """Separable linear interpolation of a node array at fractional node indices."""
+    y0 = np.minimum(np.floor(fy).astype(int), values.shape[0] - 1)
+    x0 = np.minimum(np.floor(fx).astype(int), values.shape[1] - 1)
+    y1, x1 = np.minimum(y0 + 1, values.shape[0] - 1), np.minimum(x0 + 1, values.shape[1] - 1)
+    wy, wx = (fy - y0)[:, None], fx - x0
+    across0 = values[y0][:, x0] * (1 - wx) + values[y0][:, x1] * wx
+    across1 = values[y1][:, x0] * (1 - wx) + values[y1][:, x1] * wx
+    return np.asarray(across0 * (1 - wy) + across1 * wy)
+
+
+@dataclass(frozen=True)
+class Polarisation:
+    """One polarisation of a product: its measurement raster and its LUTs (if any)."""
+
+    name: str
+    href: str
+    lines: int
+    samples: int
+    calibration: Calibration | None
+    noise: NoiseModel | None
+
+    def backscatter(
+        self, rows: np.ndarray, cols: np.ndarray, params: Backscatter, product_id: str
+    ) -> np.ndarray:
+        """Backscatter (linear power) at the full-resolution image coordinates given."""
+        result = np.full(rows.shape, np.nan, dtype=np.float32)
+        inside = np.isfinite(rows) & np.isfinite(cols)
+        if not inside.any():
+            return result
+        with rasterio.open(self.href) as src:
+            sy, sx = src.height / self.lines, src.width / self.samples
+            tr, tc = (rows[inside] + 0.5) * sy - 0.5, (cols[inside] + 0.5) * sx - 0.5
+            r0, c0 = max(math.floor(tr.min()) - 1, 0), max(math.floor(tc.min()) - 1, 0)
+            r1 = min(math.ceil(tr.max()) + 2, src.height)
+            c1 = min(math.ceil(tc.max()) + 2, src.width)
+            if r0 >= r1 or c0 >= c1:
+                return result
+            dn = src.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+        power = self.calibrate(dn, r0, c0, (sy, sx), params, product_id)
+        sampled = map_coordinates(
+            power, [tr - r0, tc - c0], order=1, mode="constant", cval=np.nan, prefilter=False
+        )
+        result[inside] = sampled
+        return result
+
+    def calibrate(
+        self,
+        dn: np.ndarray,
+        row0: int,
+        col0: int,
+        scale: tuple[float, float],
+        params: Backscatter,
+        product_id: str,
+    ) -> np.ndarray:
+        """Noise-removed, calibrated power of a window of digital numbers (NaN where DN is 0,
+        the products' no-data). ``scale``: measurement raster size / product image size."""
+        power = dn.astype(np.float64) ** 2
+        power[dn == 0] = np.nan
+        lines = (np.arange(row0, row0 + dn.shape[0]) + 0.5) / scale[0] - 0.5
+        pixels = (np.arange(col0, col0 + dn.shape[1]) + 0.5) / scale[1] - 0.5
+        if params.noise_removal:
+            if self.noise is None:
+                raise invalid(
+                    "noise_removal",
+                    f"product {product_id} has no noise annotation for {self.name}; "
+                    "set noise_removal to false",
+                )
+            power = np.maximum(power - self.noise.evaluate(lines, pixels), 0.0)
+        if params.coefficient is not None:
+            if self.calibration is None:
+                raise invalid(
+                    "coefficient",
+                    f"product {product_id} has no calibration annotation for {self.name}; "
+                    "use coefficient null (non-normalized DN^2)",
+                )
+            lut = self.calibration.lut(CALIBRATION_LUT[params.coefficient])
+            power /= lut.evaluate(lines, pixels) ** 2
+        return power.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class GrdProduct:
+    item_id: str
+    geocoder: Geocoder
+    polarisations: dict[str, Polarisation]
+
+
+def read_text(href: str) -> bytes:
+    """A metadata file's bytes: local path, ``file://`` or ``http(s)://``; other schemes
+    through fsspec (``s3://`` needs s3fs and the GDAL profile's credentials in the env)."""
+    if href.startswith(("http://", "https://")):
+        with urllib.request.urlopen(href, timeout=60) as response:
+            return bytes(response.read())
+    if "://" not in href or href.startswith("file://"):
+        return Path(href.removeprefix("file://")).read_bytes()
+    import fsspec
+
+    with fsspec.open(href, "rb") as handle:
+        return bytes(handle.read())
+
+
+def open_product(item: StacItem, bands: Sequence[BandConfig], sar: SarConfig) -> GrdProduct:
+    """The parts of a GRD product (a STAC item) that backscatter needs for ``bands``."""
+    annotation = None
+    pols: dict[str, Polarisation] = {}
+    for band in bands:
+        pol = band.name.lower()
+        href = item.assets.get(band.asset)
+        if href is None:
+            continue
+        meta = {
+            key: item.assets.get(template.format(pol=pol))
+            for key, template in (
+                ("annotation", sar.annotation_asset),
+                ("calibration", sar.calibration_asset),
+                ("noise", sar.noise_asset),
+            )
+        }
+        if annotation is None and meta["annotation"]:
+            annotation = parse_annotation(read_text(meta["annotation"]))
+        if annotation is not None:
+            lines, samples = annotation.lines, annotation.samples
+        else:
+            with rasterio.open(href) as src:
+                lines, samples = src.height, src.width
+        pols[band.name] = Polarisation(
+            name=band.name,
+            href=href,
+            lines=lines,
+            samples=samples,
+            calibration=parse_calibration(read_text(meta["calibration"]))
+            if meta["calibration"]
+            else None,
+            noise=parse_noise(read_text(meta["noise"])) if meta["noise"] else None,
+        )
+    if annotation is not None:
+        a = annotation
+        geocoder = Geocoder(
+            a.gcp_line, a.gcp_pixel, a.gcp_lon, a.gcp_lat, a.gcp_incidence, (a.lines, a.samples)
+        )
+    elif pols:
+        geocoder = tiff_geocoder(next(iter(pols.values())).href)
+    else:
+        raise invalid("data", f"product {item.id} has none of the requested polarisations")
+    return GrdProduct(item.id, geocoder, pols)
+
+
+def tiff_geocoder(href: str) -> Geocoder:
+    """A geocoder from the GCPs stored in a measurement GeoTIFF (no annotation at hand).
+
+    GDAL's GCP pixel/line count from the raster's corner; ours from pixel centres."""
+    with rasterio.open(href) as src:
+        gcps, crs = src.gcps
+        shape = (src.height, src.width)
+    if not gcps:
+        raise invalid("data", f"{href} has no ground control points to geocode it with")
+    if crs is not None and CRS.from_user_input(crs.to_wkt()) != CRS.from_epsg(4326):
+        raise invalid("data", f"{href}: GCPs in {crs}, expected EPSG:4326")
+    points = np.array([(g.row - 0.5, g.col - 0.5, g.x, g.y) for g in gcps])
+    return Geocoder(points[:, 0], points[:, 1], points[:, 2], points[:, 3], shape=shape)
+
+
+def check_archive_support(params: Backscatter, cfg: CollectionConfig) -> None:
+    """Refuse, naming the parameter, what ellipsoid-based geocoding cannot give."""
+    if cfg.sar is None:
+        raise invalid("data", f"collection '{cfg.id}' is not a Sentinel-1 GRD collection")
+    if params.terrain:
+        raise no_dem("coefficient", cfg.id, f"{params.coefficient!r} is terrain-based")
+    if params.elevation_model is not None:
+        raise no_dem("elevation_model", cfg.id, f"names {params.elevation_model!r}")
+    for name in ("contributing_area", "local_incidence_angle"):
+        if getattr(params, name):
+            raise no_dem(name, cfg.id, "is a DEM-based band")
+    for key in params.options:
+        raise unsupported(f"options.{key}", "GRD from the archive takes no options")
+
+
+def load_backscatter(
+    cfg: CollectionConfig,
+    *,
+    spatial_extent: dict[str, Any] | None,
+    temporal_extent: Sequence[str | None] | None,
+    bands: Sequence[str] | None,
+    arguments: Mapping[str, Any],
+    properties: dict[str, Any] | None = None,
+    gdal_profile: str = "local",
+    tile_size: int = DEFAULT_TILE_SIZE,
+    workers: int | None = None,
+) -> xr.DataArray:
+    """``load_collection`` + ``sar_backscatter(arguments)`` as one ``(t, bands, y, x)`` cube."""
+    params = parse_backscatter(arguments)
+    check_archive_support(params, cfg)
+    selected = select_bands(cfg, bands)
+    extent = parse_spatial_extent(spatial_extent)
+    start, end = parse_temporal_extent(temporal_extent)
+    search_bbox = None
+    if extent is not None:
+        bbox, bbox_crs = extent
+        to_wgs84 = Transformer.from_crs(bbox_crs, "EPSG:4326", always_xy=True)
+        search_bbox = to_wgs84.transform_bounds(*bbox, densify_pts=21)
+    items = search_items(cfg, search_bbox, start, end, properties=properties)
+    if extent is None and items:
+        boxes = np.array([item.bbox for item in items])
+        union = (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
+        extent = (tuple(float(v) for v in union), rasterio.crs.CRS.from_epsg(4326))  # type: ignore[assignment]
+    grid = target_grid(cfg, extent, [], selected)
+    return backscatter_items(
+        items,
+        selected,
+        grid,
+        params,
+        cfg.sar or SarConfig(),
+        cfg.gdal_profile or gdal_profile,
+        tile_size=tile_size,
+        workers=workers,
+    )
+
+
+def backscatter_items(
+    items: Sequence[StacItem],
+    bands: Sequence[BandConfig],
+    grid: Grid,
+    params: Backscatter,
+    sar: SarConfig,
+    gdal_profile: str = "local",
+    *,
+    tile_size: int = DEFAULT_TILE_SIZE,
+    workers: int | None = None,
+) -> xr.DataArray:
+    """Backscatter of ``items`` on ``grid``: one time step per UTC day, first value wins."""
+    ordered = sorted(items, key=lambda i: (i.datetime, i.id))
+    steps = [(day, list(g)) for day, g in groupby(ordered, lambda i: i.datetime.date())]
+    names = [b.name for b in bands] + params.extra_bands
+    data = np.full((len(steps), len(names), grid.height, grid.width), np.nan, dtype=np.float32)
+    products = _Products(bands, sar)
+
+    def fill(index: int, tile: Tile) -> None:
+        with gdal_env(gdal_profile):
+            for item in steps[index][1]:
+                target = data[index, :, tile.rows, tile.cols]
+                values = product_tile(products.get(item), bands, tile.grid, params)
+                if values is not None:
+                    np.copyto(target, values, where=np.isnan(target))
+                if not np.isnan(target).any():
+                    break
+
+    work = [(i, tile) for i in range(len(steps)) for tile in tiles(grid, tile_size)]
+    if grid.width and grid.height and work:
+        count = workers or min(4, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=max(1, min(count, len(work)))) as pool:
+            for future in [pool.submit(fill, *unit) for unit in work]:
+                future.result()
+    cube = make_cube(
+        data,
+        times=np.array([np.datetime64(day.isoformat(), "ns") for day, _ in steps]),
+        bands=names,
+        transform=grid.transform,
+        crs=grid.crs.to_wkt(),
+    )
+    cube.attrs[BACKSCATTER_ATTR] = params.coefficient or "none"
+    return cube
+
+
+def product_tile(
+    product: GrdProduct, bands: Sequence[BandConfig], grid: Grid, params: Backscatter
+) -> np.ndarray | None:
+    """``(bands + extra bands, height, width)`` backscatter of one product on one tile."""
+    located = product.geocoder.on_grid(grid)
+    if located is None:
+        return None
+    rows, cols = located[0], located[1]
+    layers = []
+    for band in bands:
+        pol = product.polarisations.get(band.name)
+        layers.append(
+            np.full(rows.shape, np.nan, dtype=np.float32)
+            if pol is None
+            else pol.backscatter(rows, cols, params, product.item_id)
+        )
+    outside = ~np.isfinite(rows)
+    if params.mask:
+        mask = np.isfinite(layers[0]).astype(np.float32)
+        mask[outside] = np.nan
+        layers.append(mask)
+    if params.ellipsoid_incidence_angle:
+        if located.shape[0] < 3:
+            raise invalid(
+                "ellipsoid_incidence_angle",
+                f"product {product.item_id} has no annotation with incidence angles",
+            )
+        layers.append(located[2].astype(np.float32))
+    return np.stack(layers)
+
+
+class _Products:
+    """Products opened once per load (their XML parsed once), shared by the tile threads."""
+
+    def __init__(self, bands: Sequence[BandConfig], sar: SarConfig) -> None:
+        self.bands, self.sar = list(bands), sar
+        self.opened: dict[str, GrdProduct] = {}
+        self.locks: dict[str, threading.Lock] = {}
+        self.lock = threading.Lock()
+
+    def get(self, item: StacItem) -> GrdProduct:
+        with self.lock:
+            lock = self.locks.setdefault(item.id, threading.Lock())
+        with lock:
+            if item.id not in self.opened:
+                self.opened[item.id] = open_product(item, self.bands, self.sar)
+            return self.opened[item.id]

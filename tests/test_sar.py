@@ -1,0 +1,414 @@
+"""``sar_backscatter`` on GRD read from the archive: calibration, noise, geocoding, errors.
+
+Real data (``shared/data``): the calibration / noise / annotation XML of two IW GRDH products
+(``s1_safe_metadata``: 2015, IPF < 2.9 noise; 2021, range x azimuth noise), and the digital
+numbers + GCPs of a third scene (``s1_grd_raw``, decimated to 1280 x 837).
+The end-to-end product ``DERIVED`` combines the 2021 product's XML with the 2018 scene's
+digital numbers as its (decimated) measurement: real LUTs and geolocation, real SAR texture;
+the values are not those of the 2021 acquisition, so only relations are checked on it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from pyproj import Transformer
+from rasterio.enums import Resampling
+from rasterio.warp import reproject
+
+from openeo_airflow.catalog.config import BandConfig, CollectionConfig, SarConfig
+from openeo_airflow.catalog.sentinel1 import (
+    grd_item,
+    parse_annotation,
+    parse_calibration,
+    parse_noise,
+)
+from openeo_airflow.core.errors import ProcessParameterInvalid, ProcessParameterUnsupported
+from openeo_airflow.cube import cube_transform
+from openeo_airflow.io.backscatter import Backscatter, DigitalElevationModelInvalid
+from openeo_airflow.io.grid import Grid, utm_crs
+from openeo_airflow.io.sar import (
+    BACKSCATTER_ATTR,
+    Geocoder,
+    Polarisation,
+    load_backscatter,
+    tiff_geocoder,
+)
+
+P2021 = "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255"
+P2015 = "S1A_IW_GRDH_1SDV_20150203T043109_20150203T043134_004454_00574F_6D00"
+RAW = "s1_grd_raw/S1A_IW_GRDH_1SDV_20180716T004042_20180716T004107_022812_02792A_FD5B"
+
+
+def xml(shared: Path, product: str, pattern: str) -> bytes:
+    with zipfile.ZipFile(shared / "s1_safe_metadata" / f"{product}.zip") as archive:
+        name = next(n for n in archive.namelist() if re.search(pattern, n))
+        return archive.read(name)
+
+
+def vector_values(
+    text: bytes, vector: str, index: int, tag: str
+) -> tuple[int, list[float], list[float]]:
+    """Line, pixels and LUT values of the ``index``-th vector, read straight from the XML."""
+    blocks = re.findall(rf"<{vector}>(.*?)</{vector}>", text.decode(), flags=re.S)
+    block = blocks[index]
+    line = int(re.search(r"<line>(\d+)</line>", block).group(1))  # type: ignore[union-attr]
+    pixels = [float(v) for v in re.search(r"<pixel[^>]*>([^<]*)</pixel>", block).group(1).split()]  # type: ignore[union-attr]
+    values = [float(v) for v in re.search(rf"<{tag}[^>]*>([^<]*)</{tag}>", block).group(1).split()]  # type: ignore[union-attr]
+    return line, pixels, values
+
+
+# --- calibration and noise, checked by hand at chosen pixels ------------------------------------
+
+
+def test_calibration_by_hand_2021(shared_data: Path) -> None:
+    cal_xml = xml(shared_data, P2021, r"calibration/calibration-.*-vv-")
+    noise_xml = xml(shared_data, P2021, r"calibration/noise-.*-vv-")
+    pol = Polarisation(
+        "VV", "unused", 16854, 25931, parse_calibration(cal_xml), parse_noise(noise_xml)
+    )
+    # Chosen pixel: between calibration vectors 5 and 6, between pixel samples 100 and 101.
+    l5, px, s5 = vector_values(cal_xml, "calibrationVector", 5, "sigmaNought")
+    l6, _, s6 = vector_values(cal_xml, "calibrationVector", 6, "sigmaNought")
+    line, pixel = l5 + 250, px[100] + 0.5 * (px[101] - px[100])
+    assert pixel == int(pixel)
+    w_line = 250 / (l6 - l5)
+    sigma_lut = (1 - w_line) * (0.5 * s5[100] + 0.5 * s5[101]) + w_line * (
+        0.5 * s6[100] + 0.5 * s6[101]
+    )
+    # Noise: the range LUT (bilinear between its own vectors) times the azimuth profile of
+    # the swath block the pixel lies in.
+    text = noise_xml.decode()
+    ranges = re.findall(r"<noiseRangeVector>.*?</noiseRangeVector>", text, flags=re.S)
+    lines = [int(re.search(r"<line>(\d+)</line>", r).group(1)) for r in ranges]  # type: ignore[union-attr]
+    k = max(i for i, v in enumerate(lines) if v <= line)
+    n0 = np.interp(pixel, *vector_values(noise_xml, "noiseRangeVector", k, "noiseRangeLut")[1:])
+    n1 = np.interp(pixel, *vector_values(noise_xml, "noiseRangeVector", k + 1, "noiseRangeLut")[1:])
+    w = (line - lines[k]) / (lines[k + 1] - lines[k])
+    range_noise = (1 - w) * n0 + w * n1
+    block = next(
+        b
+        for b in re.findall(r"<noiseAzimuthVector>.*?</noiseAzimuthVector>", text, flags=re.S)
+        if int(re.search(r"<firstRangeSample>(\d+)<", b).group(1)) <= pixel  # type: ignore[union-attr]
+        and pixel <= int(re.search(r"<lastRangeSample>(\d+)<", b).group(1))  # type: ignore[union-attr]
+    )
+    az_lines = [float(v) for v in re.search(r"<line[^>]*>([^<]*)</line>", block).group(1).split()]  # type: ignore[union-attr]
+    az_values = [
+        float(v) for v in re.search(r"<noiseAzimuthLut[^>]*>([^<]*)<", block).group(1).split()
+    ]  # type: ignore[union-attr]
+    noise = range_noise * np.interp(line, az_lines, az_values)
+    dn = np.full((3, 3), 150, dtype=np.uint16)
+    window = (int(line) - 1, int(pixel) - 1)
+    params = Backscatter(coefficient="sigma0-ellipsoid")
+    got = pol.calibrate(dn, *window, (1.0, 1.0), params, "test")[1, 1]
+    expected = (150.0**2 - noise) / sigma_lut**2
+    assert got == pytest.approx(expected, rel=1e-5)
+    # Without noise removal: DN^2 / A^2; beta0 / gamma0 use their own LUTs.
+    raw = pol.calibrate(
+        dn, *window, (1.0, 1.0), Backscatter("sigma0-ellipsoid", noise_removal=False), "t"
+    )
+    assert raw[1, 1] == pytest.approx(150.0**2 / sigma_lut**2, rel=1e-5)
+    _, _, b5 = vector_values(cal_xml, "calibrationVector", 5, "betaNought")
+    on_node = pol.calibrate(
+        dn, l5 - 1, int(px[100]) - 1, (1.0, 1.0), Backscatter("beta0", noise_removal=False), "t"
+    )
+    assert on_node[1, 1] == pytest.approx(150.0**2 / b5[100] ** 2, rel=1e-6)
+    # A weak signal under the noise floor clips to 0, and DN 0 (no data) stays NaN.
+    weak = np.array([[0, 1, 1], [1, 1, 1], [1, 1, 1]], dtype=np.uint16)
+    clipped = pol.calibrate(weak, *window, (1.0, 1.0), params, "t")
+    assert np.isnan(clipped[0, 0]) and clipped[1, 1] == 0.0
+
+
+def test_noise_before_ipf_2_9_by_hand(shared_data: Path) -> None:
+    noise_xml = xml(shared_data, P2015, r"calibration/noise-.*-vh-")
+    model = parse_noise(noise_xml)
+    assert not model.azimuth  # the old format: one LUT grid
+    l3, px, v3 = vector_values(noise_xml, "noiseVector", 3, "noiseLut")
+    l4, _, v4 = vector_values(noise_xml, "noiseVector", 4, "noiseLut")
+    rows = np.array([l3, (l3 + l4) / 2])
+    cols = np.array([px[7], (px[7] + px[8]) / 2])
+    got = model.evaluate(rows, cols)
+    assert got[0, 0] == pytest.approx(v3[7])
+    middle = (v3[7] + v3[8] + v4[7] + v4[8]) / 4
+    assert got[1, 1] == pytest.approx(middle)
+
+
+# --- geocoding against the ground control points ------------------------------------------------
+
+
+def held_out_residual(geocoder: Geocoder, spacing: tuple[float, float]) -> np.ndarray:
+    """Fit on every other GCP row and column (plus the last ones), locate the others:
+    residual in metres (image-coordinate error times pixel spacing)."""
+    lines, pixels = np.unique(geocoder.line), np.unique(geocoder.pixel)
+    keep_lines = {*lines[::2], lines[-1]}
+    keep_pixels = {*pixels[::2], pixels[-1]}
+    train = np.array(
+        [
+            a in keep_lines and b in keep_pixels
+            for a, b in zip(geocoder.line, geocoder.pixel, strict=True)
+        ]
+    )
+    sub = Geocoder(*(v[train] for v in (geocoder.line, geocoder.pixel, geocoder.lon, geocoder.lat)))
+    crs = utm_crs(float(geocoder.lon.mean()), float(geocoder.lat.mean()))
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(
+        geocoder.lon[~train], geocoder.lat[~train]
+    )
+    got = sub.locate(np.asarray(x), np.asarray(y), crs)
+    return np.asarray(
+        np.hypot(
+            (got[:, 0] - geocoder.line[~train]) * spacing[0],
+            (got[:, 1] - geocoder.pixel[~train]) * spacing[1],
+        )
+    )
+
+
+def test_geocoding_hits_the_gcps_and_interpolates_between_them(shared_data: Path) -> None:
+    a = parse_annotation(xml(shared_data, P2021, r"annotation/s1a-.*-vv-"))
+    geocoder = Geocoder(a.gcp_line, a.gcp_pixel, a.gcp_lon, a.gcp_lat, a.gcp_incidence)
+    crs = utm_crs(float(a.gcp_lon.mean()), float(a.gcp_lat.mean()))
+    x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(a.gcp_lon, a.gcp_lat)
+    at_gcps = geocoder.locate(np.asarray(x), np.asarray(y), crs)
+    metres = np.hypot(
+        (at_gcps[:, 0] - a.gcp_line) * a.azimuth_spacing,
+        (at_gcps[:, 1] - a.gcp_pixel) * a.range_spacing,
+    )
+    # Exact at the GCPs themselves (a few on the image border fall outside the hull by
+    # rounding and are NaN: outside the image).
+    inside = np.isfinite(metres)
+    assert inside.mean() > 0.9 and metres[inside].max() < 0.01
+    assert np.allclose(at_gcps[inside, 2], a.gcp_incidence[inside])
+    # Held out: GCP heights vary (terrain), so positions between GCPs are interpolated, not
+    # known; the residual measures that interpolation. Reported figures in the final note.
+    residual = held_out_residual(geocoder, (a.azimuth_spacing, a.range_spacing))
+    p95 = np.percentile(residual, 95)
+    print(f"2021 held-out GCP residual: median {np.median(residual):.0f} m, p95 {p95:.0f} m")
+    assert np.median(residual) < 150
+    raw = tiff_geocoder(str(shared_data / RAW / "measurement/iw-vv.tiff"))
+    residual = held_out_residual(raw, (200.0, 200.0))  # 10 m GRDH pixels decimated ~20x
+    worst = residual.max()
+    print(f"2018 held-out GCP residual: median {np.median(residual):.0f} m, max {worst:.0f} m")
+    assert np.median(residual) < 100 and residual.max() < 250
+
+
+def test_grid_geocoding_bilinear_between_exact_nodes(shared_data: Path) -> None:
+    a = parse_annotation(xml(shared_data, P2015, r"annotation/s1a-.*-vv-"))
+    geocoder = Geocoder(a.gcp_line, a.gcp_pixel, a.gcp_lon, a.gcp_lat)
+    crs = utm_crs(float(a.gcp_lon.mean()), float(a.gcp_lat.mean()))
+    cx, cy = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(
+        a.gcp_lon.mean(), a.gcp_lat.mean()
+    )
+    from affine import Affine
+
+    grid = Grid(crs, Affine(10, 0, cx, 0, -10, cy), 300, 200)
+    located = geocoder.on_grid(grid)
+    assert located is not None
+    xs = grid.transform.c + (np.arange(300) + 0.5) * 10
+    ys = grid.transform.f - (np.arange(200) + 0.5) * 10
+    exact = geocoder.locate(*np.meshgrid(xs, ys), crs)
+    assert np.abs(located[0] - exact[..., 0]).max() < 0.05  # pixels
+    assert np.abs(located[1] - exact[..., 1]).max() < 0.05
+
+
+# --- loading: the archive path end to end ------------------------------------------------------
+
+
+def catalog(root: Path, items: list[dict[str, Any]]) -> str:
+    root.mkdir(parents=True, exist_ok=True)
+    links = []
+    for index, item in enumerate(items):
+        (root / f"item{index}.json").write_text(json.dumps(item))
+        links.append({"rel": "item", "href": f"./item{index}.json"})
+    (root / "catalog.json").write_text(
+        json.dumps(
+            {
+                "type": "Catalog",
+                "id": "s1",
+                "stac_version": "1.0.0",
+                "description": "test",
+                "links": links,
+            }
+        )
+    )
+    return str(root / "catalog.json")
+
+
+def collection(href: str, crs: str | None = None, resolution: float = 200) -> CollectionConfig:
+    bands = [
+        BandConfig("VV", "vv", nodata=0, resampling="bilinear", overviews=False),
+        BandConfig("VH", "vh", nodata=0, resampling="bilinear", overviews=False),
+    ]
+    return CollectionConfig(
+        id="S1_TEST",
+        title="S1",
+        description="S1",
+        license="proprietary",
+        catalog=href,
+        resolution=resolution,
+        crs=crs,
+        bands=bands,
+        sar=SarConfig(),
+    )
+
+
+@pytest.fixture(scope="module")
+def raw_scene(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> CollectionConfig:
+    """The decimated 2018 scene: DN and GCPs only (no XML)."""
+    root = shared_data / RAW
+    info = json.loads((root / "productInfo.json").read_text())
+    footprint = {"type": "Polygon", "coordinates": info["footprint"]["coordinates"]}
+    lons = [p[0] for p in footprint["coordinates"][0]]
+    lats = [p[1] for p in footprint["coordinates"][0]]
+    item = {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": info["id"],
+        "geometry": footprint,
+        "bbox": [min(lons), min(lats), max(lons), max(lats)],
+        "properties": {"datetime": "2018-07-16T00:40:42Z"},
+        "links": [],
+        "assets": {pol: {"href": str(root / f"measurement/iw-{pol}.tiff")} for pol in ("vv", "vh")},
+    }
+    return collection(catalog(tmp_path_factory.mktemp("raw"), [item]), crs="EPSG:32643")
+
+
+RAW_EXTENT = {"west": 76.0, "south": 9.6, "east": 77.5, "north": 10.8}
+
+
+def test_raw_scene_geocoded_like_gdal_gcp_warp(
+    raw_scene: CollectionConfig, shared_data: Path
+) -> None:
+    cube = load_backscatter(
+        raw_scene,
+        spatial_extent=RAW_EXTENT,
+        temporal_extent=None,
+        bands=["VV"],
+        arguments={"coefficient": None, "noise_removal": False, "mask": True},
+    )
+    assert list(cube.bands.values) == ["VV", "mask"] and cube.dtype == np.float32
+    assert cube.attrs[BACKSCATTER_ATTR] == "none"
+    ours = np.sqrt(cube.sel(bands="VV").values[0])  # DN^2 -> amplitude
+    with rasterio.open(shared_data / RAW / "measurement/iw-vv.tiff") as src:
+        gcps, gcp_crs = src.gcps
+        dn = src.read(1)
+    gdal = np.full(ours.shape, np.nan, dtype=np.float32)
+    reproject(
+        dn,
+        gdal,
+        gcps=gcps,
+        src_crs=gcp_crs,
+        dst_transform=cube_transform(cube),
+        dst_crs="EPSG:32643",
+        resampling=Resampling.bilinear,
+        src_nodata=0,
+        dst_nodata=np.nan,
+    )
+    both = np.isfinite(ours) & np.isfinite(gdal) & (gdal > 0)
+    assert both.mean() > 0.9
+    assert np.corrcoef(np.log(ours[both]), np.log(gdal[both]))[0, 1] > 0.9
+    # No shift between the two: the cross-correlation peaks at (0, 0).
+    a, b = (np.nan_to_num(np.log1p(v)) for v in (ours, gdal))
+    a, b = a - a.mean(), b - b.mean()
+    peak = np.unravel_index(
+        np.argmax(np.real(np.fft.ifft2(np.fft.fft2(a) * np.conj(np.fft.fft2(b))))), a.shape
+    )
+    assert peak == (0, 0)
+    mask = cube.sel(bands="mask").values[0]
+    assert set(np.unique(mask[np.isfinite(mask)])) <= {0.0, 1.0}
+    assert np.array_equal(mask == 1, np.isfinite(cube.sel(bands="VV").values[0]))
+
+
+def test_what_the_raw_scene_cannot_give_names_the_parameter(raw_scene: CollectionConfig) -> None:
+    def load(**arguments: Any) -> Any:
+        return load_backscatter(
+            raw_scene,
+            spatial_extent=RAW_EXTENT,
+            temporal_extent=None,
+            bands=["VV"],
+            arguments=arguments,
+        )
+
+    with pytest.raises(DigitalElevationModelInvalid, match="'coefficient'"):
+        load()  # the spec's default, gamma0-terrain, needs a DEM
+    with pytest.raises(DigitalElevationModelInvalid, match="'elevation_model'"):
+        load(coefficient="sigma0-ellipsoid", elevation_model="COPERNICUS_30")
+    with pytest.raises(DigitalElevationModelInvalid, match="'local_incidence_angle'"):
+        load(coefficient="sigma0-ellipsoid", local_incidence_angle=True)
+    with pytest.raises(ProcessParameterUnsupported, match=r"options\.speckle"):
+        load(coefficient="sigma0-ellipsoid", options={"speckle": "lee"})
+    with pytest.raises(ProcessParameterInvalid, match="noise_removal"):
+        load(coefficient="sigma0-ellipsoid")  # no noise XML for this product
+    with pytest.raises(ProcessParameterInvalid, match="coefficient"):
+        load(coefficient="sigma0-ellipsoid", noise_removal=False)  # no calibration XML
+    with pytest.raises(ProcessParameterInvalid, match="ellipsoid_incidence_angle"):
+        load(coefficient=None, noise_removal=False, ellipsoid_incidence_angle=True)
+    with pytest.raises(ProcessParameterInvalid, match="coefficient"):
+        load(coefficient="sigma1")
+
+
+@pytest.fixture(scope="module")
+def derived(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> CollectionConfig:
+    """The 2021 product's XML with the 2018 scene's DN as its decimated measurement."""
+    safe = tmp_path_factory.mktemp("derived") / f"{P2021}.SAFE"
+    with zipfile.ZipFile(shared_data / "s1_safe_metadata" / f"{P2021}.zip") as archive:
+        for name in archive.namelist():
+            if name.endswith(".xml") and "/annotation/" in name:
+                target = safe / name.split(".SAFE/", 1)[1]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.read(name))
+    (safe / "measurement").mkdir()
+    for pol in ("vv", "vh"):
+        with rasterio.open(shared_data / RAW / f"measurement/iw-{pol}.tiff") as src:
+            dn = src.read(1)
+        profile = {
+            "driver": "GTiff",
+            "dtype": "uint16",
+            "width": dn.shape[1],
+            "height": dn.shape[0],
+            "count": 1,
+            "tiled": True,
+        }
+        with rasterio.open(
+            safe / "measurement" / f"s1a-iw-grd-{pol}-derived.tiff", "w", **profile
+        ) as dst:
+            dst.write(dn, 1)
+    return collection(catalog(safe.parent / "catalog", [grd_item(safe)]))
+
+
+DERIVED_EXTENT = {"west": 33.2, "south": -18.5, "east": 33.7, "north": -18.0}
+
+
+def test_derived_product_coefficients_follow_the_incidence_angle(derived: CollectionConfig) -> None:
+    """gamma0 = sigma0 / cos(theta) and beta0 = sigma0 / sin(theta) on the ellipsoid: the
+    LUTs, the geocoding and the incidence band must agree pixel by pixel."""
+
+    def load(coefficient: str, **more: Any) -> Any:
+        return load_backscatter(
+            derived,
+            spatial_extent=DERIVED_EXTENT,
+            temporal_extent=None,
+            bands=["VV", "VH"],
+            arguments={"coefficient": coefficient, **more},
+        )
+
+    sigma = load("sigma0-ellipsoid", ellipsoid_incidence_angle=True, mask=True)
+    assert list(sigma.bands.values) == ["VV", "VH", "mask", "ellipsoid_incidence_angle"]
+    assert str(sigma.t.values[0])[:10] == "2021-01-19"
+    theta = np.radians(sigma.sel(bands="ellipsoid_incidence_angle").values[0])
+    assert np.nanmin(np.degrees(theta)) > 29 and np.nanmax(np.degrees(theta)) < 47
+    gamma = load("gamma0-ellipsoid")
+    beta = load("beta0")
+    s, g, b = (c.sel(bands="VV").values[0] for c in (sigma, gamma, beta))
+    ok = (s > 0) & np.isfinite(theta)
+    assert ok.mean() > 0.8
+    assert np.median(np.abs(g[ok] / s[ok] * np.cos(theta[ok]) - 1)) < 0.01
+    assert np.median(np.abs(b[ok] / s[ok] * np.sin(theta[ok]) - 1)) < 0.01
+    # Linear power of real-world magnitude: sigma0 VV mostly between -25 and 0 dB.
+    db = 10 * np.log10(s[ok])
+    assert -25 < np.median(db) < 0
