@@ -37,6 +37,9 @@ TRANSFORM_FACTOR_MAX = 6.0
 LOAD_MPX_PER_SECOND = 40.0  # per core, reading and decoding tiled COGs
 TRANSFORM_MPX_PER_SECOND = 60.0  # per core and process
 SAVE_MPX_PER_SECOND = 30.0
+# Airflow's own cost per task (DESIGN §5: 4-11 s for a 4-task run on this machine) plus
+# starting Spark, per stage.
+TASK_SECONDS = 2.0
 SPARK_STARTUP_SECONDS = {"inline": 0.0, "spark-local": 20.0, "spark-k8s": 60.0}
 INLINE_MAX_MEGAPIXELS = 400.0  # above: the job goes to the configured Spark engine
 CREDITS_PER_CORE_HOUR = 1.0
@@ -168,18 +171,22 @@ def result_mb(sources: list[SourceShape], graph: GraphShape) -> float:
 
 def choose_tile(sources: list[SourceShape], graph: GraphShape, slots: int) -> int:
     """The largest multiple of the source block (and of the graph's alignment) whose tiles fit
-    the tile budget, but small enough that every slot gets a tile when the extent allows."""
+    the tile budget, but small enough that every slot gets a tile when the extent allows.
+    When not even one block fits (long time series), a half, quarter, ... of the block: each
+    block is then decoded more than once, but the tile fits in memory."""
     block = max((s.block_size for s in sources), default=512)
     unit = block * graph.align // math.gcd(block, graph.align)
-    unit = max(MIN_TILE, unit) if unit < MIN_TILE else unit
     extent = max((max(s.height, s.width) for s in sources), default=unit)
-    candidates = [unit * k for k in range(1, MAX_TILE // unit + 1)] or [unit]
-    fitting = [
-        t
-        for t in candidates
-        if max((load_tile_mb(s, t) for s in sources), default=0.0) <= TILE_BUDGET_MB
-        and transform_tile_mb(sources, graph, t) <= TILE_BUDGET_MB
-    ] or [candidates[0]]
+    multiples = [unit * k for k in range(1, MAX_TILE // unit + 1)] or [unit]
+    fractions = [unit >> j for j in range(1, 8) if (unit >> j) >= max(MIN_TILE, graph.align)]
+
+    def fits(t: int) -> bool:
+        load = max((load_tile_mb(s, t) for s in sources), default=0.0)
+        return load <= TILE_BUDGET_MB and transform_tile_mb(sources, graph, t) <= TILE_BUDGET_MB
+
+    fitting = [t for t in multiples if fits(t)]
+    if not fitting:
+        return next((t for t in fractions if fits(t)), fractions[-1] if fractions else unit)
     tile = fitting[-1]
     # Parallelism: shrink while there are fewer tiles than slots and a smaller tile remains.
     while tile > fitting[0] and _tile_count(sources, tile) < slots and tile >= extent / 2:
@@ -233,7 +240,7 @@ def size_stages(
     options: dict[str, Any],
 ) -> list[StageSize]:
     stages: list[StageSize] = []
-    startup = SPARK_STARTUP_SECONDS.get(engine, 0.0)
+    startup = TASK_SECONDS + SPARK_STARTUP_SECONDS.get(engine, 0.0)
     for source in sources:
         tiles = _tile_count([source], tile)
         tile_mb = load_tile_mb(source, tile)
@@ -286,7 +293,7 @@ def size_stages(
             peak_tile_mb=round(out_mb * 2, 1),
             peak_executor_mb=0.0,
             peak_driver_mb=round(out_mb * 2, 1),
-            seconds=round(out_mb * MB / FLOAT / 1e6 / SAVE_MPX_PER_SECOND, 2),
+            seconds=round(TASK_SECONDS + out_mb * MB / FLOAT / 1e6 / SAVE_MPX_PER_SECOND, 2),
             megapixels=round(out_mb * MB / FLOAT / 1e6, 3),
             bytes_read=out_mb * MB,
             resources=apply_overrides(save, {k: v for k, v in options.items() if "driver" in k}),
@@ -303,7 +310,7 @@ def credits(stages: list[StageSize]) -> float:
         gib = (r.driver_memory_mb + r.executor_pod_mb * r.max_executors) / 1024
         hours = stage.seconds / 3600
         total += hours * (cores * CREDITS_PER_CORE_HOUR + gib * CREDITS_PER_GIB_HOUR)
-    return round(total, 4)
+    return round(total, 6)
 
 
 def size_job(

@@ -1,0 +1,241 @@
+"""The sizing model (pure, table-tested), job options, and the API endpoints built on them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from openeo_airflow.core.errors import ProcessGraphComplexity, ProcessParameterInvalid
+from openeo_airflow.engine.planning import check_scale, graph_shape
+from openeo_airflow.sizing.model import (
+    TILE_BUDGET_MB,
+    GraphShape,
+    Limits,
+    SourceShape,
+    choose_tile,
+    load_tile_mb,
+    shrink,
+    size_job,
+    transform_tile_mb,
+)
+from openeo_airflow.sizing.resources import (
+    Resources,
+    apply_overrides,
+    parse_memory_mb,
+    validate_job_options,
+)
+
+SMALL = SourceShape("load", steps=6, bands=3, height=400, width=400, block_size=512)
+LONG = SourceShape("load", steps=150, bands=4, height=5000, width=5000, block_size=1024)
+HUGE = SourceShape("load", steps=300, bands=10, height=100_000, width=100_000)
+GRAPH = GraphShape(nodes=5, reduces_time=True)
+
+
+@pytest.mark.parametrize(
+    ("value", "mb"),
+    [("4g", 4096), ("512m", 512), ("2GiB", 2048), ("1.5g", 1536), (300, 300), ("1t", 1048576)],
+)
+def test_memory_sizes(value: object, mb: int) -> None:
+    assert parse_memory_mb(value) == mb
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"executor-memory": "500T"}, "executor-memory"),
+        ({"executor-memory": "lots"}, "not a memory size"),
+        ({"executor-cores": 0}, "executor-cores"),
+        ({"executor-cores": "2"}, "integer"),
+        ({"max-executors": True}, "max-executors"),
+        ({"engine": "gpu"}, "one of inline, spark-local, spark-k8s"),
+        ({"tile-size": 10}, "between 64 and 4096"),
+        ({"soft-errors": 2}, "soft-errors"),
+    ],
+)
+def test_nonsense_job_options_are_refused(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ProcessParameterInvalid, match=message):
+        validate_job_options(options)
+
+
+def test_user_options_override_the_sizing() -> None:
+    options = validate_job_options(
+        {"executor-memory": "4g", "executor-cores": 3, "max-executors": 2, "other": "kept"}
+    )
+    resources = apply_overrides(Resources(executors=5, max_executors=8), options)
+    assert resources.executor_memory_mb == 4096
+    assert resources.executor_memory_overhead_mb == round(4096 * 0.4)  # PySpark's factor
+    assert resources.executor_cores == 3
+    assert (resources.executors, resources.max_executors) == (2, 2)
+
+
+def test_small_jobs_run_inline_and_large_ones_on_spark() -> None:
+    limits = Limits(engine="spark-k8s")
+    assert size_job([SMALL], GRAPH, limits).engine == "inline"
+    large = size_job([LONG], GRAPH, limits)
+    assert large.engine == "spark-k8s"
+    assert "Mpx" in large.reason
+    forced = size_job([SMALL], GRAPH, limits, {"engine": "spark-local"})
+    assert (forced.engine, forced.reason) == ("spark-local", "forced by job_options")
+
+
+def test_tiles_are_block_multiples_that_fit_the_budget() -> None:
+    tile = choose_tile([SMALL], GRAPH, slots=2)
+    assert tile % SMALL.block_size == 0
+    assert load_tile_mb(SMALL, tile) <= TILE_BUDGET_MB
+    # A long time series: one 1024 px block of 150 dates x 4 bands is 2.4 GB to load, and the
+    # transform's working set (4x its input for 5 processes) rules out half a block too.
+    assert load_tile_mb(LONG, 1024) > TILE_BUDGET_MB
+    assert transform_tile_mb([LONG], GRAPH, 512) > TILE_BUDGET_MB
+    assert choose_tile([LONG], GRAPH, slots=2) == 256
+    assert transform_tile_mb([LONG], GRAPH, 256) <= TILE_BUDGET_MB
+
+
+def test_an_aligned_graph_gets_aligned_tiles() -> None:
+    graph = GraphShape(nodes=3, halo=16, align=384)
+    sizing = size_job([LONG], graph, Limits(), {"tile-size": 500})
+    assert sizing.tile_size % 384 == 0
+
+
+def test_stage_predictions_grow_with_the_job() -> None:
+    small = size_job([SMALL], GRAPH, Limits())
+    large = size_job([LONG], GRAPH, Limits(engine="spark-k8s"))
+    names = [s.name for s in large.stages]
+    assert names == ["load:load", "transform", "save"]
+    for name in names:
+        a, b = small.stage(name), large.stage(name)
+        assert a is not None and b is not None
+        assert b.megapixels > a.megapixels
+    load = large.stage("load:load")
+    assert load is not None and load.tiles == 400  # 5000 px in 256 px tiles: 20 x 20
+    assert load.resources.max_executors > 1
+    assert load.resources.partitions == load.tiles
+    assert large.credits > small.credits > 0
+
+
+def test_out_of_memory_halves_tiles_and_doubles_memory() -> None:
+    limits = Limits(engine="spark-k8s")
+    sizing = size_job([LONG], GRAPH, limits)
+    retried = shrink(sizing, [LONG], GRAPH, limits, {}, "transform")
+    before, after = sizing.stage("transform"), retried.stage("transform")
+    assert before is not None and after is not None
+    assert retried.tile_size == sizing.tile_size // 2
+    assert after.resources.executor_memory_overhead_mb == min(
+        2 * before.resources.executor_memory_overhead_mb, limits.max_executor_memory_mb
+    )
+    assert retried.reason == "transform ran out of memory"
+
+
+def test_a_job_beyond_the_limits_is_refused_with_what_to_reduce() -> None:
+    sizing = size_job([HUGE], GRAPH, Limits(engine="spark-k8s"))
+    with pytest.raises(ProcessGraphComplexity, match="Reduce the spatial or temporal extent"):
+        check_scale(sizing, Limits(max_job_megapixels=1000))
+    check_scale(size_job([SMALL], GRAPH, Limits()), Limits(max_job_megapixels=1000))
+
+
+def test_graph_shape_counts_callbacks_and_time_reductions() -> None:
+    graph = {
+        "load": {"process_id": "load_collection", "arguments": {"id": "S2"}},
+        "kernel": {
+            "process_id": "apply_kernel",
+            "arguments": {"data": {"from_node": "load"}, "kernel": [[1, 1, 1]] * 3},
+        },
+        "reduce": {
+            "process_id": "reduce_dimension",
+            "arguments": {
+                "data": {"from_node": "kernel"},
+                "dimension": "t",
+                "reducer": {
+                    "process_graph": {
+                        "max": {
+                            "process_id": "max",
+                            "arguments": {"data": {"from_parameter": "data"}},
+                            "result": True,
+                        }
+                    }
+                },
+            },
+            "result": True,
+        },
+    }
+    shape = graph_shape({"process_graph": graph})
+    assert shape.nodes == 4
+    assert shape.halo == 1
+    assert shape.reduces_time
+    assert shape.global_nodes == 0
+
+
+# --- API ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(tmp_path: Path, shared_data: Path):  # type: ignore[no-untyped-def]
+    from tests.api_support import build_test_collections, make_backend, make_client
+
+    collections = build_test_collections(shared_data, tmp_path / "catalogs")
+    return make_client(make_backend(tmp_path / "home", collections))
+
+
+def test_processing_parameters_list_the_job_options(client) -> None:  # type: ignore[no-untyped-def]
+    from tests.api_support import PREFIX
+
+    body = client.get(f"{PREFIX}/processing_parameters").json()
+    names = {p["name"] for p in body["create_job_parameters"]}
+    assert {"executor-memory", "executor-cores", "max-executors", "tile-size", "engine"} <= names
+    assert all("schema" in p and "description" in p for p in body["create_job_parameters"])
+
+
+def _cdse_job() -> dict[str, object]:
+    return {
+        "process_graph": {
+            "load": {
+                "process_id": "load_collection",
+                "arguments": {
+                    "id": "TEST_CDSE_S2",
+                    "spatial_extent": {
+                        "west": 587880,
+                        "south": 5684910,
+                        "east": 588340,
+                        "north": 5685430,
+                        "crs": 32631,
+                    },
+                    "temporal_extent": ["2023-10-01", "2024-01-01"],
+                    "bands": ["B04", "B08"],
+                },
+            },
+            "save": {
+                "process_id": "save_result",
+                "arguments": {"data": {"from_node": "load"}, "format": "netCDF"},
+                "result": True,
+            },
+        }
+    }
+
+
+def test_estimate_answers_from_the_sizing_model(client) -> None:  # type: ignore[no-untyped-def]
+    from tests.api_support import PREFIX, bearer
+
+    headers = bearer(client, "alice")
+    created = client.post(f"{PREFIX}/jobs", json={"process": _cdse_job()}, headers=headers)
+    assert created.status_code == 201, created.text
+    job_id = created.headers["OpenEO-Identifier"]
+    estimate = client.get(f"{PREFIX}/jobs/{job_id}/estimate", headers=headers)
+    assert estimate.status_code == 200, estimate.text
+    body = estimate.json()
+    assert body["costs"] > 0
+    assert body["duration"].startswith("PT")
+    # 19 dates x 2 bands x 52 x 46 float32 pixels for the netCDF result.
+    assert body["size"] == 19 * 2 * 52 * 46 * 4
+
+
+def test_nonsense_job_options_are_an_openeo_error(client) -> None:  # type: ignore[no-untyped-def]
+    from tests.api_support import PREFIX, bearer
+
+    response = client.post(
+        f"{PREFIX}/jobs",
+        json={"process": _cdse_job(), "job_options": {"executor-memory": "500T"}},
+        headers=bearer(client, "alice"),
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "ProcessParameterInvalid"
+    assert "executor-memory" in response.json()["message"]
