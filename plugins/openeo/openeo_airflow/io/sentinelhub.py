@@ -47,6 +47,7 @@ from sentinelhub import (
     SentinelHubSession,
     SHConfig,
 )
+from sentinelhub.api.base_request import InputDataDict
 from sentinelhub.constants import RequestType
 from sentinelhub.download.models import DownloadRequest, DownloadResponse
 from sentinelhub.exceptions import DownloadFailedException, OutOfRequestsException
@@ -127,6 +128,10 @@ def session_for(config: SHConfig, *, renew: bool = False) -> SentinelHubSession:
     """One OAuth session per (token URL, client id) and process; it renews its own token
     before expiry. ``renew``: drop the cached one (the service refused its token)."""
     key = (config.sh_token_url, config.sh_client_id)
+    # requests-oauthlib logs the token request's body, client secret included, at DEBUG.
+    oauth_log = logging.getLogger("requests_oauthlib")
+    if oauth_log.getEffectiveLevel() < logging.INFO:
+        oauth_log.setLevel(logging.INFO)
     with _SESSIONS_LOCK:
         if renew or key not in _SESSIONS:
             _SESSIONS[key] = SentinelHubSession(config=config)
@@ -150,6 +155,12 @@ class ShClient:
                 responses = client.download(
                     list(requests), max_threads=self.threads, decode_data=False
                 )
+            # OutOfRequestsException is a DownloadFailedException: test it first.
+            except OutOfRequestsException as error:
+                raise InfrastructureBusy(
+                    f"Sentinel Hub kept answering 429 (rate limit) after "
+                    f"{self.config.max_retries} attempts; try again later."
+                ) from error
             except DownloadFailedException as error:
                 status = getattr(getattr(error, "request_exception", None), "response", None)
                 if not renew and getattr(status, "status_code", None) == 401:
@@ -157,11 +168,6 @@ class ShClient:
                     continue
                 raise Internal(
                     message=f"Sentinel Hub request failed: {_first_line(error)}"
-                ) from error
-            except OutOfRequestsException as error:
-                raise InfrastructureBusy(
-                    f"Sentinel Hub kept answering 429 (rate limit) after "
-                    f"{self.config.max_retries} attempts; try again later."
                 ) from error
             with self.lock:
                 self.processing_units += sum(_units(r) for r in responses)
@@ -264,12 +270,15 @@ def request_input(
         other["dataFilter"] = dict(sh.data_filter)
     if processing:
         other["processing"] = dict(processing)
-    return SentinelHubRequest.input_data(
+    entry = SentinelHubRequest.input_data(
         data_collection=data_collection(sh),
         time_interval=(start, start + timedelta(days=1)),
         mosaicking_order=MosaickingOrder(sh.mosaicking_order) if sh.mosaicking_order else None,
         other_args=other or None,
     )
+    # The predefined collections name services.sentinel-hub.com, which would override the
+    # configured deployment (CDSE, a test server): requests go where the config says.
+    return InputDataDict(dict(entry), service_url=sh.base_url)
 
 
 def process_request(
