@@ -1,0 +1,238 @@
+"""One stage code path, three engines: the same job gives the same result inline and on
+spark-local (real Spark: ``spark-submit --master local`` of the stage entrypoint, the main file
+SparkApplications run on Kubernetes), on real Sentinel-2 data; a stage that runs out of memory
+is re-sized and retried. The DAG's task functions run here without Airflow's scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import xarray as xr
+
+from openeo_airflow.airflow import tasks
+from openeo_airflow.core.models import JobStatus
+from openeo_airflow.engine import entrypoint, tiled
+from openeo_airflow.engine.errors import StageOutOfMemory
+from openeo_airflow.engine.measure import WORKER_MEMORY_ENV
+from openeo_airflow.jobs.backend import Backend
+
+CDSE_EXTENT = {"west": 587880, "south": 5684910, "east": 588340, "north": 5685430, "crs": 32631}
+RKH_EXTENT = {"west": 209980, "south": 2750020, "east": 239980, "north": 2780020, "crs": 32629}
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[Backend]:
+    from tests.api_support import build_test_collections
+
+    root = tmp_path_factory.mktemp("engines")
+    collections = build_test_collections(shared_data, root / "catalogs")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("OPENEO_AIRFLOW_HOME", str(root / "home"))
+    patch.setenv("OPENEO_AIRFLOW_COLLECTIONS", str(collections))
+    patch.delenv(WORKER_MEMORY_ENV, raising=False)
+    tasks.backend.cache_clear()
+    yield tasks.backend()
+    tasks.backend.cache_clear()
+    patch.undo()
+
+
+def _reducer(process_id: str) -> dict[str, Any]:
+    return {
+        "process_graph": {
+            "r": {
+                "process_id": process_id,
+                "arguments": {"data": {"from_parameter": "data"}},
+                "result": True,
+            }
+        }
+    }
+
+
+def cdse_ndvi_max() -> dict[str, Any]:
+    """19 dates of real CDSE Sentinel-2: NDVI, cloud-masked with SCL, maximum over time."""
+    return {
+        "process_graph": {
+            "load": {
+                "process_id": "load_collection",
+                "arguments": {
+                    "id": "TEST_CDSE_S2",
+                    "spatial_extent": CDSE_EXTENT,
+                    "temporal_extent": ["2023-10-01", "2024-01-01"],
+                    "bands": ["B04", "B08", "SCL"],
+                },
+            },
+            "scl": {
+                "process_id": "filter_bands",
+                "arguments": {"data": {"from_node": "load"}, "bands": ["SCL"]},
+            },
+            "cloud": {
+                "process_id": "apply",
+                "arguments": {
+                    "data": {"from_node": "scl"},
+                    "process": {
+                        "process_graph": {
+                            "gt": {
+                                "process_id": "gt",
+                                "arguments": {"x": {"from_parameter": "x"}, "y": 7},
+                                "result": True,
+                            }
+                        }
+                    },
+                },
+            },
+            "ndvi": {
+                "process_id": "ndvi",
+                "arguments": {"data": {"from_node": "load"}, "nir": "B08", "red": "B04"},
+            },
+            "masked": {
+                "process_id": "mask",
+                "arguments": {"data": {"from_node": "ndvi"}, "mask": {"from_node": "cloud"}},
+            },
+            "max": {
+                "process_id": "reduce_dimension",
+                "arguments": {
+                    "data": {"from_node": "masked"},
+                    "dimension": "t",
+                    "reducer": _reducer("max"),
+                },
+            },
+            "save": {
+                "process_id": "save_result",
+                "arguments": {"data": {"from_node": "max"}, "format": "GTiff"},
+                "result": True,
+            },
+        }
+    }
+
+
+def rkh_smoothed() -> dict[str, Any]:
+    """A real 100 m Sentinel-2 tile: a 5x5 mean filter over four bands (a halo of 2 px)."""
+    kernel = [[1] * 5 for _ in range(5)]
+    return {
+        "process_graph": {
+            "load": {
+                "process_id": "load_collection",
+                "arguments": {
+                    "id": "TEST_29RKH_S2",
+                    "spatial_extent": RKH_EXTENT,
+                    "temporal_extent": ["2020-02-01", "2020-03-01"],
+                    "bands": ["B02", "B03", "B04", "B08"],
+                },
+            },
+            "smooth": {
+                "process_id": "apply_kernel",
+                "arguments": {"data": {"from_node": "load"}, "kernel": kernel, "factor": 1 / 25},
+            },
+            "save": {
+                "process_id": "save_result",
+                "arguments": {"data": {"from_node": "smooth"}, "format": "netCDF"},
+                "result": True,
+            },
+        }
+    }
+
+
+def run_job(backend: Backend, process: dict[str, Any], options: dict[str, Any]) -> Path:
+    """Create a job and run the batch DAG's tasks one after the other; its results folder."""
+    job = backend.registry.create("alice", process, job_options=options)
+    backend.registry.set_status(job.id, JobStatus.QUEUED)
+    spec = tasks.size(job.id)
+    for node in spec["sources"]:
+        tasks.load(job.id, node)
+    tasks.transform(job.id)
+    tasks.save(job.id)
+    assert backend.registry.get(job.id).status is JobStatus.FINISHED
+    return tasks.workspace(job.id).results_dir
+
+
+def read_tif(results: Path) -> np.ndarray:
+    with rasterio.open(next(results.glob("*.tif"))) as src:
+        return src.read()
+
+
+def read_nc(results: Path) -> xr.Dataset:
+    return xr.open_dataset(next(results.glob("*.nc")), engine="h5netcdf").load()
+
+
+@pytest.mark.timeout(600)
+def test_inline_and_spark_local_agree_on_real_data(backend: Backend) -> None:
+    # 128 px tiles cut the 300 x 300 px cube into 3 x 3 tiles (plus the CRS-anchored edge
+    # tiles), whose 2 px halos cross every tile edge.
+    inline = run_job(backend, rkh_smoothed(), {"engine": "inline", "tile-size": 128})
+    spark = run_job(backend, rkh_smoothed(), {"engine": "spark-local", "tile-size": 128})
+    x, y = read_nc(inline), read_nc(spark)
+    assert x.sizes["x"] == x.sizes["y"] == 300
+    compared = 0
+    for name in x.data_vars:
+        if x[name].dtype.kind == "f":
+            assert np.isfinite(x[name].values).mean() > 0.9
+            np.testing.assert_allclose(x[name].values, y[name].values, rtol=1e-5, equal_nan=True)
+            compared += 1
+    assert compared == 4
+    job = backend.registry.get(spark.parent.name)
+    assert job.sizing["measured"]["transform"]["extra"]["tiles"] >= 9
+
+
+def test_inline_tiles_agree_with_one_whole_cube(backend: Backend) -> None:
+    tiled_result = read_tif(run_job(backend, cdse_ndvi_max(), {"tile-size": 64}))
+    whole = read_tif(run_job(backend, cdse_ndvi_max(), {"tile-size": 4096}))
+    assert tiled_result.shape == (1, 52, 46)
+    assert np.isfinite(tiled_result).sum() > 1000  # cloud-free somewhere in 19 dates
+    np.testing.assert_allclose(tiled_result, whole, rtol=1e-6, equal_nan=True)
+
+
+def test_the_job_records_predicted_and_measured_usage(backend: Backend) -> None:
+    results = run_job(backend, cdse_ndvi_max(), {"engine": "inline"})
+    job = backend.registry.get(results.parent.name)
+    predicted = {s["name"]: s for s in job.sizing["predicted"]["stages"]}
+    measured = job.sizing["measured"]
+    assert set(predicted) == set(measured) == {"load:load", "transform", "save"}
+    assert measured["load:load"]["megapixels"] == pytest.approx(19 * 3 * 52 * 46 / 1e6)
+    assert measured["load:load"]["bytes_read"] > 0
+    assert job.usage["input_pixel"]["unit"] == "mega-pixel"
+    assert job.usage["cpu"]["value"] > 0
+    logs = [e.message for e in backend.registry.logs(job.id)]
+    assert any(m.startswith("Measured transform:") and "predicted" in m for m in logs)
+
+
+def test_a_memory_error_in_a_tile_is_a_stage_out_of_memory(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = backend.registry.create("alice", cdse_ndvi_max(), job_options={"engine": "inline"})
+    backend.registry.set_status(job.id, JobStatus.QUEUED)
+    tasks.size(job.id)
+
+    def exhausted(descriptor: dict[str, Any]) -> dict[str, Any]:
+        raise MemoryError("Unable to allocate 12.0 GiB for an array")
+
+    monkeypatch.setattr(tiled, "load_tile", exhausted)
+    with pytest.raises(StageOutOfMemory, match="load:load ran out of memory"):
+        entrypoint.run_stage(tasks.workspace(job.id), "load", "load", 64, tiled.inline_mapper)
+    assert entrypoint.out_of_memory_evidence("x\njava.lang.OutOfMemoryError: heap\n") == (
+        "java.lang.OutOfMemoryError: heap"
+    )
+    assert entrypoint.out_of_memory_evidence("ValueError: bad band") == ""
+
+
+@pytest.mark.timeout(600)
+def test_spark_local_recovers_from_a_too_small_size(backend: Backend) -> None:
+    # 192 MiB for each of 2 Python workers is less than one needs just to start (about
+    # 250 MiB here): the first try is killed like a container over its limit, the retry gets
+    # twice the memory and smaller tiles.
+    options = {"engine": "spark-local", "executor-memoryOverhead": "384m", "executor-cores": 2}
+    job = backend.registry.create("alice", cdse_ndvi_max(), job_options=options)
+    backend.registry.set_status(job.id, JobStatus.QUEUED)
+    tasks.size(job.id)
+    tasks.load(job.id, "load")
+    warnings = [e.message for e in backend.registry.logs(job.id, level="warning")]
+    retries = [m for m in warnings if "ran out of memory" in m and "retrying" in m]
+    assert len(retries) == 1, warnings
+    assert "MemoryError: worker" in retries[0]
+    sizing = backend.registry.get(job.id).sizing
+    assert sizing["predicted"]["reason"] == "load:load ran out of memory"
+    assert sizing["measured"]["load:load"]["megapixels"] == pytest.approx(19 * 3 * 52 * 46 / 1e6)
