@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from openeo_airflow.catalog.config import DEFAULT_COLLECTIONS_FILE, load_collections
+from openeo_airflow.core.settings import load_settings
 from openeo_airflow.cube import cube_resolution
 from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
@@ -79,6 +81,8 @@ def load_tile(descriptor: Descriptor) -> dict[str, Any]:
 def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapper) -> Measurement:
     started = time.perf_counter()
     plan_file = workspace.load_plan_file(node_id)
+    if not plan_file.exists():
+        return _load_whole(workspace, node_id, started)
     plan = LoadPlan.from_dict(workspace.read_json(plan_file))
     target = workspace.source_cube(node_id)
     staged = create_cube(_empty_source(plan), workspace.staging(target), tile_size)
@@ -98,6 +102,21 @@ def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapp
     t, b, h, w = plan.shape
     log.info("Loaded %s: t=%d, bands=%d, y=%d, x=%d in %d tile(s)", node_id, t, b, h, w, len(parts))
     return combine((Measurement.from_dict(p) for p in parts), time.perf_counter() - started)
+
+
+def _load_whole(workspace: JobWorkspace, node_id: str, started: float) -> Measurement:
+    """A source the tiled loader does not read (Sentinel Hub, on-the-fly backscatter): one
+    cube on this stage's driver, through the same loader synchronous processing uses."""
+    settings = load_settings()
+    collections = load_collections(settings.collections_file or DEFAULT_COLLECTIONS_FILE)
+    source = next(s for s in workspace.read_plan().sources if s.node_id == node_id)
+    with meter() as measured:
+        cube = stages.load_source(source, collections, settings.gdal_profile)
+        measured.megapixels = cube.size / 1e6
+        write_cube(cube, workspace.source_cube(node_id))
+    measured.seconds = time.perf_counter() - started
+    measured.extra = {"tiles": 0, "whole": "its loader makes its own requests"}
+    return measured
 
 
 def _empty_source(plan: LoadPlan) -> xr.DataArray:
