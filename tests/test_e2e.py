@@ -230,7 +230,8 @@ def test_runtime_error_sets_error_status_with_a_clear_log(alice: openeo.Connecti
     wait_for(lambda: job.status() in ("error", "finished"))
     assert job.status() == "error"
     errors = [e["message"] for e in job.logs(level="error")]
-    assert any("load failed" in m and "catalog.json" in m for m in errors), errors
+    # The size task searches the catalog (to size the job), so that is where it fails.
+    assert any("size failed" in m and "catalog.json" in m for m in errors), errors
 
 
 def test_delete_running_job_cancels_its_run(alice: openeo.Connection, stack: Stack) -> None:

@@ -100,7 +100,16 @@ def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapp
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     t, b, h, w = plan.shape
-    log.info("Loaded %s: t=%d, bands=%d, y=%d, x=%d in %d tile(s)", node_id, t, b, h, w, len(parts))
+    log.info(
+        "Loaded %s (node %s): t=%d, bands=%d, y=%d, x=%d in %d tile(s)",
+        plan.collection_id,
+        node_id,
+        t,
+        b,
+        h,
+        w,
+        len(parts),
+    )
     return combine((Measurement.from_dict(p) for p in parts), time.perf_counter() - started)
 
 
