@@ -236,3 +236,19 @@ def test_spark_local_recovers_from_a_too_small_size(backend: Backend) -> None:
     sizing = backend.registry.get(job.id).sizing
     assert sizing["predicted"]["reason"] == "load:load ran out of memory"
     assert sizing["measured"]["load:load"]["megapixels"] == pytest.approx(19 * 3 * 52 * 46 / 1e6)
+
+
+def test_result_time_span_accepts_period_labels() -> None:
+    # aggregate_temporal_period labels its periods with date strings: a batch job saving such
+    # a cube used to fail in save with "input must have type NumPy datetime".
+    from openeo_airflow.engine.stages import time_span
+
+    assert time_span(np.array(["2023-07-01", "2023-08-01"], dtype=object)) == [
+        "2023-07-01T00:00:00Z",
+        "2023-08-01T00:00:00Z",
+    ]
+    assert time_span(np.array(["2023-07-01T10:00:00"], dtype="datetime64[ns]")) == [
+        "2023-07-01T10:00:00Z",
+        "2023-07-01T10:00:00Z",
+    ]
+    assert time_span(np.array(["first", "second"])) is None

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from pyproj import Transformer
 
@@ -156,12 +157,23 @@ def run_save(plan: Plan, workspace: JobWorkspace) -> list[Path]:
     return files
 
 
+def time_span(labels: np.ndarray) -> list[str] | None:
+    """The first and last time label as RFC 3339 strings; labels may be datetimes or the date
+    strings of ``aggregate_temporal_period`` ("2023-07-01"); ``None`` when they are neither."""
+    try:
+        times = pd.to_datetime(np.asarray(labels)[[0, -1]].astype(str), utc=True)
+    except (ValueError, TypeError):
+        return None
+    return [t.strftime("%Y-%m-%dT%H:%M:%SZ") for t in times]
+
+
 def result_metadata(cube: xr.DataArray, fmt: str, files: list[Path]) -> dict[str, Any]:
     """What the STAC results document needs: extent, grid and one entry per file."""
     meta: dict[str, Any] = {"format": fmt, "assets": {}}
     if "t" in cube.dims and cube.sizes["t"]:
-        times = np.datetime_as_string(cube.t.values[[0, -1]], unit="s")
-        meta["datetime"] = [f"{times[0]}Z", f"{times[1]}Z"]
+        span = time_span(cube.t.values)
+        if span:
+            meta["datetime"] = span
     if {"x", "y"} <= set(cube.dims) and "spatial_ref" in cube.coords:
         crs = cube_crs(cube)
         transform = cube_transform(cube)
