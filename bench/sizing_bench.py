@@ -1,0 +1,535 @@
+"""Sizing benchmark: how well the sizing model predicts, how stages scale, what staging costs.
+
+    .venv/bin/python bench/sizing_bench.py --quick     # < 5 min on 2 cores
+    .venv/bin/python bench/sizing_bench.py             # larger extents, medians of 3
+
+Jobs run through ``airflow.tasks`` (size, load per source, transform, save) exactly as the batch
+DAG's tasks call them, without Airflow, in a temporary ``OPENEO_AIRFLOW_HOME`` whose collections
+are the benchmark archive (bench/archive.py). Three parts:
+
+1. Accuracy: seven workflows (bench/sizing_workflows.py) on the inline engine; per stage the
+   sizing's predicted ``peak_tile_mb`` against the measured ``peak_mb`` (per-tile peak above the
+   worker's start RSS) and predicted ``seconds`` against the stage's wall time.
+2. Scaling: NDVI max composite at 1x, 4x and 16x the area on spark-local: ratio of the stages'
+   own time (inside the Spark application) and of the peak RSS per Python worker.
+3. Overhead: one small job inline, on spark-local and fused (compile, ``load_source``,
+   ``evaluate_plan``, ``encode`` in memory: no intermediate store); on a medium job
+   ``stage_overhead`` = (inline staged time - fused time) / fused time.
+
+The last line is ``SUMMARY {json}``. See bench/README.md ("Sizing benchmark").
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# glibc keeps freed arrays below its (growing) mmap threshold in the heap, so a process's RSS
+# would never come down between tiles and stages; "peak above the start" needs it to.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
+MEM_FLOOR_MB = 32.0  # stages below this on both sides are measurement noise: not in the max
+SCALING_WORKFLOW = "ndvi_max"
+TASK_SECONDS = 0.0  # the model's per-task Airflow cost (sizing.model.TASK_SECONDS), set in main
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# --- running jobs ---------------------------------------------------------------------------------
+
+
+def setup(home: Path, collections_yaml: Path) -> None:
+    os.environ["OPENEO_AIRFLOW_HOME"] = str(home)
+    os.environ["OPENEO_AIRFLOW_COLLECTIONS"] = str(collections_yaml)
+    os.environ.setdefault("OPENEO_AIRFLOW_LOCAL_CORES", str(os.cpu_count() or 2))
+
+
+def spark_session() -> Any:
+    """One ``local[N]`` session for the whole benchmark (``--spark session``)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    cores = os.environ["OPENEO_AIRFLOW_LOCAL_CORES"]
+    return (
+        SparkSession.builder.master(f"local[{cores}]")
+        .appName("sizing-bench")
+        .config("spark.ui.enabled", "false")
+        .config("spark.python.worker.reuse", "true")
+        .config("spark.task.maxFailures", "1")
+        .getOrCreate()
+    )
+
+
+def session_stage(session: Any) -> Any:
+    """A load/transform task that runs the stage entrypoint's code on ``session`` instead of a
+    ``spark-submit`` per stage (same tile functions, same mapper; no JVM start per stage)."""
+    from openeo_airflow.airflow import tasks
+    from openeo_airflow.engine import entrypoint
+
+    def run(job_id: str, stage: str, node: str | None = None) -> None:
+        ws = tasks.workspace(job_id)
+        tile = int(ws.read_json(ws.stage_spec_file)["tile_size"])
+        mapper = entrypoint.spark_mapper(session)
+        measured = entrypoint.run_stage(ws, stage, node, tile, mapper)
+        ws.write_json(ws.measurement_file(entrypoint.stage_name(stage, node)), measured.to_dict())
+
+    return run
+
+
+def run_job(graph: dict[str, Any], options: dict[str, Any], session: Any = None) -> dict[str, Any]:
+    """One job through the batch tasks; per stage the prediction, the measurement, wall time.
+    With a Spark ``session``, load and transform run their tiles on it (engine spark-local)."""
+    from openeo_airflow.airflow import tasks
+    from openeo_airflow.core.models import JobStatus
+
+    run_spark = session_stage(session) if session is not None else None
+
+    b = tasks.backend()
+    job = b.registry.create("bench", graph, job_options=options)
+    b.registry.set_status(job.id, JobStatus.QUEUED)
+    walls: dict[str, float] = {}
+
+    def timed(name: str, fn: Any, *args: Any) -> Any:
+        gc.collect()
+        started = time.perf_counter()
+        value = fn(job.id, *args)
+        walls[name] = time.perf_counter() - started
+        return value
+
+    spec = timed("size", tasks.size)
+    error = None
+    try:
+        for node in spec["sources"]:
+            if run_spark:
+                timed(f"load:{node}", run_spark, "load", node)
+            else:
+                timed(f"load:{node}", tasks.load, node)
+        if run_spark:
+            timed("transform", run_spark, "transform")
+        else:
+            timed("transform", tasks.transform)
+        timed("save", tasks.save)
+    except Exception as exc:  # the stages that ran are still reported
+        error = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log(f"job {job.id} failed: {error}")
+    done = b.registry.get(job.id)
+    if error is None and done.status != JobStatus.FINISHED:
+        error = f"job {job.id} ended {done.status}"
+    predicted = done.sizing["predicted"]
+    measured = done.sizing.get("measured") or {}
+    stages = []
+    for stage in predicted["stages"]:
+        if stage["name"] not in measured:
+            continue
+        m = measured[stage["name"]]
+        stages.append(
+            {
+                "stage": stage["name"],
+                "tiles": stage["tiles"],
+                "pred_peak_mb": stage["peak_tile_mb"],
+                "meas_peak_mb": round(m.get("peak_mb", 0.0), 1),
+                "meas_peak_rss_mb": round(m.get("peak_rss_mb", 0.0), 1),
+                "pred_seconds": stage["seconds"],
+                # without Airflow's per-task cost, which this benchmark does not pay
+                "pred_work_seconds": round(stage["seconds"] - TASK_SECONDS, 2),
+                "wall_seconds": round(walls.get(stage["name"], 0.0), 2),
+                "meas_seconds": round(m.get("seconds", 0.0), 2),
+                "cpu_seconds": round(m.get("cpu_seconds", 0.0), 2),
+                "pred_megapixels": stage["megapixels"],
+                "meas_megapixels": round(m.get("megapixels", 0.0), 3),
+                "pieces": m.get("pieces", 0),
+                "whole": bool((m.get("extra") or {}).get("whole")),
+            }
+        )
+    return {
+        "job": job.id,
+        "engine": predicted["engine"],
+        "tile_size": predicted["tile_size"],
+        "megapixels": predicted["megapixels"],
+        "shape": spec["shape"],
+        "walls": {k: round(v, 2) for k, v in walls.items()},
+        "staged_seconds": round(sum(walls.values()), 2),
+        "stages": stages,
+        "error": error,
+    }
+
+
+def run_fused(graph: dict[str, Any], out: Path) -> float:
+    """The same job in memory: compile, load every source whole, evaluate, encode."""
+    from openeo_airflow.airflow import tasks
+    from openeo_airflow.engine import stages
+
+    b = tasks.backend()
+    gc.collect()
+    started = time.perf_counter()
+    plan = b.jobs.compile("bench", graph)
+    sources = {
+        s.node_id: stages.load_source(s, b.collections, b.settings.gdal_profile)
+        for s in plan.sources
+    }
+    result = stages.evaluate_plan(plan, sources)
+    fmt, _ = stages.result_format(plan, result)
+    stages.encode(result, fmt, out)
+    return round(time.perf_counter() - started, 2)
+
+
+def median_run(runs: int, fn: Any) -> Any:
+    """The run with the median total time of ``runs`` runs of ``fn``."""
+    results = [fn() for _ in range(runs)]
+    key = (lambda r: r["staged_seconds"]) if isinstance(results[0], dict) else (lambda r: r)
+    return sorted(results, key=key)[len(results) // 2]
+
+
+# --- the three parts ------------------------------------------------------------------------------
+
+
+def accuracy(
+    args: argparse.Namespace, scratch: Path, failures: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Every workflow once, inline; the stages that ran (a failure goes into ``failures``)."""
+    from bench.sizing_workflows import WORKFLOWS, process_graph
+
+    rows = []
+    for wid in args.workflows:
+        workflow = WORKFLOWS[wid]
+        graph = process_graph(workflow, args.side_km, scratch)
+        log(f"accuracy: {wid} at {args.side_km:g} km, inline")
+        run = run_job(graph, {"engine": "inline"})
+        nodes = run["shape"]["graph"]["nodes"]
+        for stage in run["stages"]:
+            rows.append({"workflow": wid, "tile_size": run["tile_size"], "nodes": nodes, **stage})
+        if run["error"]:
+            failures[wid] = run["error"]
+    return rows
+
+
+def scaling(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    from bench.sizing_workflows import WORKFLOWS, process_graph
+
+    workflow = WORKFLOWS[SCALING_WORKFLOW]
+    out: dict[str, Any] = {"workflow": SCALING_WORKFLOW, "spark": args.spark, "runs": {}}
+    session = None
+    if args.spark == "session":
+        started = time.perf_counter()
+        session = spark_session()
+        out["session_start_seconds"] = round(time.perf_counter() - started, 1)
+    try:
+        for factor, side in zip((1, 4, 16), args.scaling_km, strict=True):
+            graph = process_graph(workflow, side, scratch)
+            log(f"scaling: {SCALING_WORKFLOW} at {side:g} km ({factor}x), spark-local {args.spark}")
+            if factor == 1 and session is not None:  # Python workers started and warm
+                run_job(graph, {"engine": "spark-local"}, session)
+            run = run_job(graph, {"engine": "spark-local"}, session)
+            _scaled(out, factor, side, run)
+            if factor == 16:  # the 16x area again in tiles of the 1x run's size
+                tile = out["runs"]["1x"]["tile_size"]
+                log(f"scaling: {side:g} km in tiles of {tile} px")
+                fixed = run_job(graph, {"engine": "spark-local", "tile-size": tile}, session)
+                _scaled(out, 0, side, fixed)
+    finally:
+        if session is not None:
+            session.stop()
+    one, big = out["runs"]["1x"], out["runs"]["16x"]
+    out["time_16x"] = round(big["stage_seconds"] / max(one["stage_seconds"], 1e-9), 2)
+    out["wall_16x"] = round(big["wall_seconds"] / max(one["wall_seconds"], 1e-9), 2)
+    out["peak_rss_16x"] = round(big["peak_rss_mb"] / max(one["peak_rss_mb"], 1e-9), 2)
+    out["peak_mb_16x"] = round(big["peak_mb"] / max(one["peak_mb"], 1e-9), 2)
+    fixed = out["runs"].pop("0x")
+    out["runs"]["16x_fixed_tile"] = fixed
+    out["fixed_tile_time_16x"] = round(fixed["stage_seconds"] / max(one["stage_seconds"], 1e-9), 2)
+    out["fixed_tile_peak_rss_16x"] = round(fixed["peak_rss_mb"] / max(one["peak_rss_mb"], 1e-9), 2)
+    return out
+
+
+def _scaled(out: dict[str, Any], factor: int, side: float, run: dict[str, Any]) -> None:
+    if run["error"]:
+        raise RuntimeError(f"scaling at {side:g} km: {run['error']}")
+    spark = [s for s in run["stages"] if s["stage"] != "save"]
+    out["runs"][f"{factor}x"] = {
+        "side_km": side,
+        "tile_size": run["tile_size"],
+        "tiles": max(s["tiles"] for s in spark),
+        "megapixels": run["megapixels"],
+        "stage_seconds": round(sum(s["meas_seconds"] for s in spark), 2),
+        "wall_seconds": round(sum(s["wall_seconds"] for s in spark), 2),
+        "peak_rss_mb": max(s["meas_peak_rss_mb"] for s in spark),
+        "peak_mb": max(s["meas_peak_mb"] for s in spark),
+        "stages": run["stages"],
+        "staged_seconds": run["staged_seconds"],
+    }
+
+
+def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) -> dict[str, Any]:
+    from bench.sizing_workflows import WORKFLOWS, process_graph
+
+    workflow = WORKFLOWS[SCALING_WORKFLOW]
+    out: dict[str, Any] = {"workflow": SCALING_WORKFLOW}
+    for label, side in (("small", args.scaling_km[0]), ("medium", args.medium_km)):
+        graph = process_graph(workflow, side, scratch)
+        log(f"overhead: {label} ({side:g} km) inline staged and fused, {args.runs} run(s) each")
+        run_fused(graph, scratch / "warmup")  # file cache and imports warm for both
+        staged = median_run(args.runs, lambda g=graph: run_job(g, {"engine": "inline"}))
+        if staged["error"]:
+            raise RuntimeError(f"overhead, {label} job: {staged['error']}")
+        fused = median_run(args.runs, lambda g=graph: run_fused(g, scratch / "fused"))
+        entry = {
+            "side_km": side,
+            "megapixels": staged["megapixels"],
+            "tile_size": staged["tile_size"],
+            "inline_staged_seconds": staged["staged_seconds"],
+            "inline_task_seconds": staged["walls"],
+            "fused_seconds": fused,
+            "overhead": round((staged["staged_seconds"] - fused) / fused, 3),
+        }
+        if label == "small" and small_spark is not None:
+            entry["spark_local_seconds"] = small_spark["staged_seconds"]
+            entry["spark_local_over_fused"] = round(small_spark["staged_seconds"] / fused, 2)
+        out[label] = entry
+    out["stage_overhead"] = out["medium"]["overhead"]
+    return out
+
+
+# --- constants measured ---------------------------------------------------------------------------
+
+
+def python_base_mb() -> float:
+    """RSS of a fresh Python with the stage code imported (what a worker holds before a tile)."""
+    code = (
+        "import psutil, openeo_airflow.engine.tiled, openeo_airflow.engine.entrypoint, "
+        "openeo_airflow.processes.registry; print(psutil.Process().memory_info().rss)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=os.environ
+    )
+    return round(int(done.stdout.strip().splitlines()[-1]) / 2**20, 1)
+
+
+def fits(rows: list[dict[str, Any]], scale: dict[str, Any] | None) -> dict[str, Any]:
+    """What the measurements say the model's constants are (next to the current values)."""
+    from openeo_airflow.sizing import model
+
+    def med(values: list[float]) -> float | None:
+        values = [v for v in values if v and v > 0]
+        return round(statistics.median(values), 2) if values else None
+
+    loads = [r for r in rows if r["stage"].startswith("load:")]
+    transforms = [r for r in rows if r["stage"] == "transform"]
+    saves = [r for r in rows if r["stage"] == "save"]
+    factors = []
+    for r in transforms:
+        if not counted(r):
+            continue
+        factor = model.TRANSFORM_FACTOR_BASE + model.TRANSFORM_FACTOR_PER_NODE * r["nodes"]
+        factor = min(model.TRANSFORM_FACTOR_MAX, factor)
+        inputs = r["pred_peak_mb"] / factor
+        if inputs > 1:
+            factors.append(
+                {
+                    "workflow": r["workflow"],
+                    "nodes": r["nodes"],
+                    "model": round(factor, 2),
+                    "measured": round(r["meas_peak_mb"] / inputs, 2),
+                }
+            )
+    out: dict[str, Any] = {
+        "LOAD_MPX_PER_SECOND": {
+            "model": model.LOAD_MPX_PER_SECOND,
+            "measured": med([r["meas_megapixels"] / r["cpu_seconds"] for r in loads]),
+        },
+        "TRANSFORM_MPX_PER_SECOND": {
+            "model": model.TRANSFORM_MPX_PER_SECOND,
+            "measured": med(
+                [r["pred_megapixels"] * r["nodes"] / r["wall_seconds"] for r in transforms]
+            ),
+        },
+        "SAVE_MPX_PER_SECOND": {
+            "model": model.SAVE_MPX_PER_SECOND,
+            "measured": med([r["pred_megapixels"] / r["wall_seconds"] for r in saves]),
+        },
+        "load_peak_meas_over_pred": med(
+            [r["meas_peak_mb"] / r["pred_peak_mb"] for r in loads if r["pred_peak_mb"]]
+        ),
+        "transform_factor": factors,
+        "PYTHON_BASE_MB": {"model": model.PYTHON_BASE_MB, "measured": python_base_mb()},
+    }
+    if scale and scale["spark"] == "submit":
+        startup = [
+            s["wall_seconds"] - s["meas_seconds"]
+            for run in scale["runs"].values()
+            for s in run["stages"]
+            if s["stage"] != "save"
+        ]
+        out["SPARK_STARTUP_SECONDS[spark-local]"] = {
+            "model": model.SPARK_STARTUP_SECONDS["spark-local"],
+            "measured": med(startup),
+        }
+    return out
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+def _ratio(pred: float, meas: float) -> str:
+    return f"{pred / meas:.2f}" if meas > 0 else "-"
+
+
+def unmeasured(row: dict[str, Any]) -> bool:
+    """run_udf runs the user's code in a child process, whose memory the stage's meter (RSS
+    of the worker itself) does not see."""
+    return row["workflow"] == "udf" and row["stage"] == "transform"
+
+
+def counted(row: dict[str, Any]) -> bool:
+    big = max(row["pred_peak_mb"], row["meas_peak_mb"]) >= MEM_FLOOR_MB
+    return big and not unmeasured(row)
+
+
+def print_accuracy(rows: list[dict[str, Any]]) -> None:
+    print("\n## Sizing accuracy (inline engine; memory in MiB per tile, time in s)\n")
+    print(f"(pred s = the model's seconds minus its per-task Airflow cost of {TASK_SECONDS:g} s)\n")
+    print(
+        "| workflow | stage | tile px | tiles | pred peak | meas peak | pred/meas "
+        "| pred s | meas s | pred/meas |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        mark = " (UDF child not seen)" if unmeasured(r) else "" if counted(r) else " (below floor)"
+        print(
+            f"| {r['workflow']} | {r['stage']} | {r['tile_size']} | {r['tiles']} "
+            f"| {r['pred_peak_mb']:.1f} | {r['meas_peak_mb']:.1f}{mark} "
+            f"| {_ratio(r['pred_peak_mb'], r['meas_peak_mb'])} | {r['pred_work_seconds']:.2f} "
+            f"| {r['wall_seconds']:.2f} | {_ratio(r['pred_work_seconds'], r['wall_seconds'])} |"
+        )
+
+
+def memory_errors(rows: list[dict[str, Any]]) -> tuple[float, float, list[str]]:
+    abs_err, under, worst = 0.0, 0.0, []
+    for r in rows:
+        if not counted(r):
+            continue
+        meas = max(r["meas_peak_mb"], 1e-3)
+        err = abs(r["pred_peak_mb"] - meas) / meas
+        abs_err = max(abs_err, err)
+        under = max(under, (meas - r["pred_peak_mb"]) / meas)
+        worst.append((err, f"{r['workflow']}/{r['stage']}"))
+    worst.sort(reverse=True)
+    return round(abs_err, 3), round(max(0.0, under), 3), [w for _, w in worst[:3]]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from bench.sizing_workflows import WORKFLOWS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller extents, one run each")
+    parser.add_argument("--workflows", default=",".join(WORKFLOWS))
+    parser.add_argument("--parts", default="accuracy,scaling,overhead")
+    parser.add_argument("--shared-data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/openeo-airflow-bench")
+    parser.add_argument("--out", type=Path, help="result folder (default: CACHE/results/...)")
+    parser.add_argument(
+        "--spark",
+        choices=("session", "submit"),
+        help="scaling on one local Spark session (default with --quick) or a spark-submit "
+        "per stage, the spark-local engine as the DAG runs it (default otherwise)",
+    )
+    args = parser.parse_args(argv)
+    args.workflows = [w for w in args.workflows.split(",") if w]
+    args.parts = {p for p in args.parts.split(",") if p}
+    args.spark = args.spark or ("session" if args.quick else "submit")
+    if args.quick:
+        args.side_km, args.scaling_km, args.medium_km, args.runs = 8.0, (2.0, 4.0, 8.0), 8.0, 1
+    else:
+        args.side_km, args.scaling_km, args.medium_km, args.runs = 12.0, (4.0, 8.0, 16.0), 12.0, 3
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    if any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
+    args = parse_args(argv)
+    from bench.archive import build_archive
+    from openeo_airflow.sizing import model
+
+    global TASK_SECONDS
+    TASK_SECONDS = float(getattr(model, "TASK_SECONDS", 0.0))
+
+    started = time.perf_counter()
+    archive = build_archive(args.shared_data, args.cache / "archive")
+    out = args.out or args.cache / "results" / time.strftime("sizing-%Y%m%d-%H%M%S")
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sizing-bench-") as tmp:
+        home, scratch = Path(tmp) / "home", Path(tmp) / "scratch"
+        home.mkdir()
+        scratch.mkdir()
+        setup(home, archive.collections_yaml)
+        failures: dict[str, str] = {}
+        rows = accuracy(args, scratch, failures) if "accuracy" in args.parts else []
+        scale = scaling(args, scratch) if "scaling" in args.parts else None
+        over = (
+            overhead(args, scratch, scale["runs"]["1x"] if scale else None)
+            if "overhead" in args.parts
+            else None
+        )
+        fitted = fits(rows, scale)
+    print_accuracy(rows)
+    abs_err, under, worst = memory_errors(rows)
+    print(f"\npeak memory: max |pred-meas|/meas {abs_err}, max under-prediction {under}")
+    print(
+        f"worst stages: {', '.join(worst)}; not counted: stages under {MEM_FLOOR_MB:g} MiB "
+        "on both sides, and the UDF transform (its child process is not measured)"
+    )
+    for wid, error in failures.items():
+        print(f"FAILED {wid}: {error}")
+    if scale:
+        print("\n## Scaling (spark-local)\n")
+        print(json.dumps({k: v for k, v in scale.items() if k != "runs"}))
+        for factor, run in scale["runs"].items():
+            print(factor, json.dumps({k: v for k, v in run.items() if k != "stages"}))
+    if over:
+        print("\n## Engine overhead\n")
+        print(json.dumps(over, indent=1))
+    print("\n## Constants measured vs model\n")
+    print(json.dumps(fitted, indent=1))
+    summary = {
+        "peak_mem_abs_error_max": abs_err,
+        "peak_mem_under_prediction_max": under,
+        "scaling_time_16x": scale["time_16x"] if scale else None,
+        "scaling_peak_mem_16x": scale["peak_rss_16x"] if scale else None,
+        "scaling_peak_mem_above_start_16x": scale["peak_mb_16x"] if scale else None,
+        "scaling_wall_16x": scale["wall_16x"] if scale else None,
+        "stage_overhead": over["stage_overhead"] if over else None,
+        "stages_counted": sum(1 for r in rows if counted(r)),
+        "workflows": len({r["workflow"] for r in rows}),
+        "workflows_failed": sorted(failures),
+        "quick": args.quick,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    details = {
+        "accuracy": rows,
+        "failures": failures,
+        "scaling": scale,
+        "overhead": over,
+        "fits": fitted,
+    }
+    (out / "sizing.json").write_text(json.dumps({**details, "summary": summary}, indent=1))
+    print(f"\nresults: {out / 'sizing.json'}")
+    print("SUMMARY " + json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
