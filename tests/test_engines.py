@@ -252,3 +252,25 @@ def test_result_time_span_accepts_period_labels() -> None:
         "2023-07-01T10:00:00Z",
     ]
     assert time_span(np.array(["first", "second"])) is None
+
+
+def test_vector_cubes_pass_through_the_intermediate_store(tmp_path: Path) -> None:
+    # aggregate_spatial's result (geometries x time) goes from transform to save through Zarr,
+    # which holds no Python objects: the geometries travel as WKB.
+    import shapely
+
+    from openeo_airflow.io.store import read_cube, write_cube
+
+    polygons = [shapely.box(0, 0, 1, 1), shapely.Point(2, 3).buffer(1)]
+    cube = xr.DataArray(
+        np.array([[1.0, 2.0], [3.0, np.nan]], dtype="float32"),
+        dims=("geometry", "t"),
+        coords={
+            "geometry": ("geometry", np.array(polygons, dtype=object), {"crs_wkt": "EPSG:4326"}),
+            "t": np.array(["2023-07-01", "2023-07-02"], dtype="datetime64[ns]"),
+        },
+    )
+    back = read_cube(write_cube(cube, tmp_path / "vector.zarr"))
+    assert [g.equals(p) for g, p in zip(back.geometry.values, polygons, strict=True)] == [True] * 2
+    assert back.geometry.attrs["crs_wkt"] == "EPSG:4326"
+    np.testing.assert_array_equal(back.values, cube.values)

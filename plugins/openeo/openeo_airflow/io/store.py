@@ -15,6 +15,7 @@ from pathlib import Path
 
 import dask.array as da
 import numpy as np
+import shapely
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
@@ -22,6 +23,7 @@ from zarr.codecs import BloscCodec
 VARIABLE = "cube"
 _NAME_ATTR = "openeo_airflow:name"
 _STRING_COORDS_ATTR = "openeo_airflow:string_coords"
+_GEOMETRY_COORDS_ATTR = "openeo_airflow:geometry_coords"
 
 
 def write_cube(cube: xr.DataArray, path: Path, tile: int = 512) -> Path:
@@ -86,6 +88,10 @@ def open_cube(path: Path) -> xr.DataArray:
     cube = dataset[VARIABLE]
     for name in cube.attrs.pop(_STRING_COORDS_ATTR, []):
         cube = cube.assign_coords({name: np.asarray(cube[name].values.tolist(), dtype=str)})
+    for name in cube.attrs.pop(_GEOMETRY_COORDS_ATTR, []):
+        coord = cube[name]
+        values = shapely.from_wkb(np.asarray(coord.values.tolist(), dtype=object))
+        cube = cube.assign_coords({name: (coord.dims, values, coord.attrs)})
     cube.name = cube.attrs.pop(_NAME_ATTR, None)
     return cube
 
@@ -95,12 +101,25 @@ def read_cube(path: Path) -> xr.DataArray:
     return open_cube(path).load()
 
 
+def _is_geometry(coord: xr.DataArray) -> bool:
+    return coord.dtype == object and coord.size > 0 and hasattr(coord.values.flat[0], "geom_type")
+
+
 def _to_dataset(cube: xr.DataArray) -> xr.Dataset:
-    """A dataset with one variable; string labels stored as variable-length strings."""
+    """A dataset with one variable; string labels stored as variable-length strings and the
+    geometries of a vector cube as WKB (hex), which Zarr can hold."""
+    geometries = [name for name, coord in cube.coords.items() if _is_geometry(coord)]
+    cube = cube.assign_coords(
+        {
+            name: (cube[name].dims, shapely.to_wkb(cube[name].values, hex=True), cube[name].attrs)
+            for name in geometries
+        }
+    )
     strings = [name for name, coord in cube.coords.items() if coord.dtype.kind == "U"]
     cube = cube.assign_coords({name: cube[name].astype(object) for name in strings})
     attrs = dict(cube.attrs)
     attrs[_STRING_COORDS_ATTR] = [str(name) for name in strings]
+    attrs[_GEOMETRY_COORDS_ATTR] = [str(name) for name in geometries]
     if cube.name is not None:
         attrs[_NAME_ATTR] = str(cube.name)
     return cube.copy(data=cube.data).assign_attrs(attrs).to_dataset(name=VARIABLE)
