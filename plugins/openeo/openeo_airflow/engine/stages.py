@@ -27,7 +27,7 @@ from openeo_airflow.io.formats import media_type, normalize_format, write_gtiff,
 from openeo_airflow.io.reader import load_cube
 from openeo_airflow.io.sar import load_backscatter
 from openeo_airflow.io.sentinelhub import load_sentinelhub
-from openeo_airflow.io.store import read_cube
+from openeo_airflow.io.store import open_cube
 from openeo_airflow.processes.graph import Resolver, evaluate
 from openeo_airflow.processes.inline import dumps
 
@@ -148,7 +148,8 @@ def encode(cube: Any, fmt: str, directory: Path) -> list[Path]:
 
 
 def run_save(plan: Plan, workspace: JobWorkspace) -> list[Path]:
-    cube = read_cube(workspace.result_cube)
+    # Opened lazily: GeoTIFFs are written one time step at a time, so only that step is read.
+    cube = open_cube(workspace.result_cube)
     fmt, _options = output_format(plan)
     files = encode(cube, fmt, workspace.results_dir)
     metadata = result_metadata(cube, fmt, files)
