@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from openeo_airflow.catalog.config import DEFAULT_COLLECTIONS_FILE, load_collections
+from openeo_airflow.compiler.plan import Plan
 from openeo_airflow.core.settings import load_settings
 from openeo_airflow.cube import cube_resolution
 from openeo_airflow.engine import stages
@@ -37,10 +38,10 @@ from openeo_airflow.engine.measure import Measurement, combine, meter
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.io.grid import tiles as grid_tiles
 from openeo_airflow.io.reader import read_steps
-from openeo_airflow.io.store import create_cube, open_cube, publish, read_cube, write_cube
+from openeo_airflow.io.store import create_cube, open_cube, publish, write_cube
 from openeo_airflow.io.store import write_tile as store_write_tile
 from openeo_airflow.processes.graph import Resolver
-from openeo_airflow.processes.tiling import Tile, is_raster, tiling_plan
+from openeo_airflow.processes.tiling import Tile, evaluate_tiled, is_raster, tiling_plan
 from openeo_airflow.processes.tiling import tiles as crs_tiles
 
 log = logging.getLogger(__name__)
@@ -184,7 +185,7 @@ def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Me
         None,
     )
     if tiling.global_nodes or grid is None:
-        return _run_whole(workspace, plan, started, "the graph has global processes")
+        return _run_whole(workspace, plan, tile_size, started, "the graph has global processes")
     size = -(-tile_size // tiling.align) * tiling.align
     rows = crs_tiles(grid, size)
     pieces_dir = workspace.root / "intermediate" / "pieces"
@@ -202,11 +203,13 @@ def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Me
     try:
         parts = [Measurement.from_dict(p) for p in mapper(transform_tile, descriptors)]
         if not all(p.extra.get("raster") for p in parts):
-            return _run_whole(workspace, plan, started, "the result is not a raster")
+            return _run_whole(workspace, plan, tile_size, started, "the result is not a raster")
         with meter() as assembling:
             done = _assemble(workspace, grid, descriptors, size)
         if not done:
-            return _run_whole(workspace, plan, started, "the result is not on the source grid")
+            return _run_whole(
+                workspace, plan, tile_size, started, "the result is not on the source grid"
+            )
     finally:
         shutil.rmtree(pieces_dir, ignore_errors=True)
     log.info("Transformed in %d tile(s) of %d px (halo %d)", len(parts), size, tiling.halo)
@@ -264,16 +267,30 @@ def _full_shape(piece: xr.DataArray, height: int, width: int) -> tuple[int, ...]
     return tuple(height if d == "y" else width if d == "x" else piece.sizes[d] for d in piece.dims)
 
 
-def _run_whole(workspace: JobWorkspace, plan: Any, started: float, why: str) -> Measurement:
-    """The transform over whole cubes on the driver (the fallback for non-local graphs)."""
-    log.info("Transform runs on whole cubes: %s", why)
+def _run_whole(
+    workspace: JobWorkspace, plan: Plan, tile_size: int, started: float, why: str
+) -> Measurement:
+    """The transform on this stage's driver, for graphs the tiles cannot run alone (global
+    processes, results off the source grid). Still tile by tile where it can: sources stay on
+    disk and are read per tile, global processes combine per-tile partial results (e.g. the
+    pixels under each polygon for aggregate_spatial), so memory follows the partials and one
+    tile rather than the whole input."""
+    log.info("Transform runs on this stage's driver: %s", why)
     with meter() as measured:
-        cubes = {s.node_id: read_cube(workspace.source_cube(s.node_id)) for s in plan.sources}
+        cubes = {s.node_id: open_cube(workspace.source_cube(s.node_id)) for s in plan.sources}
         measured.megapixels = sum(c.size for c in cubes.values()) / 1e6
-        result = stages.transform(plan, cubes, _resolver(workspace))
+        result = evaluate_tiled(
+            plan.process_graph,
+            cubes,
+            tile_size=tile_size,
+            hooks={"save_result": lambda args, _node: args["data"]},
+            resolver=_resolver(workspace),
+        )
+        if not isinstance(result, xr.DataArray):
+            result = xr.DataArray(np.asarray(result, dtype="float32"))
         write_cube(result, workspace.result_cube)
     measured.seconds = time.perf_counter() - started
-    measured.extra = {"tiles": 0, "whole": why}
+    measured.extra = {"tiles": 0, "driver": why}
     return measured
 
 

@@ -217,6 +217,9 @@ class _TiledRun:
             value = self.known[node_id]
             if tile is not None and is_raster(value):
                 value = tile.crop(value, halo * max(cube_resolution(value)))
+            if isinstance(value, xr.DataArray):
+                # Sources may be opened lazily (a stored cube): read just this piece, once.
+                value = value.load()
             return lambda _args, _node: value
 
         stop = frozenset(k for k in self.known if k != target)
