@@ -83,12 +83,15 @@ def test_tiles_are_block_multiples_that_fit_the_budget() -> None:
     tile = choose_tile([SMALL], GRAPH, slots=2)
     assert tile % SMALL.block_size == 0
     assert load_tile_mb(SMALL, tile) <= TILE_BUDGET_MB
-    # A long time series: one 1024 px block of 150 dates x 4 bands is 2.4 GB to load, and the
-    # transform's working set (4x its input for 5 processes) rules out half a block too.
+    # A long time series: one 1024 px block of 150 dates x 4 bands is 2.4 GB to load, so the
+    # tile is half a block, which the transform's working set (2x its input) fits too.
     assert load_tile_mb(LONG, 1024) > TILE_BUDGET_MB
-    assert transform_tile_mb([LONG], GRAPH, 512) > TILE_BUDGET_MB
-    assert choose_tile([LONG], GRAPH, slots=2) == 256
-    assert transform_tile_mb([LONG], GRAPH, 256) <= TILE_BUDGET_MB
+    assert choose_tile([LONG], GRAPH, slots=2) == 512
+    assert load_tile_mb(LONG, 512) <= TILE_BUDGET_MB
+    assert transform_tile_mb([LONG], GRAPH, 512) <= TILE_BUDGET_MB
+    # Merging three more cubes into it doubles the weight: then a quarter block.
+    merged = GraphShape(nodes=9, merges=3, reduces_time=True)
+    assert choose_tile([LONG], merged, slots=2) == 256
 
 
 def test_an_aligned_graph_gets_aligned_tiles() -> None:
@@ -107,7 +110,7 @@ def test_stage_predictions_grow_with_the_job() -> None:
         assert a is not None and b is not None
         assert b.megapixels > a.megapixels
     load = large.stage("load:load")
-    assert load is not None and load.tiles == 400  # 5000 px in 256 px tiles: 20 x 20
+    assert load is not None and load.tiles == 100  # 5000 px in 512 px tiles: 10 x 10
     assert load.resources.max_executors > 1
     assert load.resources.partitions == load.tiles
     assert large.credits > small.credits > 0

@@ -73,12 +73,16 @@ def graph_shape(process_graph: Mapping[str, Any]) -> GraphShape:
         )
         for n in nodes
     )
+    ids = [n.get("process_id") for n in nodes]
     return GraphShape(
         nodes=len(nodes),
         halo=tiling.halo,
         align=tiling.align,
         global_nodes=len(tiling.global_nodes),
         reduces_time=reduces_time,
+        merges=ids.count("merge_cubes"),
+        temporal_aggregation=any(i in _TIME_REDUCERS for i in ids),
+        udfs=ids.count("run_udf"),
     )
 
 

@@ -2,17 +2,17 @@
 it runs — engine, tile size, partitions, executors, cores and memory.
 
 Inputs are plain numbers the size task gathers (``SourceShape`` per source from the catalog
-search and one file header, ``GraphShape`` from the process graph's tiling plan) plus the
-deployment's ``Limits``. Memory in MiB, time in seconds.
+search and one file header, ``GraphShape`` from the process graph) plus the deployment's
+``Limits``. Memory in MiB (above a worker's resident size at rest), time in seconds.
 
-The memory model, per tile of ``T`` x ``T`` pixels (``t`` time steps, ``b`` bands):
-- load: the tile's float32 cube ``t*b*T^2*4`` bytes, plus the reader's per-thread buffers
-  (``READ_THREADS`` reads of a band window in the stored type, decoded to float32, and a mask);
-- transform: the inputs cut to the tile plus halo, times a working-set factor that grows with
-  the number of processes (intermediate cubes alive at once), capped;
-- the driver holds the result for save (and whole cubes when the graph has global processes).
-The constants were fitted on ``bench/sizing_bench.py`` runs on the development machine; the
-benchmark prints how far the predictions are from the measurements.
+The memory model, per tile of ``T`` x ``T`` pixels (``t`` time steps, ``b`` bands), fitted on
+the seven workflows of ``bench/sizing_bench.py`` (bench/README.md has the measurements):
+- load: the tile's float32 cube ``t*b*T^2*4`` bytes times 1.2 (the cube plus the Zarr
+  encoder's copy of a chunk at a time), plus the reader's buffers (at most 48 MiB) and 2 MiB;
+- transform: 32 MiB plus the inputs cut to the tile (with halo) times a working-set weight:
+  about 2 for pixel-wise chains, 1 for neighbourhood processes (they work in place on
+  chunks), +2 per ``merge_cubes``, +1.5 for temporal aggregation;
+- save and small transforms need at least ``FLOOR_MB`` whatever the size.
 """
 
 from __future__ import annotations
@@ -25,22 +25,32 @@ from openeo_airflow.sizing.resources import Resources, apply_overrides, overhead
 
 MB = 1024 * 1024
 FLOAT = 4
-READ_THREADS = 4
+LOAD_CUBE_WEIGHT = 1.2
+LOAD_BUFFERS_MAX_MB = 48.0
+LOAD_FIXED_MB = 2.0
+TRANSFORM_FIXED_MB = 32.0
+WEIGHT_PIXELWISE = 2.0
+WEIGHT_NEIGHBOURHOOD = 1.0
+WEIGHT_PER_MERGE = 2.0
+WEIGHT_TEMPORAL_AGGREGATION = 1.5
+FLOOR_MB = 40.0
 PYTHON_BASE_MB = 300  # an idle Python worker with our stack imported
 JVM_HEAP_MB = 1024  # the JVM only moves tile descriptors and measurements
 TILE_BUDGET_MB = 1536  # what one tile may need: several run side by side per executor
 MIN_TILE = 128
 MAX_TILE = 4096
-TRANSFORM_FACTOR_BASE = 1.5
-TRANSFORM_FACTOR_PER_NODE = 0.5
-TRANSFORM_FACTOR_MAX = 6.0
-LOAD_MPX_PER_SECOND = 40.0  # per core, reading and decoding tiled COGs
-TRANSFORM_MPX_PER_SECOND = 60.0  # per core and process
+LOAD_MPX_PER_SECOND = 10.0  # per core, reading, decoding and storing tiled COGs
+LOAD_FIXED_SECONDS = 0.3
+TRANSFORM_MPX_PER_SECOND = 8.0  # input megapixels per core, whatever the number of processes
+TRANSFORM_FIXED_SECONDS = 1.0
+UDF_SECONDS = 0.6  # per run_udf call and tile: a child Python process
 SAVE_MPX_PER_SECOND = 30.0
+SAVE_FIXED_SECONDS = 0.4
+SPARK_TASK_SECONDS = 0.3  # per tile on the Spark engines
 # Airflow's own cost per task (DESIGN §5: 4-11 s for a 4-task run on this machine) plus
 # starting Spark, per stage.
 TASK_SECONDS = 2.0
-SPARK_STARTUP_SECONDS = {"inline": 0.0, "spark-local": 20.0, "spark-k8s": 60.0}
+SPARK_STARTUP_SECONDS = {"inline": 0.0, "spark-local": 25.0, "spark-k8s": 60.0}
 INLINE_MAX_MEGAPIXELS = 400.0  # above: the job goes to the configured Spark engine
 CREDITS_PER_CORE_HOUR = 1.0
 CREDITS_PER_GIB_HOUR = 0.1
@@ -70,6 +80,9 @@ class GraphShape:
     align: int = 1
     global_nodes: int = 0
     reduces_time: bool = False
+    merges: int = 0  # merge_cubes calls
+    temporal_aggregation: bool = False  # aggregate_temporal(_period)
+    udfs: int = 0  # run_udf calls
 
 
 @dataclass(frozen=True)
@@ -134,15 +147,16 @@ class Sizing:
 
 def load_tile_mb(source: SourceShape, tile: int) -> float:
     window = min(tile, source.height) * min(tile, source.width)
-    cube = source.steps * source.bands * window * FLOAT
-    per_read = window * (source.bytes_per_pixel + 2 * FLOAT + 1)
-    return (cube + READ_THREADS * per_read) / MB
+    cube = source.steps * source.bands * window * FLOAT / MB
+    return LOAD_CUBE_WEIGHT * cube + min(cube, LOAD_BUFFERS_MAX_MB) + LOAD_FIXED_MB
 
 
-def transform_factor(graph: GraphShape) -> float:
-    return min(
-        TRANSFORM_FACTOR_MAX, TRANSFORM_FACTOR_BASE + TRANSFORM_FACTOR_PER_NODE * graph.nodes
-    )
+def transform_weight(graph: GraphShape) -> float:
+    weight = WEIGHT_NEIGHBOURHOOD if graph.halo > 0 else WEIGHT_PIXELWISE
+    weight += WEIGHT_PER_MERGE * graph.merges
+    if graph.temporal_aggregation:
+        weight += WEIGHT_TEMPORAL_AGGREGATION
+    return weight
 
 
 def transform_tile_mb(sources: list[SourceShape], graph: GraphShape, tile: int) -> float:
@@ -154,7 +168,7 @@ def transform_tile_mb(sources: list[SourceShape], graph: GraphShape, tile: int) 
         * FLOAT
         for s in sources
     )
-    return inputs * transform_factor(graph) / MB
+    return max(FLOOR_MB, TRANSFORM_FIXED_MB + inputs * transform_weight(graph) / MB)
 
 
 def result_mb(sources: list[SourceShape], graph: GraphShape) -> float:
@@ -240,12 +254,16 @@ def size_stages(
     options: dict[str, Any],
 ) -> list[StageSize]:
     stages: list[StageSize] = []
+    spark = engine != "inline"
     startup = TASK_SECONDS + SPARK_STARTUP_SECONDS.get(engine, 0.0)
     for source in sources:
         tiles = _tile_count([source], tile)
         tile_mb = load_tile_mb(source, tile)
         resources = apply_overrides(_resources(engine, tiles, tile_mb, 1024, limits), options)
-        parallel = min(tiles, resources.executor_cores * resources.max_executors)
+        parallel = max(1, min(tiles, resources.executor_cores * resources.max_executors))
+        per_tile = SPARK_TASK_SECONDS if spark else 0.0
+        seconds = startup + LOAD_FIXED_SECONDS
+        seconds += (source.megapixels / LOAD_MPX_PER_SECOND + tiles * per_tile) / parallel
         stages.append(
             StageSize(
                 name=f"load:{source.node_id}",
@@ -253,53 +271,67 @@ def size_stages(
                 peak_tile_mb=round(tile_mb, 1),
                 peak_executor_mb=round(PYTHON_BASE_MB + tile_mb * resources.executor_cores, 1),
                 peak_driver_mb=256.0,
-                seconds=round(
-                    startup + source.megapixels / LOAD_MPX_PER_SECOND / max(1, parallel), 2
-                ),
+                seconds=round(seconds, 2),
                 megapixels=round(source.megapixels, 3),
                 bytes_read=source.megapixels * 1e6 * source.bytes_per_pixel,
                 resources=resources,
             )
         )
-    tiles = _tile_count(sources, tile)
-    whole = graph.global_nodes > 0
-    inputs_mb = sum(s.megapixels for s in sources) * 1e6 * FLOAT / MB
-    tile_mb = (
-        inputs_mb * transform_factor(graph) if whole else transform_tile_mb(sources, graph, tile)
-    )
-    driver_mb = tile_mb if whole else result_mb(sources, graph) * 2
-    resources = apply_overrides(_resources(engine, tiles, tile_mb, driver_mb, limits), options)
-    parallel = 1 if whole else min(tiles, resources.executor_cores * resources.max_executors)
-    work = sum(s.megapixels for s in sources) * max(1, graph.nodes)
-    stages.append(
-        StageSize(
-            name="transform",
-            tiles=0 if whole else tiles,
-            peak_tile_mb=round(tile_mb, 1),
-            peak_executor_mb=round(PYTHON_BASE_MB + tile_mb * resources.executor_cores, 1),
-            peak_driver_mb=round(driver_mb, 1),
-            seconds=round(startup + work / TRANSFORM_MPX_PER_SECOND / max(1, parallel), 2),
-            megapixels=round(sum(s.megapixels for s in sources), 3),
-            bytes_read=inputs_mb * MB,
-            resources=resources,
-        )
-    )
+    stages.append(_transform_stage(sources, graph, engine, tile, limits, options, startup))
     out_mb = result_mb(sources, graph)
+    out_mpx = out_mb * MB / FLOAT / 1e6
     save = Resources(driver_memory_mb=max(1024, math.ceil(out_mb * 3)), partitions=1)
     stages.append(
         StageSize(
             name="save",
             tiles=1,
-            peak_tile_mb=round(out_mb * 2, 1),
+            peak_tile_mb=round(max(FLOOR_MB, out_mb * 2), 1),
             peak_executor_mb=0.0,
-            peak_driver_mb=round(out_mb * 2, 1),
-            seconds=round(TASK_SECONDS + out_mb * MB / FLOAT / 1e6 / SAVE_MPX_PER_SECOND, 2),
-            megapixels=round(out_mb * MB / FLOAT / 1e6, 3),
+            peak_driver_mb=round(max(FLOOR_MB, out_mb * 2), 1),
+            seconds=round(TASK_SECONDS + SAVE_FIXED_SECONDS + out_mpx / SAVE_MPX_PER_SECOND, 2),
+            megapixels=round(out_mpx, 3),
             bytes_read=out_mb * MB,
             resources=apply_overrides(save, {k: v for k, v in options.items() if "driver" in k}),
         )
     )
     return stages
+
+
+def _transform_stage(
+    sources: list[SourceShape],
+    graph: GraphShape,
+    engine: str,
+    tile: int,
+    limits: Limits,
+    options: dict[str, Any],
+    startup: float,
+) -> StageSize:
+    """Tiles run on executors; with global processes the driver runs the tiles one by one and
+    also holds their partial results (about one value per pixel and date)."""
+    tiles = _tile_count(sources, tile)
+    on_driver = graph.global_nodes > 0
+    inputs_mb = sum(s.megapixels for s in sources) * 1e6 * FLOAT / MB
+    tile_mb = transform_tile_mb(sources, graph, tile)
+    if on_driver:
+        partials_mb = sum(s.steps * s.height * s.width for s in sources) * FLOAT / MB
+        driver_mb = tile_mb + partials_mb
+    else:
+        driver_mb = result_mb(sources, graph) * 2
+    resources = apply_overrides(_resources(engine, tiles, tile_mb, driver_mb, limits), options)
+    parallel = 1 if on_driver else min(tiles, resources.executor_cores * resources.max_executors)
+    per_tile = UDF_SECONDS * graph.udfs + (SPARK_TASK_SECONDS if engine != "inline" else 0.0)
+    work = inputs_mb * MB / FLOAT / 1e6 / TRANSFORM_MPX_PER_SECOND + tiles * per_tile
+    return StageSize(
+        name="transform",
+        tiles=0 if on_driver else tiles,
+        peak_tile_mb=round(driver_mb if on_driver else tile_mb, 1),
+        peak_executor_mb=round(PYTHON_BASE_MB + tile_mb * resources.executor_cores, 1),
+        peak_driver_mb=round(driver_mb, 1),
+        seconds=round(startup + TRANSFORM_FIXED_SECONDS + work / max(1, parallel), 2),
+        megapixels=round(inputs_mb * MB / FLOAT / 1e6, 3),
+        bytes_read=inputs_mb * MB,
+        resources=resources,
+    )
 
 
 def credits(stages: list[StageSize]) -> float:
