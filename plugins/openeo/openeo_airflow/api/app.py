@@ -10,7 +10,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from openeo_airflow import __version__
-from openeo_airflow.api import routes_general, routes_jobs, routes_process_graphs, routes_sync
+from openeo_airflow.api import (
+    routes_general,
+    routes_jobs,
+    routes_process_graphs,
+    routes_products,
+    routes_sync,
+)
 from openeo_airflow.api.errors import install_error_handlers
 from openeo_airflow.core.settings import load_settings
 from openeo_airflow.jobs.backend import Backend
@@ -76,6 +82,7 @@ def create_app(backend_provider: Callable[[], Backend] | None = None) -> FastAPI
         routes_jobs.router,
         routes_sync.router,
         routes_process_graphs.router,
+        routes_products.router,
     )
     for router in routers:
         app.include_router(router, prefix=VERSION_PREFIX)

@@ -15,6 +15,10 @@ from openeo_airflow.jobs.accounts import Accounts
 from openeo_airflow.jobs.airflow_client import AirflowClient
 from openeo_airflow.jobs.database import make_engine, migrate
 from openeo_airflow.jobs.oidc import OidcVerifier, parse_providers
+from openeo_airflow.jobs.product_airflow import ProductAirflow
+from openeo_airflow.jobs.product_catalog import ProductCatalog
+from openeo_airflow.jobs.product_store import ProductStore
+from openeo_airflow.jobs.products import ProductService
 from openeo_airflow.jobs.registry import JobRegistry
 from openeo_airflow.jobs.service import JobService
 from openeo_airflow.jobs.user_processes import UserProcesses
@@ -62,6 +66,18 @@ class Backend:
             self.airflow,
             self.collection_bands,
             self.settings.jobs_dir,
+            self.user_processes,
+        )
+
+    @cached_property
+    def products(self) -> ProductService:
+        """Recurring products (one DAG each); their STAC items under ``WORKSPACE/products``."""
+        s = self.settings
+        return ProductService(
+            ProductStore(self.engine),
+            ProductCatalog(s.workspace / "products"),
+            ProductAirflow(s.airflow_url, s.airflow_user, s.airflow_password),
+            self.jobs,
             self.user_processes,
         )
 

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, DateTime, Float, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
 metadata = MetaData()
 
@@ -62,4 +73,27 @@ job_logs = Table(
     Column("stage", String(32), nullable=True),
     Column("message", Text, nullable=False),
     Column("data", JSON, nullable=True),
+)
+
+# Recurring products (see core/products.py); a deleted product keeps its row (``deleted`` set) so
+# its published collection stays reachable and its id is not reused by someone else.
+products = Table(
+    "products",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(128), nullable=False, index=True),
+    Column("title", Text, nullable=True),
+    Column("description", Text, nullable=True),
+    Column("process", JSON, nullable=True),
+    Column("process_graph_id", String(128), nullable=True),
+    Column("arguments", JSON, nullable=False, default=dict),
+    Column("schedule", String(128), nullable=True),
+    Column("trigger_assets", JSON, nullable=False, default=list),
+    Column("window_rule", String(32), nullable=False),
+    Column("job_options", JSON, nullable=False, default=dict),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("start", DateTime(timezone=True), nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+    Column("deleted", DateTime(timezone=True), nullable=True),
 )

@@ -1,0 +1,62 @@
+"""The Airflow REST calls products need beyond the batch job's: pause, backfill, delete a DAG."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import httpx
+
+from openeo_airflow.core.products import ProductNotReady
+from openeo_airflow.jobs.airflow_client import AirflowClient, _check
+
+
+class ProductAirflow(AirflowClient):
+    def set_paused(self, dag_id: str, paused: bool) -> bool:
+        """Pause or resume the DAG; ``False`` when Airflow does not know it yet (it is then
+        created paused or not from the products table, see ``is_paused_upon_creation``)."""
+        response = self._request("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": paused})
+        if response.status_code == 404:
+            return False
+        _check(response)
+        return True
+
+    def backfill(
+        self, dag_id: str, from_date: datetime, to_date: datetime, reprocess: str
+    ) -> dict[str, object]:
+        """Runs for every data interval whose start (logical date) is in ``[from, to]``."""
+        body = {
+            "dag_id": dag_id,
+            "from_date": from_date.isoformat(),
+            "to_date": to_date.isoformat(),
+            "reprocess_behavior": reprocess,
+            # Two cores in the embedded default; the scheduler's parallelism caps it anyway.
+            "max_active_runs": 2,
+        }
+        response = self._request("POST", "/api/v2/backfills", json=body)
+        if response.status_code == 404:
+            raise ProductNotReady(
+                reason=f"Airflow has not registered the DAG '{dag_id}' yet "
+                "(new products appear within the DAG processor's refresh); try again shortly."
+            )
+        if response.status_code in (400, 409, 422):
+            raise ProductNotReady(reason=f"Airflow refused the backfill: {_detail(response)}")
+        _check(response)
+        result: dict[str, object] = response.json()
+        return result
+
+    def delete_dag(self, dag_id: str) -> bool:
+        """Remove the DAG and its runs from Airflow; ``False`` if tasks are still running."""
+        response = self._request("DELETE", f"/api/v2/dags/{dag_id}")
+        if response.status_code == 409:
+            return False
+        if response.status_code != 404:
+            _check(response)
+        return True
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    return str(detail or response.text[:300])

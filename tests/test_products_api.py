@@ -1,0 +1,231 @@
+"""The /products extension answered in-process (Airflow replaced by a recorder of its calls)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from openeo_airflow.jobs.backend import Backend
+from tests.api_support import PREFIX, bearer, build_test_collections, make_backend, make_client
+
+COLLECTION = "TEST_CDSE_S2"
+GRAPH = {
+    "load": {
+        "process_id": "load_collection",
+        "arguments": {
+            "id": COLLECTION,
+            "spatial_extent": {"west": 5.0, "south": 51.2, "east": 5.01, "north": 51.21},
+            "temporal_extent": None,
+            "bands": ["B04", "B08"],
+        },
+    },
+    "ndvi": {
+        "process_id": "ndvi",
+        "arguments": {"data": {"from_node": "load"}, "nir": "B08", "red": "B04"},
+    },
+    "save": {
+        "process_id": "save_result",
+        "arguments": {"data": {"from_node": "ndvi"}, "format": "GTiff"},
+        "result": True,
+    },
+}
+
+
+class FakeAirflow:
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def set_paused(self, dag_id: str, paused: bool) -> bool:
+        self.calls.append(("paused", dag_id, paused))
+        return True
+
+    def backfill(self, dag_id: str, start: datetime, end: datetime, reprocess: str) -> dict:
+        self.calls.append(("backfill", dag_id, start, end, reprocess))
+        return {"id": 7}
+
+    def delete_dag(self, dag_id: str) -> bool:
+        self.calls.append(("delete", dag_id))
+        return True
+
+
+@pytest.fixture(scope="module")
+def collections_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_test_collections(shared_data, tmp_path_factory.mktemp("catalogs"))
+
+
+@pytest.fixture
+def backend(tmp_path: Path, collections_file: Path) -> Backend:
+    return make_backend(tmp_path / "home", collections_file)
+
+
+@pytest.fixture
+def airflow(backend: Backend) -> FakeAirflow:
+    fake = FakeAirflow()
+    backend.products._airflow = fake  # type: ignore[assignment]
+    return fake
+
+
+@pytest.fixture
+def client(backend: Backend, airflow: FakeAirflow) -> TestClient:
+    return make_client(backend)
+
+
+@pytest.fixture
+def alice(client: TestClient) -> dict[str, str]:
+    return bearer(client, "alice")
+
+
+def body(**fields: Any) -> dict[str, Any]:
+    return {
+        "id": "ndvi_monthly",
+        "title": "Monthly NDVI",
+        "process": {"process_graph": GRAPH},
+        "schedule": "0 0 1 * *",
+        "window": "previous-month",
+        **fields,
+    }
+
+
+def register(client: TestClient, headers: dict[str, str], **fields: Any) -> Any:
+    return client.post(f"{PREFIX}/products", json=body(**fields), headers=headers)
+
+
+def test_register_list_get(client: TestClient, alice: dict[str, str]) -> None:
+    response = register(client, alice)
+    assert response.status_code == 201, response.text
+    assert response.headers["Location"].endswith(f"{PREFIX}/products/ndvi_monthly")
+    document = client.get(f"{PREFIX}/products/ndvi_monthly", headers=alice).json()
+    assert document["dag_id"] == "openeo_product_ndvi_monthly"
+    assert document["asset"] == "openeo://products/ndvi_monthly"
+    assert document["schedule"] == "0 0 1 * *" and document["paused"] is False
+    listed = client.get(f"{PREFIX}/products", headers=alice).json()["products"]
+    assert [p["id"] for p in listed] == ["ndvi_monthly"]
+    # The extension is listed in the capabilities with every other endpoint.
+    paths = {e["path"] for e in client.get(f"{PREFIX}/").json()["endpoints"]}
+    assert {"/products", "/products/{product_id}", "/products/{product_id}/backfill"} <= paths
+    # The id is taken; other users neither see nor take it.
+    assert register(client, alice).json()["code"] == "ProductInvalid"
+    bob = bearer(client, "bob")
+    assert client.get(f"{PREFIX}/products/ndvi_monthly", headers=bob).status_code == 404
+    assert client.get(f"{PREFIX}/products", headers=bob).json()["products"] == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"schedule": "0 0 32 * *"}, "schedule", "neither a cron expression"),
+        ({"schedule": "every day"}, "schedule", "ISO 8601 duration"),
+        ({"process": None, "process_graph_id": "nope"}, "process_graph_id", "'nope'"),
+        ({"window": "last-fortnight"}, "window", "unknown rule"),
+        (
+            {"schedule": None, "trigger_assets": ["s3://bucket/scenes"], "window": "data-interval"},
+            "window",
+            "empty temporal extent",
+        ),
+        ({"trigger_assets": ["no uri"]}, "trigger_assets", "not an asset URI"),
+        ({"schedule": None}, "schedule", "give a 'schedule'"),
+        ({"id": "a b"}, "id", "letters"),
+        ({"colour": "red"}, "colour", "unknown field"),
+        (
+            {"process": {"process_graph": {**GRAPH, "x": {"process_id": "nope", "arguments": {}}}}},
+            "process",
+            "ProcessUnsupported",
+        ),
+    ],
+)
+def test_bad_products_are_refused_naming_the_field(
+    client: TestClient, alice: dict[str, str], fields: dict, field: str, words: str
+) -> None:
+    response = register(client, alice, **fields)
+    assert response.status_code == 400, response.text
+    error = response.json()
+    assert error["code"] == "ProductInvalid"
+    assert error["message"].startswith(f"Field '{field}':") and words in error["message"]
+
+
+def test_product_from_a_stored_process(client: TestClient, alice: dict[str, str]) -> None:
+    stored = {
+        "parameters": [{"name": "temporal_extent", "schema": {"type": "array"}}],
+        "process_graph": GRAPH,
+    }
+    assert client.put(f"{PREFIX}/process_graphs/ndvi_of", json=stored, headers=alice).is_success
+    response = register(
+        client, alice, process=None, process_graph_id="ndvi_of", schedule="P1D",
+        window="previous-day", trigger_assets=["s3://bucket/scenes"],
+    )  # fmt: skip
+    assert response.status_code == 201, response.text
+
+
+def test_pause_resume_backfill_delete(
+    client: TestClient, alice: dict, airflow: FakeAirflow
+) -> None:
+    assert register(client, alice).status_code == 201
+    url = f"{PREFIX}/products/ndvi_monthly"
+    assert client.post(f"{url}/pause", headers=alice).json()["paused"] is True
+    refused = client.post(
+        f"{url}/backfill", json={"start": "2023-10-01", "end": "2023-12-01"}, headers=alice
+    )
+    assert refused.status_code == 409 and "paused" in refused.json()["message"]
+    assert client.post(f"{url}/resume", headers=alice).json()["paused"] is False
+    response = client.post(
+        f"{url}/backfill", json={"start": "2023-10-01", "end": "2023-12-01"}, headers=alice
+    )
+    assert response.status_code == 202, response.text
+    assert response.json()["backfill_id"] == 7
+    bad = client.post(f"{url}/backfill", json={"start": "soon", "end": "2023-12-01"}, headers=alice)
+    assert bad.status_code == 400 and bad.json()["message"].startswith("Field 'start':")
+    assert client.delete(url, headers=alice).status_code == 204
+    assert client.get(url, headers=alice).status_code == 404
+    dag = "openeo_product_ndvi_monthly"
+    assert airflow.calls == [
+        ("paused", dag, True),
+        ("paused", dag, False),
+        ("backfill", dag, datetime(2023, 10, 1, tzinfo=UTC),
+         datetime(2023, 11, 30, 23, 59, 59, 999999, tzinfo=UTC), "failed"),
+        ("paused", dag, True),
+        ("delete", dag),
+    ]  # fmt: skip
+    # Its owner may register it again (the collection keeps growing); nobody else may.
+    assert register(client, bearer(client, "bob")).status_code == 400
+    assert register(client, alice).status_code == 201
+
+
+def test_published_items_are_served_and_outlive_the_product(
+    client: TestClient, alice: dict[str, str], backend: Backend, tmp_path: Path
+) -> None:
+    assert register(client, alice).status_code == 201
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "openEO.tif").write_bytes(b"tif v1")
+    metadata = {"assets": {"openEO.tif": {"type": "image/tiff; application=geotiff"}}}
+    metadata["bbox"] = [5.0, 51.2, 5.01, 51.21]
+    interval = (datetime(2023, 10, 1, tzinfo=UTC), datetime(2023, 11, 1, tzinfo=UTC))
+    for content in (b"tif v1", b"tif v2"):  # a re-run replaces its item
+        (results / "openEO.tif").write_bytes(content)
+        backend.products.catalog.publish(
+            "ndvi_monthly", "20231001T000000Z_20231101T000000Z",
+            extent=["2023-10-01", "2023-11-01"], data_interval=interval, job_id="j-1",
+            results_dir=results, metadata=metadata,
+        )  # fmt: skip
+    assert client.delete(f"{PREFIX}/products/ndvi_monthly", headers=alice).status_code == 204
+
+    url = f"{PREFIX}/products/ndvi_monthly/collection"
+    collection = client.get(url, headers=alice).json()
+    assert collection["extent"]["temporal"]["interval"] == [
+        ["2023-10-01T00:00:00Z", "2023-11-01T00:00:00Z"]
+    ]
+    items = client.get(f"{url}/items", headers=alice).json()["features"]
+    assert [i["id"] for i in items] == ["20231001T000000Z_20231101T000000Z"]
+    href = items[0]["assets"]["openEO.tif"]["href"]
+    assert client.get(href).content == b"tif v2"
+    assert client.get(href.replace("signature=", "signature=0")).status_code == 404
+    assert client.get(url, headers=bearer(client, "bob")).status_code == 404
+    on_disk = backend.settings.workspace / "products" / "ndvi_monthly" / "items"
+    assert [p.name for p in on_disk.iterdir()] == ["20231001T000000Z_20231101T000000Z"]
+    item = json.loads((on_disk / items[0]["id"] / "item.json").read_text())
+    assert item["properties"]["openeo:job_id"] == "j-1"
