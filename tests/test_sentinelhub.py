@@ -574,3 +574,27 @@ def test_merge_s1_backscatter_with_s2(server: ShServer, shared_data: Path, tmp_p
         )
     vv = merged.sel(bands="VV").dropna("t", how="all")
     assert vv.sizes["t"] == len(s1_days) and 0 < float(vv.median()) < 1  # linear sigma0
+
+
+def test_the_sync_size_check_needs_no_stac_catalog(server: ShServer) -> None:
+    # A Sentinel Hub collection has no STAC catalog to count dates in: the synchronous limit
+    # assumes one observation per day of the temporal extent, and sends nothing.
+    from openeo_airflow.compiler.plan import Plan, Source
+    from openeo_airflow.core.errors import ProcessGraphComplexity
+    from openeo_airflow.engine.sync import check_size
+
+    cfg = s2_collection(server)
+    source = Source(
+        node_id="load",
+        process_id="load_collection",
+        collection_id=cfg.id,
+        spatial_extent=EXTENT,
+        temporal_extent=["2017-08-01", "2017-08-11"],
+        bands=["B04"],
+    )
+    plan = Plan(process_graph={}, result_node="load", sources=[source], output=None)
+    pixels = 64 * 64 * 11  # 640 m at 10 m, one band, 11 days
+    check_size(plan, {cfg.id: cfg}, max_pixels=pixels + 200)
+    with pytest.raises(ProcessGraphComplexity, match="synchronous processing is limited"):
+        check_size(plan, {cfg.id: cfg}, max_pixels=pixels // 2)
+    assert server.process_bodies == []

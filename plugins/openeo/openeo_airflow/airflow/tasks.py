@@ -234,13 +234,18 @@ def _record(job_id: str, ws: JobWorkspace, spec: dict[str, Any]) -> None:
         measured[path.stem.removeprefix("measured-")] = ws.read_json(path)
     predicted = Sizing.from_dict(spec)
     parts = [Measurement.from_dict(m) for m in measured.values()]
-    usage = {
+    usage: dict[str, dict[str, Any]] = {
         "cpu": {"value": round(sum(p.cpu_seconds for p in parts), 2), "unit": "cpu-seconds"},
         "duration": {"value": round(sum(p.seconds for p in parts), 2), "unit": "seconds"},
         "memory": {"value": round(max((p.peak_rss_mb for p in parts), default=0)), "unit": "mb"},
         "input_pixel": {"value": round(sum(p.megapixels for p in parts), 3), "unit": "mega-pixel"},
         "network": {"value": round(sum(p.bytes_read for p in parts) / 1e6, 2), "unit": "mb"},
     }
+    for part in parts:  # what loaders report themselves (Sentinel Hub processing units)
+        for name, entry in (part.extra.get("usage") or {}).items():
+            before = float(usage.get(name, {}).get("value", 0))
+            value = round(before + float(entry.get("value", 0)), 3)
+            usage[name] = {"value": value, "unit": entry.get("unit")}
     backend().registry.update(
         job_id, usage=usage, sizing={"predicted": predicted.to_dict(), "measured": measured}
     )

@@ -43,8 +43,13 @@ def estimate_source_pixels(source: Source, config: CollectionConfig) -> int | No
         return None
     bbox = extent_wgs84(source.spatial_extent)
     start, end = (source.temporal_extent or [None, None])[:2]
-    items = search_items(config, bbox, _time(start), _time(end), properties=source.properties)
-    dates = len({item.datetime.date() for item in items})
+    if config.sentinelhub is not None:
+        # No STAC catalog to count the dates in: at most one observation per day.
+        first, last = _time(start), _time(end)
+        dates = (last - first).days + 1 if first and last else 366
+    else:
+        items = search_items(config, bbox, _time(start), _time(end), properties=source.properties)
+        dates = len({item.datetime.date() for item in items})
     bands = len(source.bands) if source.bands else len(config.bands)
     return pixel_count(bbox, config.resolution, bands, dates)
 

@@ -38,6 +38,7 @@ from openeo_airflow.engine.measure import Measurement, combine, meter
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.io.grid import tiles as grid_tiles
 from openeo_airflow.io.reader import read_steps
+from openeo_airflow.io.sentinelhub import USAGE_ATTR
 from openeo_airflow.io.store import create_cube, open_cube, publish, write_cube
 from openeo_airflow.io.store import write_tile as store_write_tile
 from openeo_airflow.processes.graph import Resolver
@@ -123,9 +124,12 @@ def _load_whole(workspace: JobWorkspace, node_id: str, started: float) -> Measur
     with meter() as measured:
         cube = stages.load_source(source, collections, settings.gdal_profile)
         measured.megapixels = cube.size / 1e6
+        usage = cube.attrs.pop(USAGE_ATTR, None)  # e.g. Sentinel Hub processing units
         write_cube(cube, workspace.source_cube(node_id))
     measured.seconds = time.perf_counter() - started
     measured.extra = {"tiles": 0, "whole": "its loader makes its own requests"}
+    if usage:
+        measured.extra["usage"] = usage
     return measured
 
 
