@@ -274,3 +274,26 @@ def test_vector_cubes_pass_through_the_intermediate_store(tmp_path: Path) -> Non
     assert [g.equals(p) for g, p in zip(back.geometry.values, polygons, strict=True)] == [True] * 2
     assert back.geometry.attrs["crs_wkt"] == "EPSG:4326"
     np.testing.assert_array_equal(back.values, cube.values)
+
+
+def test_vector_cubes_save_as_netcdf(tmp_path: Path) -> None:
+    import shapely
+
+    from openeo_airflow.io.formats import write_netcdf
+
+    polygons = [shapely.box(0, 0, 1, 1), shapely.box(1, 1, 3, 3)]
+    cube = xr.DataArray(
+        np.arange(8, dtype="float32").reshape(2, 2, 2),
+        dims=("geometry", "t", "bands"),
+        coords={
+            "geometry": ("geometry", np.array(polygons, dtype=object), {"crs_wkt": "EPSG:4326"}),
+            "t": np.array(["2023-07-01", "2023-07-02"], dtype="datetime64[ns]"),
+            "bands": ["B04", "B08"],
+        },
+    )
+    with xr.open_dataset(write_netcdf(cube, tmp_path / "v.nc"), engine="h5netcdf") as saved:
+        assert set(saved.data_vars) == {"B04", "B08"}
+        saved_geometries = [shapely.from_wkt(g) for g in saved.geometry.values]
+        assert len(saved_geometries) == 2
+        assert all(g.equals(p) for g, p in zip(saved_geometries, polygons, strict=True))
+        np.testing.assert_array_equal(saved.B08.values, cube.sel(bands="B08").values)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import shapely
 import xarray as xr
 from PIL import Image
 from pyproj import CRS
@@ -57,6 +58,8 @@ _MEDIA_TYPES = {
     "JSON": "application/json",
 }
 
+VECTOR_DIM = "geometry"
+
 # A red-yellow-green colour ramp: (position 0..1, (r, g, b)).
 _RAMP = (
     (0.0, (165, 0, 38)),
@@ -100,7 +103,11 @@ def write_gtiff(cube: xr.DataArray, directory: Path, stem: str) -> list[Path]:
 
 
 def write_netcdf(cube: xr.DataArray, path: Path) -> Path:
-    """Write a CF-style netCDF4 file (h5netcdf): one variable per band, ``crs`` grid mapping."""
+    """Write a CF-style netCDF4 file (h5netcdf): one variable per band, ``crs`` grid mapping.
+    A vector cube (``aggregate_spatial``'s result) gets one variable per band over
+    ``(geometry, t)`` and its geometries as WKT in a ``geometry`` variable."""
+    if VECTOR_DIM in cube.dims:
+        return _write_vector_netcdf(cube, Path(path))
     cube = _standard_order(cube).astype(np.float32)
     crs = cube_crs(cube)
     cube = cube.drop_vars("spatial_ref")
@@ -120,6 +127,39 @@ def write_netcdf(cube: xr.DataArray, path: Path) -> Path:
         if name != "crs"
     }
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dataset.to_netcdf(path, engine="h5netcdf", encoding=encoding)
+    return path
+
+
+def _write_vector_netcdf(cube: xr.DataArray, path: Path) -> Path:
+    order = [d for d in (VECTOR_DIM, "t", "bands") if d in cube.dims]
+    extra = [d for d in cube.dims if d not in order]
+    if extra:
+        raise FeatureUnsupported(
+            f"save_result: cannot write a vector cube with dimensions {list(cube.dims)} as "
+            "netCDF; reduce it to (geometry, t, bands) first."
+        )
+    cube = cube.transpose(*order).astype(np.float32)
+    geometry = cube[VECTOR_DIM]
+    wkt = np.array([shapely.to_wkt(g) for g in geometry.values], dtype=object)
+    cube = cube.drop_vars(VECTOR_DIM)
+    if "bands" in cube.dims:
+        dataset = cube.to_dataset(dim="bands")
+    else:
+        dataset = cube.to_dataset(name=str(cube.name or "data"))
+    dataset = dataset.drop_vars("spatial_ref", errors="ignore")
+    dataset["geometry"] = xr.DataArray(
+        wkt, dims=(VECTOR_DIM,), attrs={"long_name": "geometry as WKT"}
+    )
+    crs = geometry.attrs.get("crs_wkt")
+    if crs:
+        dataset["geometry"].attrs["crs_wkt"] = crs
+    encoding = {
+        str(name): {"_FillValue": np.float32(np.nan)}
+        for name in dataset.data_vars
+        if name != "geometry"
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     dataset.to_netcdf(path, engine="h5netcdf", encoding=encoding)
     return path
