@@ -229,3 +229,27 @@ def test_published_items_are_served_and_outlive_the_product(
     assert [p.name for p in on_disk.iterdir()] == ["20231001T000000Z_20231101T000000Z"]
     item = json.loads((on_disk / items[0]["id"] / "item.json").read_text())
     assert item["properties"]["openeo:job_id"] == "j-1"
+
+
+def test_cli_talks_to_the_api(
+    client: TestClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from openeo_airflow.cli import build_parser
+    from openeo_airflow.cli import products as cli
+
+    definition = tmp_path / "product.json"
+    definition.write_text(json.dumps(body()))
+    common = ["products", "--url", f"http://testserver{PREFIX}", "--user", "alice:alice-pw"]
+
+    def run(*action: str) -> int:
+        args = build_parser().parse_args([*common, *action])
+        return cli.run(args, transport=client._transport)
+
+    assert run("create", str(definition)) == 0
+    assert capsys.readouterr().out.strip() == "ndvi_monthly"
+    assert run("pause", "ndvi_monthly") == 0
+    assert json.loads(capsys.readouterr().out)["paused"] is True
+    assert run("list") == 0
+    assert [p["id"] for p in json.loads(capsys.readouterr().out)["products"]] == ["ndvi_monthly"]
+    assert run("create", str(definition)) == 1
+    assert "[ProductInvalid] Field 'id'" in capsys.readouterr().err

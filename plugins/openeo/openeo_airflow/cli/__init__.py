@@ -1,4 +1,5 @@
-"""The ``openeo-airflow`` command: ``up`` starts the local stack, ``demo`` runs the demo job."""
+"""The ``openeo-airflow`` command: ``up`` starts the local stack, ``demo`` runs the demo job,
+``products`` manages recurring products through the openEO API."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from openeo_airflow.cli import products
 from openeo_airflow.cli.stack import ADMIN_USER, LocalStack, StackConfig, admin_password
 
 USERS_ENV = "OPENEO_AIRFLOW_USERS"
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--exit", action="store_true", help="stop the stack after the demo instead of keeping it up"
     )
     demo.add_argument("--output", type=Path, help="where to write the results")
+    products.add_parser(commands)
     return parser
 
 
@@ -77,6 +80,8 @@ def print_urls(config: StackConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "products":
+        return products.run(args)
     config = stack_config(args)
     if args.command == "demo":
         from openeo_airflow.cli.demo import DEMO_USER
