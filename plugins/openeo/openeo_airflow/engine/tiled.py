@@ -39,7 +39,7 @@ from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.io.grid import tiles as grid_tiles
 from openeo_airflow.io.reader import read_steps
 from openeo_airflow.io.sentinelhub import USAGE_ATTR
-from openeo_airflow.io.store import create_cube, open_cube, publish, write_cube
+from openeo_airflow.io.store import create_cube, open_cube, publish, read_cube, write_cube
 from openeo_airflow.io.store import write_tile as store_write_tile
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import Tile, evaluate_tiled, is_raster, tiling_plan
@@ -188,6 +188,8 @@ def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Me
         (c for s in plan.sources if is_raster(c := open_cube(workspace.source_cube(s.node_id)))),
         None,
     )
+    if grid is not None and tile_size >= max(grid.sizes["y"], grid.sizes["x"]):
+        return _run_in_one(workspace, plan, started)
     if tiling.global_nodes or grid is None:
         return _run_whole(workspace, plan, tile_size, started, "the graph has global processes")
     size = -(-tile_size // tiling.align) * tiling.align
@@ -269,6 +271,17 @@ def _assemble(
 
 def _full_shape(piece: xr.DataArray, height: int, width: int) -> tuple[int, ...]:
     return tuple(height if d == "y" else width if d == "x" else piece.sizes[d] for d in piece.dims)
+
+
+def _run_in_one(workspace: JobWorkspace, plan: Plan, started: float) -> Measurement:
+    """The whole extent fits one tile: evaluate it at once (no pieces to assemble)."""
+    with meter() as measured:
+        cubes = {s.node_id: read_cube(workspace.source_cube(s.node_id)) for s in plan.sources}
+        measured.megapixels = sum(c.size for c in cubes.values()) / 1e6
+        write_cube(stages.transform(plan, cubes, _resolver(workspace)), workspace.result_cube)
+    measured.seconds = time.perf_counter() - started
+    measured.extra = {"tiles": 1}
+    return measured
 
 
 def _run_whole(

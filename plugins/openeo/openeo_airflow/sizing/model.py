@@ -355,7 +355,8 @@ def size_job(
     options = options or {}
     megapixels = sum(s.megapixels for s in sources)
     engine, reason = choose_engine(megapixels, limits, options.get("engine"))
-    slots = limits.local_cores if engine != "spark-k8s" else limits.max_executors * 2
+    # Tiles a stage runs at once: inline runs them one after the other.
+    slots = {"inline": 1, "spark-local": limits.local_cores}.get(engine, limits.max_executors * 2)
     tile = int(options.get("tile-size") or choose_tile(sources, graph, slots))
     if graph.align > 1:
         tile = -(-tile // graph.align) * graph.align
