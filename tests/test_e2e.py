@@ -308,3 +308,150 @@ def test_bad_graph_triggered_through_airflow_fails_with_the_openeo_error(stack: 
     assert job["status"] == "error"
     errors = [e["message"] for e in admin.job(job["id"]).logs(level="error")]
     assert any("ProcessUnsupported" in m and "no_such_process" in m for m in errors), errors
+
+
+# --- Recurring products (one DAG each): backfill, asset triggers, pause, delete ---
+
+# Generous timeouts: the stack shares two cores with the runs it executes.
+_http = httpx.Client(timeout=60)
+
+
+def _admin(stack: Stack) -> dict[str, str]:
+    """As ``airflow_admin``, with the generous timeout."""
+    password = (stack.home / "secrets" / "airflow-admin").read_text().strip()
+    credentials = {"username": "admin", "password": password}
+    token = _http.post(f"{stack.base}/auth/token", json=credentials).json()["access_token"]
+    return {"Authorization": f"Bearer {token}"}
+
+
+def openeo_headers(connection: openeo.Connection) -> dict[str, str]:
+    return {"Authorization": f"Bearer {connection.auth.bearer}"}  # type: ignore[union-attr]
+
+
+def register_product(stack: Stack, alice: openeo.Connection, product: dict) -> str:
+    """Register through the openEO API; returns the DAG id once Airflow has parsed it (the
+    DAG file re-reads the products table on every parse: no restart)."""
+    response = _http.post(f"{stack.url}/products", json=product, headers=openeo_headers(alice))
+    assert response.status_code == 201, response.text
+    dag_id = f"openeo_product_{product['id']}"
+    dag_url = f"{stack.base}/api/v2/dags/{dag_id}"
+    wait_for(lambda: _http.get(dag_url, headers=_admin(stack)).status_code == 200, 120, 2)
+    return dag_id
+
+
+def dag_runs(stack: Stack, dag_id: str) -> list[dict]:
+    response = _http.get(f"{stack.base}/api/v2/dags/{dag_id}/dagRuns", headers=_admin(stack))
+    return list(response.json()["dag_runs"]) if response.status_code == 200 else []
+
+
+def test_product_backfill_publishes_one_item_per_interval_and_outlives_deletion(
+    alice: openeo.Connection, stack: Stack, tmp_path: Path
+) -> None:
+    cube = ndvi_max_composite(alice, COLLECTION, FULL_EXTENT, PERIOD).save_result("GTiff")
+    product = {
+        "id": "e2e_monthly",
+        "title": "NDVI max per month",
+        "process": {"process_graph": cube.flat_graph()},
+        "schedule": "0 0 1 * *",
+        "window": "data-interval",
+    }
+    dag_id = register_product(stack, alice, product)
+    url = f"{stack.url}/products/e2e_monthly"
+    headers = openeo_headers(alice)
+    response = _http.post(
+        f"{url}/backfill", json={"start": "2023-10-01", "end": "2023-12-01"}, headers=headers
+    )
+    assert response.status_code == 202, response.text
+
+    def items() -> list[dict]:
+        return list(_http.get(f"{url}/collection/items", headers=headers).json()["features"])
+
+    wait_for(lambda: len(items()) == 2, timeout=300, interval=3)
+    published = items()
+    windows = [
+        (i["properties"]["start_datetime"], i["properties"]["end_datetime"]) for i in published
+    ]
+    assert windows == [
+        ("2023-10-01T00:00:00Z", "2023-11-01T00:00:00Z"),
+        ("2023-11-01T00:00:00Z", "2023-12-01T00:00:00Z"),
+    ]
+    assert [i["id"] for i in published] == [
+        "20231001T000000Z_20231101T000000Z",
+        "20231101T000000Z_20231201T000000Z",
+    ]
+    tif = tmp_path / "october.tif"
+    tif.write_bytes(_http.get(published[0]["assets"]["openEO.tif"]["href"]).content)
+    with rasterio.open(tif) as src:
+        assert src.crs.to_epsg() == 32631 and np.isfinite(src.read(1)).any()
+    # Each run is an openEO job of the product's owner.
+    titles = [j.get("title") or "" for j in alice.list_jobs()]
+    assert {
+        "NDVI max per month 2023-10-01/2023-11-01",
+        "NDVI max per month 2023-11-01/2023-12-01",
+    } <= set(titles)
+    # Each published run emitted the product's Asset (downstream DAGs schedule on it).
+    admin = _admin(stack)
+    assets = _http.get(
+        f"{stack.base}/api/v2/assets",
+        params={"uri_pattern": "openeo://products/e2e_monthly"},
+        headers=admin,
+    ).json()["assets"]
+    events = _http.get(
+        f"{stack.base}/api/v2/assets/events", params={"asset_id": assets[0]["id"]}, headers=admin
+    ).json()["asset_events"]
+    assert sorted(e["extra"]["item_id"] for e in events) == [i["id"] for i in published]
+
+    # Deleting the product removes its DAG and keeps its published collection.
+    assert _http.delete(url, headers=headers).status_code == 204
+    assert _http.get(f"{stack.base}/api/v2/dags/{dag_id}", headers=admin).status_code == 404
+    assert _http.get(url, headers=headers).status_code == 404
+    assert [i["id"] for i in items()] == [i["id"] for i in published]
+
+
+def test_external_asset_event_starts_a_product(alice: openeo.Connection, stack: Stack) -> None:
+    product = {
+        "id": "e2e_on_event",
+        "process": {"process_graph": ndvi_max_composite(alice, COLLECTION, FULL_EXTENT, PERIOD)
+                    .save_result("GTiff").flat_graph()},
+        "trigger_assets": ["s3://e2e-bucket/new-scenes"],
+        "window": "previous-day",
+    }  # fmt: skip
+    dag_id = register_product(stack, alice, product)
+    admin = _admin(stack)
+    # What an external system does (README): find the asset's id, post an event for it.
+    found = _http.get(
+        f"{stack.base}/api/v2/assets",
+        params={"uri_pattern": "s3://e2e-bucket/new-scenes"},
+        headers=admin,
+    ).json()["assets"]
+    response = _http.post(
+        f"{stack.base}/api/v2/assets/events",
+        json={"asset_id": found[0]["id"], "extra": {"scene": "S2B_20231101"}},
+        headers=admin,
+    )
+    assert response.status_code == 200, response.text
+    runs = wait_for(lambda: dag_runs(stack, dag_id), timeout=120, interval=2)
+    assert runs[0]["run_type"] == "asset_triggered"
+    assert _http.delete(f"{stack.url}/products/e2e_on_event", headers=openeo_headers(alice))
+
+
+def test_pausing_a_product_stops_its_runs(alice: openeo.Connection, stack: Stack) -> None:
+    product = {
+        "id": "e2e_every_minute",
+        "process": {"process_graph": ndvi_max_composite(alice, COLLECTION, FULL_EXTENT, PERIOD)
+                    .save_result("GTiff").flat_graph()},
+        "schedule": "* * * * *",
+        "window": "previous-day",
+    }  # fmt: skip
+    dag_id = register_product(stack, alice, product)
+    url = f"{stack.url}/products/e2e_every_minute"
+    # A minute schedule runs the latest complete minute as soon as the DAG is there.
+    wait_for(lambda: dag_runs(stack, dag_id), timeout=120, interval=2)
+    paused = _http.post(f"{url}/pause", headers=openeo_headers(alice))
+    assert paused.json()["paused"] is True
+    dag = _http.get(f"{stack.base}/api/v2/dags/{dag_id}", headers=_admin(stack)).json()
+    assert dag["is_paused"] is True
+    before = len(dag_runs(stack, dag_id))
+    time.sleep(75)  # more than one schedule interval
+    assert len(dag_runs(stack, dag_id)) == before
+    assert _http.delete(url, headers=openeo_headers(alice)).status_code == 204
