@@ -30,6 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +42,7 @@ if str(ROOT) not in sys.path:
 # glibc keeps freed arrays below its (growing) mmap threshold in the heap, so a process's RSS
 # would never come down between tiles and stages; "peak above the start" needs it to.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
-MEM_FLOOR_MB = 32.0  # stages below this on both sides are measurement noise: not in the max
+MEM_FLOOR_MB = 32.0  # stages that measured less are allocator noise: not in the max
 SCALING_WORKFLOW = "ndvi_max"
 TASK_SECONDS = 0.0  # the model's per-task Airflow cost (sizing.model.TASK_SECONDS), set in main
 
@@ -132,6 +134,8 @@ def run_job(graph: dict[str, Any], options: dict[str, Any], session: Any = None)
         error = f"job {job.id} ended {done.status}"
     predicted = done.sizing["predicted"]
     measured = done.sizing.get("measured") or {}
+    # a stage killed for memory is re-sized (smaller tiles) and retried: say so
+    retries = [e.message for e in b.registry.logs(job.id) if "ran out of memory" in e.message]
     stages = []
     for stage in predicted["stages"]:
         if stage["name"] not in measured:
@@ -160,6 +164,8 @@ def run_job(graph: dict[str, Any], options: dict[str, Any], session: Any = None)
         "job": job.id,
         "engine": predicted["engine"],
         "tile_size": predicted["tile_size"],
+        "sized_tile_size": spec["tile_size"],
+        "oom_retries": retries,
         "megapixels": predicted["megapixels"],
         "shape": spec["shape"],
         "walls": {k: round(v, 2) for k, v in walls.items()},
@@ -198,6 +204,20 @@ def median_run(runs: int, fn: Any) -> Any:
 # --- the three parts ------------------------------------------------------------------------------
 
 
+def tile_inputs_mb(shape: dict[str, Any], tile: int) -> float:
+    """The float32 inputs of one transform tile (halo included), from the job's shape."""
+    halo = int(shape["graph"].get("halo", 0))
+    side = tile + 2 * halo
+    return round(
+        sum(
+            s["steps"] * s["bands"] * min(side, s["height"]) * min(side, s["width"]) * 4
+            for s in shape["sources"]
+        )
+        / 2**20,
+        1,
+    )
+
+
 def accuracy(
     args: argparse.Namespace, scratch: Path, failures: dict[str, str]
 ) -> list[dict[str, Any]]:
@@ -211,14 +231,42 @@ def accuracy(
         log(f"accuracy: {wid} at {args.side_km:g} km, inline")
         run = run_job(graph, {"engine": "inline"})
         nodes = run["shape"]["graph"]["nodes"]
+        inputs = tile_inputs_mb(run["shape"], run["tile_size"])
         for stage in run["stages"]:
-            rows.append({"workflow": wid, "tile_size": run["tile_size"], "nodes": nodes, **stage})
+            rows.append(
+                {
+                    "workflow": wid,
+                    "tile_size": run["tile_size"],
+                    "nodes": nodes,
+                    "inputs_mb": inputs,
+                    **stage,
+                }
+            )
         if run["error"]:
             failures[wid] = run["error"]
+        for message in run["oom_retries"]:
+            log(f"{wid}: {message}")
     return rows
 
 
+@contextmanager
+def spark_env() -> Iterator[None]:
+    """Spark's Python workers without the allocator setting: with it a fresh worker's RSS
+    reaches the spark-local engine's per-worker limit (PYTHON_BASE_MB + tile) and is killed,
+    which the engine then retries in smaller tiles."""
+    saved = {k: os.environ.pop(k) for k in MALLOC_ENV if k in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def scaling(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
+    with spark_env():
+        return _scaling(args, scratch)
+
+
+def _scaling(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
     from bench.sizing_workflows import WORKFLOWS, process_graph
 
     workflow = WORKFLOWS[SCALING_WORKFLOW]
@@ -235,6 +283,8 @@ def scaling(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             if factor == 1 and session is not None:  # Python workers started and warm
                 run_job(graph, {"engine": "spark-local"}, session)
             run = run_job(graph, {"engine": "spark-local"}, session)
+            for message in run["oom_retries"]:
+                log(f"{side:g} km: {message}")
             _scaled(out, factor, side, run)
             if factor == 16:  # the 16x area again in tiles of the 1x run's size
                 tile = out["runs"]["1x"]["tile_size"]
@@ -263,6 +313,8 @@ def _scaled(out: dict[str, Any], factor: int, side: float, run: dict[str, Any]) 
     out["runs"][f"{factor}x"] = {
         "side_km": side,
         "tile_size": run["tile_size"],
+        "sized_tile_size": run["sized_tile_size"],
+        "oom_retries": len(run["oom_retries"]),
         "tiles": max(s["tiles"] for s in spark),
         "megapixels": run["megapixels"],
         "stage_seconds": round(sum(s["meas_seconds"] for s in spark), 2),
@@ -330,42 +382,41 @@ def fits(rows: list[dict[str, Any]], scale: dict[str, Any] | None) -> dict[str, 
     loads = [r for r in rows if r["stage"].startswith("load:")]
     transforms = [r for r in rows if r["stage"] == "transform"]
     saves = [r for r in rows if r["stage"] == "save"]
-    factors = []
-    for r in transforms:
-        if not counted(r):
-            continue
-        factor = model.TRANSFORM_FACTOR_BASE + model.TRANSFORM_FACTOR_PER_NODE * r["nodes"]
-        factor = min(model.TRANSFORM_FACTOR_MAX, factor)
-        inputs = r["pred_peak_mb"] / factor
-        if inputs > 1:
-            factors.append(
-                {
-                    "workflow": r["workflow"],
-                    "nodes": r["nodes"],
-                    "model": round(factor, 2),
-                    "measured": round(r["meas_peak_mb"] / inputs, 2),
-                }
-            )
+    factors = [
+        {
+            "workflow": r["workflow"],
+            "inputs_mb": r["inputs_mb"],
+            "meas_over_inputs": round(r["meas_peak_mb"] / r["inputs_mb"], 2),
+            "meas_minus_32_over_inputs": round((r["meas_peak_mb"] - 32) / r["inputs_mb"], 2),
+            "pred_over_meas": round(r["pred_peak_mb"] / max(r["meas_peak_mb"], 1e-3), 2),
+        }
+        for r in transforms
+        if counted(r) and r["inputs_mb"] > 1
+    ]
     out: dict[str, Any] = {
         "LOAD_MPX_PER_SECOND": {
-            "model": model.LOAD_MPX_PER_SECOND,
+            "model": getattr(model, "LOAD_MPX_PER_SECOND", None),
             "measured": med([r["meas_megapixels"] / r["cpu_seconds"] for r in loads]),
         },
         "TRANSFORM_MPX_PER_SECOND": {
-            "model": model.TRANSFORM_MPX_PER_SECOND,
-            "measured": med(
-                [r["pred_megapixels"] * r["nodes"] / r["wall_seconds"] for r in transforms]
-            ),
+            "model": getattr(model, "TRANSFORM_MPX_PER_SECOND", None),
+            "measured": med([r["pred_megapixels"] / r["wall_seconds"] for r in transforms]),
         },
         "SAVE_MPX_PER_SECOND": {
-            "model": model.SAVE_MPX_PER_SECOND,
+            "model": getattr(model, "SAVE_MPX_PER_SECOND", None),
             "measured": med([r["pred_megapixels"] / r["wall_seconds"] for r in saves]),
         },
         "load_peak_meas_over_pred": med(
             [r["meas_peak_mb"] / r["pred_peak_mb"] for r in loads if r["pred_peak_mb"]]
         ),
         "transform_factor": factors,
-        "PYTHON_BASE_MB": {"model": model.PYTHON_BASE_MB, "measured": python_base_mb()},
+        "PYTHON_BASE_MB": {
+            "model": getattr(model, "PYTHON_BASE_MB", None),
+            "measured": python_base_mb(),
+            "spark_worker_peak_rss": max(
+                (r["peak_rss_mb"] for r in (scale or {}).get("runs", {}).values()), default=None
+            ),
+        },
     }
     if scale and scale["spark"] == "submit":
         startup = [
@@ -375,7 +426,7 @@ def fits(rows: list[dict[str, Any]], scale: dict[str, Any] | None) -> dict[str, 
             if s["stage"] != "save"
         ]
         out["SPARK_STARTUP_SECONDS[spark-local]"] = {
-            "model": model.SPARK_STARTUP_SECONDS["spark-local"],
+            "model": getattr(model, "SPARK_STARTUP_SECONDS", {}).get("spark-local"),
             "measured": med(startup),
         }
     return out
@@ -395,7 +446,7 @@ def unmeasured(row: dict[str, Any]) -> bool:
 
 
 def counted(row: dict[str, Any]) -> bool:
-    big = max(row["pred_peak_mb"], row["meas_peak_mb"]) >= MEM_FLOOR_MB
+    big = row["meas_peak_mb"] >= MEM_FLOOR_MB
     return big and not unmeasured(row)
 
 
@@ -490,8 +541,8 @@ def main(argv: list[str] | None = None) -> None:
     abs_err, under, worst = memory_errors(rows)
     print(f"\npeak memory: max |pred-meas|/meas {abs_err}, max under-prediction {under}")
     print(
-        f"worst stages: {', '.join(worst)}; not counted: stages under {MEM_FLOOR_MB:g} MiB "
-        "on both sides, and the UDF transform (its child process is not measured)"
+        f"worst stages: {', '.join(worst)}; not counted: stages that measured under "
+        f"{MEM_FLOOR_MB:g} MiB, and the UDF transform (its child process is not measured)"
     )
     for wid, error in failures.items():
         print(f"FAILED {wid}: {error}")
@@ -528,7 +579,9 @@ def main(argv: list[str] | None = None) -> None:
     }
     (out / "sizing.json").write_text(json.dumps({**details, "summary": summary}, indent=1))
     print(f"\nresults: {out / 'sizing.json'}")
-    print("SUMMARY " + json.dumps(summary))
+    print("SUMMARY " + json.dumps(summary), flush=True)
+    sys.stderr.flush()
+    os._exit(0)  # nothing after the SUMMARY line (py4j and others log at interpreter exit)
 
 
 if __name__ == "__main__":
