@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from functools import cache
 from typing import Any, TypeVar
 
+from openeo_airflow.airflow import run_notes
 from openeo_airflow.core.errors import OpenEOError
 from openeo_airflow.core.models import JobStatus
 from openeo_airflow.core.settings import load_settings
@@ -121,7 +122,9 @@ def size(job_id: str) -> dict[str, Any]:
             )
         return spec
 
-    return _guard(job_id, "size", work)
+    spec = _guard(job_id, "size", work)
+    run_notes.on_sized(backend(), job_id, spec)
+    return spec
 
 
 def _execute(
@@ -267,6 +270,7 @@ def save(job_id: str, context: Any = None) -> list[str]:
     files = list((ws.read_result_metadata() or {}).get("assets", {}))
     backend().registry.set_status(job_id, JobStatus.FINISHED, only_from=ACTIVE, progress=100.0)
     _guard(job_id, "save", lambda: log.info("Job finished"))
+    run_notes.on_finished(backend(), job_id, files)
     return files
 
 
