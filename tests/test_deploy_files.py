@@ -221,8 +221,9 @@ def test_airflow_image_pins_the_project_airflow_version() -> None:
     version = pinned_airflow_version()
     args = arg_defaults(AIRFLOW_DOCKERFILE)
     assert args["AIRFLOW_VERSION"] == version
-    froms = [a for k, a in instructions(AIRFLOW_DOCKERFILE) if k == "FROM"]
-    assert froms == ["apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}"]
+    froms = [a.split()[0] for k, a in instructions(AIRFLOW_DOCKERFILE) if k == "FROM"]
+    assert set(froms) == {"${AIRFLOW_IMAGE}"}, "every stage on the same Airflow image"
+    assert args["AIRFLOW_IMAGE"] == "apache/airflow:${AIRFLOW_VERSION}-python${PYTHON_VERSION}"
     assert args["PYTHON_VERSION"] == "3.11"
     runs = " ".join(a for k, a in instructions(AIRFLOW_DOCKERFILE) if k == "RUN")
     assert '"apache-airflow==${AIRFLOW_VERSION}"' in runs
