@@ -191,7 +191,9 @@ def test_batch_job_ndvi_composite(
         f"{stack.base}/api/v2/dags/openeo_batch_job/dagRuns/{job.job_id}",
         headers=airflow_admin(stack),
     ).json()
-    assert run["note"] == f"openEO job {job.job_id} of alice: e2e ndvi"
+    # The first line is set at trigger; size and save add the sizing and the results link.
+    assert run["note"].startswith(f"openEO job {job.job_id} of alice: e2e ndvi")
+    assert "Sizing" in run["note"] and f"/jobs/{job.job_id}/results" in run["note"]
     assert run["conf"]["job_id"] == job.job_id
     # The job is finished when its save task says so; the run ends a moment later.
     assert wait_for(lambda: airflow_run_state(stack, job.job_id) == "success", timeout=60)

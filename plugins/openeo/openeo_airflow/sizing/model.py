@@ -10,9 +10,9 @@ the seven workflows of ``bench/sizing_bench.py`` (bench/README.md has the measur
 - load: the tile's float32 cube ``t*b*T^2*4`` bytes times 1.2 (the cube plus the Zarr
   encoder's copy of a chunk at a time), plus the reader's buffers (at most 48 MiB) and 2 MiB;
 - transform: 32 MiB plus the inputs cut to the tile (with halo) times a working-set weight:
-  about 2 for pixel-wise chains, 1 for neighbourhood processes (they work in place on
-  chunks), +2 per ``merge_cubes``, +1.5 for temporal aggregation;
-- save and small transforms need at least ``FLOOR_MB`` whatever the size.
+  3.4 for pixel-wise chains, 1.7 for neighbourhood processes (they work on chunks), +3.6 per
+  ``merge_cubes``, +0.6 for temporal aggregation;
+- small transforms need at least ``FLOOR_MB``, saves ``SAVE_FLOOR_MB``, whatever the size.
 """
 
 from __future__ import annotations
@@ -29,23 +29,26 @@ LOAD_CUBE_WEIGHT = 1.2
 LOAD_BUFFERS_MAX_MB = 48.0
 LOAD_FIXED_MB = 2.0
 TRANSFORM_FIXED_MB = 32.0
-WEIGHT_PIXELWISE = 2.0
-WEIGHT_NEIGHBOURHOOD = 1.0
-WEIGHT_PER_MERGE = 2.0
-WEIGHT_TEMPORAL_AGGREGATION = 1.5
+WEIGHT_PIXELWISE = 3.4
+WEIGHT_NEIGHBOURHOOD = 1.7
+WEIGHT_PER_MERGE = 3.6
+WEIGHT_TEMPORAL_AGGREGATION = 0.6
 FLOOR_MB = 40.0
-PYTHON_BASE_MB = 300  # an idle Python worker with our stack imported
+SAVE_FLOOR_MB = 64.0  # a netCDF time series needs about 60
+# A Spark Python worker with our stack imported: 311-475 MiB measured (a plain interpreter:
+# 253); the worker's memory limit starts from it.
+PYTHON_BASE_MB = 480
 JVM_HEAP_MB = 1024  # the JVM only moves tile descriptors and measurements
 TILE_BUDGET_MB = 1536  # what one tile may need: several run side by side per executor
 MIN_TILE = 128
 MAX_TILE = 4096
-LOAD_MPX_PER_SECOND = 10.0  # per core, reading, decoding and storing tiled COGs
+LOAD_MPX_PER_SECOND = 15.0  # per core, reading, decoding and storing tiled COGs
 LOAD_FIXED_SECONDS = 0.3
-TRANSFORM_MPX_PER_SECOND = 8.0  # input megapixels per core, whatever the number of processes
-TRANSFORM_FIXED_SECONDS = 1.0
+TRANSFORM_MPX_PER_SECOND = 10.0  # input megapixels per core, whatever the number of processes
+TRANSFORM_FIXED_SECONDS = 0.3
 UDF_SECONDS = 0.6  # per run_udf call and tile: a child Python process
-SAVE_MPX_PER_SECOND = 30.0
-SAVE_FIXED_SECONDS = 0.4
+SAVE_MPX_PER_SECOND = 6.0
+SAVE_FIXED_SECONDS = 0.2
 SPARK_TASK_SECONDS = 0.3  # per tile on the Spark engines
 # Airflow's own cost per task (DESIGN §5: 4-11 s for a 4-task run on this machine) plus
 # starting Spark, per stage.
@@ -225,7 +228,7 @@ def choose_engine(megapixels: float, limits: Limits, forced: str | None) -> tupl
 def _resources(
     engine: str, tiles: int, tile_mb: float, driver_mb: float, limits: Limits
 ) -> Resources:
-    worker_mb = PYTHON_BASE_MB + tile_mb * 1.25
+    worker_mb = PYTHON_BASE_MB + tile_mb * 1.5
     if engine == "spark-k8s":
         cores = 2 if tiles > 1 else 1
         executors = max(1, min(limits.max_executors, math.ceil(tiles / cores)))
@@ -285,9 +288,9 @@ def size_stages(
         StageSize(
             name="save",
             tiles=1,
-            peak_tile_mb=round(max(FLOOR_MB, out_mb * 2), 1),
+            peak_tile_mb=round(max(SAVE_FLOOR_MB, out_mb * 2), 1),
             peak_executor_mb=0.0,
-            peak_driver_mb=round(max(FLOOR_MB, out_mb * 2), 1),
+            peak_driver_mb=round(max(SAVE_FLOOR_MB, out_mb * 2), 1),
             seconds=round(TASK_SECONDS + SAVE_FIXED_SECONDS + out_mpx / SAVE_MPX_PER_SECOND, 2),
             megapixels=round(out_mpx, 3),
             bytes_read=out_mb * MB,
