@@ -268,9 +268,10 @@ def save(job_id: str, context: Any = None) -> list[str]:
     run_stage(job_id, "save", None, context)
     ws = workspace(job_id)
     files = list((ws.read_result_metadata() or {}).get("assets", {}))
+    # The run's note first: once the job is finished, its Airflow run already says so.
+    run_notes.on_finished(backend(), job_id, files)
     backend().registry.set_status(job_id, JobStatus.FINISHED, only_from=ACTIVE, progress=100.0)
     _guard(job_id, "save", lambda: log.info("Job finished"))
-    run_notes.on_finished(backend(), job_id, files)
     return files
 
 
