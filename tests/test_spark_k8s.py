@@ -181,6 +181,21 @@ def test_optional_volume_and_secret_validate(
         assert env_from == expected
 
 
+def test_pools_and_the_autoscaler_validate(schema: dict[str, Any]) -> None:
+    config = SparkK8sConfig("ns", "img", "sa", "/ws", driver_pool="core", executor_pool="spark")
+    body = manifest(config=config)
+    assert_valid(body, schema)
+    driver, executor = body["spec"]["driver"], body["spec"]["executor"]
+    assert driver["annotations"] == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+    assert driver["nodeSelector"] == {"openeo.org/pool": "core"}
+    assert executor["nodeSelector"] == {"openeo.org/pool": "spark"}
+    assert executor["tolerations"] == [
+        {"key": "openeo.org/pool", "operator": "Equal", "value": "spark", "effect": "NoSchedule"}
+    ]
+    plain = manifest(config=SparkK8sConfig("ns", "img", "sa", "/ws"))["spec"]
+    assert "nodeSelector" not in plain["driver"] and "tolerations" not in plain["executor"]
+
+
 def test_integers_are_integers() -> None:
     spec = manifest(resources=RESOURCES["static"])["spec"]
     for value in (
@@ -309,6 +324,8 @@ def test_config_from_settings(tmp_path: Path) -> None:
             "OPENEO_AIRFLOW_SPARK_SERVICE_ACCOUNT": "sa",
             "OPENEO_AIRFLOW_WORKSPACE_PVC": "pvc",
             "OPENEO_AIRFLOW_GDAL_PROFILE": "cloudferro",
+            "OPENEO_AIRFLOW_SPARK_CREDENTIALS_SECRET": "eodata",
+            "OPENEO_AIRFLOW_SPARK_EXECUTOR_POOL": "spark",
         }
     )
     config = SparkK8sConfig.from_settings(settings)
@@ -319,6 +336,8 @@ def test_config_from_settings(tmp_path: Path) -> None:
         workspace_root="/opt/openeo/workspace",
         workspace_pvc="pvc",
         gdal_profile="cloudferro",
+        credentials_secret="eodata",
+        executor_pool="spark",
     )
 
 

@@ -42,6 +42,9 @@ class Settings:
     spark_service_account: str = "openeo-spark"
     workspace_pvc: str = ""
     kubernetes_conn_id: str = "kubernetes_default"
+    spark_credentials_secret: str = ""  # a Secret whose keys become env vars (object store)
+    spark_driver_pool: str = ""  # node pool label (openeo.org/pool) for drivers: not scaled down
+    spark_executor_pool: str = ""  # node pool for executors: the autoscaled one
 
     @property
     def jobs_dir(self) -> Path:
@@ -82,4 +85,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         spark_service_account=get("SPARK_SERVICE_ACCOUNT", "openeo-spark"),
         workspace_pvc=get("WORKSPACE_PVC", ""),
         kubernetes_conn_id=get("KUBERNETES_CONN_ID", "kubernetes_default"),
+        spark_credentials_secret=get("SPARK_CREDENTIALS_SECRET", ""),
+        spark_driver_pool=get("SPARK_DRIVER_POOL", ""),
+        spark_executor_pool=get("SPARK_EXECUTOR_POOL", ""),
     )

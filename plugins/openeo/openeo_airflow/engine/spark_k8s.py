@@ -53,6 +53,7 @@ PYTHON = "/opt/openeo/venv/bin/python"
 DRIVER_CONTAINER = "spark-kubernetes-driver"
 WORKSPACE_VOLUME = "openeo-workspace"
 LABEL_PREFIX = "openeo-airflow/"
+POOL_LABEL = "openeo.org/pool"  # the node label of pools, as in helm-values/overlays
 APP_LABEL = LABEL_PREFIX + "app"
 MAX_NAME = 63 - len("-ui-svc")
 MAX_LABEL_VALUE = 63
@@ -69,6 +70,8 @@ class SparkK8sConfig:
     workspace_pvc: str = ""  # mounted at workspace_root; empty: the workspace is not a volume
     gdal_profile: str = "local"
     credentials_secret: str = ""  # a Secret whose keys become env vars (object-store keys)
+    driver_pool: str = ""  # node pool (POOL_LABEL) of drivers; empty: anywhere
+    executor_pool: str = ""  # node pool of executors (tainted for Spark, autoscaled)
     spark_version: str = SPARK_VERSION
     image_pull_policy: str = "IfNotPresent"
     time_to_live_seconds: int = 3600
@@ -83,7 +86,9 @@ class SparkK8sConfig:
             workspace_root=str(settings.workspace),
             workspace_pvc=settings.workspace_pvc,
             gdal_profile=settings.gdal_profile,
-            credentials_secret=getattr(settings, "spark_credentials_secret", ""),
+            credentials_secret=settings.spark_credentials_secret,
+            driver_pool=settings.spark_driver_pool,
+            executor_pool=settings.spark_executor_pool,
             spark_version=getattr(settings, "spark_version", SPARK_VERSION),
         )
 
@@ -127,6 +132,20 @@ def build_spark_application(
         "deleteOnTermination": False,
         **_pod_common(config, labels),
     }
+    # A driver evicted by a scale-down loses the whole stage: the autoscaler must leave it.
+    driver["annotations"] = {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+    if config.driver_pool:
+        driver["nodeSelector"] = {POOL_LABEL: config.driver_pool}
+    if config.executor_pool:
+        executor["nodeSelector"] = {POOL_LABEL: config.executor_pool}
+        executor["tolerations"] = [
+            {
+                "key": POOL_LABEL,
+                "operator": "Equal",
+                "value": config.executor_pool,
+                "effect": "NoSchedule",
+            }
+        ]
     spec: dict[str, Any] = {
         "type": "Python",
         "pythonVersion": "3",
