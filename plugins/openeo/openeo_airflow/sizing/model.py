@@ -34,7 +34,7 @@ WEIGHT_NEIGHBOURHOOD = 1.7
 WEIGHT_PER_MERGE = 3.6
 WEIGHT_TEMPORAL_AGGREGATION = 0.6
 FLOOR_MB = 40.0
-SAVE_FLOOR_MB = 64.0  # a netCDF time series needs about 60
+SAVE_FLOOR_MB = 56.0  # a netCDF time series needs 49-58 MiB
 # A Spark Python worker with our stack imported: 311-475 MiB measured (a plain interpreter:
 # 253); the worker's memory limit starts from it.
 PYTHON_BASE_MB = 480
@@ -310,14 +310,17 @@ def _transform_stage(
     startup: float,
 ) -> StageSize:
     """Tiles run on executors; with global processes the driver runs the tiles one by one and
-    also holds their partial results (about one value per pixel and date)."""
+    also holds their partial results (about one value per pixel and date); a single tile is
+    evaluated by the driver at once."""
     tiles = _tile_count(sources, tile)
-    on_driver = graph.global_nodes > 0
+    on_driver = graph.global_nodes > 0 and tiles > 1  # one tile: evaluated at once anyway
     inputs_mb = sum(s.megapixels for s in sources) * 1e6 * FLOAT / MB
     tile_mb = transform_tile_mb(sources, graph, tile)
     if on_driver:
         partials_mb = sum(s.steps * s.height * s.width for s in sources) * FLOAT / MB
         driver_mb = tile_mb + partials_mb
+    elif tiles == 1:  # the stage's driver evaluates the one tile itself
+        driver_mb = max(tile_mb, result_mb(sources, graph) * 2)
     else:
         driver_mb = result_mb(sources, graph) * 2
     resources = apply_overrides(_resources(engine, tiles, tile_mb, driver_mb, limits), options)
