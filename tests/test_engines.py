@@ -35,6 +35,7 @@ def backend(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
     patch.setenv("OPENEO_AIRFLOW_HOME", str(root / "home"))
     patch.setenv("OPENEO_AIRFLOW_COLLECTIONS", str(collections))
     patch.delenv(WORKER_MEMORY_ENV, raising=False)
+    patch.setenv("OPENEO_AIRFLOW_OOM_RETRIES", "3")
     tasks.backend.cache_clear()
     yield tasks.backend()
     tasks.backend.cache_clear()
@@ -221,18 +222,18 @@ def test_a_memory_error_in_a_tile_is_a_stage_out_of_memory(
 
 @pytest.mark.timeout(600)
 def test_spark_local_recovers_from_a_too_small_size(backend: Backend) -> None:
-    # 192 MiB for each of 2 Python workers is less than one needs just to start (about
-    # 250 MiB here): the first try is killed like a container over its limit, the retry gets
-    # twice the memory and smaller tiles.
-    options = {"engine": "spark-local", "executor-memoryOverhead": "384m", "executor-cores": 2}
+    # 128 MiB for each of 2 Python workers is less than one needs just to start (250-480 MiB
+    # measured): the first try is killed like a container over its limit; each retry gets
+    # twice the memory and smaller tiles until the stage fits.
+    options = {"engine": "spark-local", "executor-memoryOverhead": "256m", "executor-cores": 2}
     job = backend.registry.create("alice", cdse_ndvi_max(), job_options=options)
     backend.registry.set_status(job.id, JobStatus.QUEUED)
     tasks.size(job.id)
     tasks.load(job.id, "load")
     warnings = [e.message for e in backend.registry.logs(job.id, level="warning")]
     retries = [m for m in warnings if "ran out of memory" in m and "retrying" in m]
-    assert len(retries) == 1, warnings
-    assert "MemoryError: worker" in retries[0]
+    assert 1 <= len(retries) <= 3, warnings
+    assert all("MemoryError: worker" in m for m in retries)
     sizing = backend.registry.get(job.id).sizing
     assert sizing["predicted"]["reason"] == "load:load ran out of memory"
     assert sizing["measured"]["load:load"]["megapixels"] == pytest.approx(19 * 3 * 52 * 46 / 1e6)
