@@ -275,8 +275,10 @@ def test_load_errors(rkh: dict[str, Any]) -> None:
         with pytest.raises(ProcessParameterInvalid) as error:
             load(cfg, utm_extent(0, 0, 2, 2), temporal_extent=temporal)
         assert error.value.params["parameter"] == "temporal_extent"
-    with pytest.raises(FeatureUnsupported):
+    # GeoJSON extents are supported (test_geojson_extent.py); an empty polygon is invalid.
+    with pytest.raises(ProcessParameterInvalid) as error:
         load(cfg, {"type": "Polygon", "coordinates": []})
+    assert error.value.params["parameter"] == "spatial_extent"
 
 
 def test_snap_grid_is_stable() -> None:

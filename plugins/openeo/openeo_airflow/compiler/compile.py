@@ -30,7 +30,7 @@ from openeo_airflow.core.errors import (
 from .plan import Output, Plan, Source
 from .validate import node_references, validate_process
 
-SOURCE_PROCESSES = ("load_collection",)
+SOURCE_PROCESSES = ("load_collection", "load_stac", "load_result")
 OUTPUT_PROCESS = "save_result"
 # Processes computed by the loader while it reads: they must follow their source directly.
 LOAD_TIME_PROCESSES = ("sar_backscatter",)
@@ -147,8 +147,18 @@ def _typed(
 
 def _source(node_id: str, node: dict[str, Any], collections: Collection[str] | None) -> Source:
     process_id, args = node["process_id"], node["arguments"]
-    collection_id = _typed(node_id, process_id, "id", args.get("id"), str, nullable=False)
-    if collections is not None and collection_id not in collections:
+    url = None
+    if process_id == "load_stac":
+        # The URL doubles as the source's name in logs; the engine reads it (catalog.adhoc).
+        url = _typed(node_id, process_id, "url", args.get("url"), str, nullable=False)
+        collection_id = url
+    else:
+        collection_id = _typed(node_id, process_id, "id", args.get("id"), str, nullable=False)
+    if (
+        process_id == "load_collection"
+        and collections is not None
+        and (collection_id not in collections)
+    ):
         raise CollectionNotFound(
             f"Node '{node_id}' ({process_id}): collection '{collection_id}' does not exist",
             identifier=collection_id,
@@ -165,6 +175,7 @@ def _source(node_id: str, node: dict[str, Any], collections: Collection[str] | N
         ),
         bands=_typed(node_id, process_id, "bands", args.get("bands"), list),
         properties=_typed(node_id, process_id, "properties", args.get("properties"), dict),
+        url=url,
     )
 
 

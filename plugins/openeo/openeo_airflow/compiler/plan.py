@@ -12,10 +12,14 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Source:
-    """One data source of the graph: a ``load_collection`` (or later ``load_stac``) node.
+    """One data source of the graph: a ``load_collection``, ``load_stac`` or ``load_result``
+    node (``process_id``).
 
     ``backscatter``: the arguments (without ``data``) of a ``sar_backscatter`` node applied
     directly to this source; the loader computes backscatter while reading (``None``: none).
+    ``url``: where an ad-hoc source's STAC lives: the URL given to ``load_stac``; for
+    ``load_result`` the finished job's results folder, filled in by the job service once it
+    has checked the job's owner (``collection_id`` holds the URL / the job id, for logs).
     """
 
     node_id: str
@@ -26,6 +30,7 @@ class Source:
     bands: list[str] | None = None
     properties: dict[str, Any] | None = None
     backscatter: dict[str, Any] | None = None
+    url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,12 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from openeo_airflow.catalog.config import BandConfig, CollectionConfig
-from openeo_airflow.catalog.stac import StacItem, bbox_intersects
+from openeo_airflow.catalog.stac import StacItem, bbox_intersects, search_items
 from openeo_airflow.compiler.plan import Source
 from openeo_airflow.io.gdal_env import gdal_env
+from openeo_airflow.io.geometry_mask import geometry_text
 from openeo_airflow.io.grid import Grid
-from openeo_airflow.io.reader import LoadOptions, Steps, resolve_load, time_steps
+from openeo_airflow.io.reader import LoadOptions, SearchFn, Steps, resolve_load, time_steps
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class LoadPlan:
                 "gdal_profile": self.options.gdal_profile,
                 "soft_errors": self.options.soft_errors,
                 "sentinel2": self.options.sentinel2,
+                "geometry": self.options.geometry,
             },
             "stats": asdict(self.stats),
         }
@@ -102,20 +104,28 @@ class LoadPlan:
 
 
 def prepare_load(
-    source: Source, config: CollectionConfig, gdal_profile: str, soft_errors: float
+    source: Source,
+    config: CollectionConfig,
+    gdal_profile: str,
+    soft_errors: float,
+    search: SearchFn = search_items,
 ) -> LoadPlan:
-    """Search the catalog and fix the grid of one source (I/O: catalog search, one header)."""
+    """Search the catalog and fix the grid of one source (I/O: catalog search, one header).
+
+    ``search`` finds the items (an ad-hoc source's own search for load_stac / load_result)."""
     items, bands, grid = resolve_load(
         config,
         spatial_extent=source.spatial_extent,
         temporal_extent=source.temporal_extent,
         bands=source.bands,
         properties=source.properties,
+        search=search,
     )
     options = LoadOptions(
         gdal_profile=config.gdal_profile or gdal_profile,
         soft_errors=soft_errors,
         sentinel2=config.sentinel2,
+        geometry=geometry_text(source.spatial_extent, source.process_id),
     )
     steps = time_steps(items, config.sentinel2)
     return LoadPlan(

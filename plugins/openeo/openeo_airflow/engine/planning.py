@@ -14,7 +14,9 @@ from openeo_airflow.compiler.plan import Plan, Source
 from openeo_airflow.core.errors import CollectionNotFound, ProcessGraphComplexity
 from openeo_airflow.core.settings import Settings
 from openeo_airflow.engine.loadplan import LoadPlan, prepare_load
+from openeo_airflow.engine.sources import ADHOC_PROCESSES, resolve_source
 from openeo_airflow.engine.stages import soft_error_ratio
+from openeo_airflow.io.geometry_mask import bbox_extent
 from openeo_airflow.processes.tiling import tiling_plan
 from openeo_airflow.sizing.estimate import extent_wgs84, pixel_count
 from openeo_airflow.sizing.model import GraphShape, Limits, Sizing, SourceShape, size_job
@@ -109,6 +111,20 @@ def shape_job(
 ) -> JobShape:
     loads, shapes, whole = [], [], []
     for source in plan.sources:
+        if source.process_id in ADHOC_PROCESSES:
+            # load_stac / load_result: a collection made from the STAC document, searched by
+            # its own function; then the same tiled load as any collection.
+            resolved = resolve_source(source, collections)
+            load = prepare_load(
+                resolved.source,
+                resolved.config,
+                gdal_profile,
+                soft_error_ratio(job_options),
+                search=resolved.search,
+            )
+            loads.append(load)
+            shapes.append(source_shape(load))
+            continue
         config = collections.get(source.collection_id)
         if config is None:
             raise CollectionNotFound(identifier=source.collection_id)
@@ -132,7 +148,7 @@ def _estimated_shape(source: Source, config: CollectionConfig) -> SourceShape:
     """A shape from the extent alone (no catalog search): one time step per band."""
     bands = len(source.bands) if source.bands else len(config.bands)
     pixels = (
-        pixel_count(extent_wgs84(source.spatial_extent), config.resolution, 1, 1)
+        pixel_count(extent_wgs84(bbox_extent(source.spatial_extent)), config.resolution, 1, 1)
         if source.spatial_extent
         else 10_000 * 10_000
     )

@@ -20,10 +20,12 @@ from pyproj import Transformer
 
 from openeo_airflow.catalog.config import CollectionConfig
 from openeo_airflow.compiler.plan import Plan, Source
-from openeo_airflow.core.errors import CollectionNotFound, ProcessParameterInvalid
+from openeo_airflow.core.errors import ProcessParameterInvalid
 from openeo_airflow.cube import cube_crs, cube_transform
+from openeo_airflow.engine.sources import resolve_source
 from openeo_airflow.engine.workspace import RESULT_METADATA, JobWorkspace
 from openeo_airflow.io.formats import media_type, normalize_format, write_gtiff, write_netcdf
+from openeo_airflow.io.geometry_mask import geometry_text, mask_cube
 from openeo_airflow.io.reader import load_cube
 from openeo_airflow.io.sar import load_backscatter
 from openeo_airflow.io.sentinelhub import load_sentinelhub
@@ -53,9 +55,9 @@ def load_source(
     gdal_profile: str,
     job_options: Mapping[str, Any] | None = None,
 ) -> xr.DataArray:
-    config = collections.get(source.collection_id)
-    if config is None:
-        raise CollectionNotFound(identifier=source.collection_id)
+    # load_collection, load_stac and load_result all resolve to a collection + item search.
+    resolved = resolve_source(source, collections)
+    source, config = resolved.source, resolved.config
     if config.sentinelhub is not None:
         cube = load_sentinelhub(
             config,
@@ -83,7 +85,12 @@ def load_source(
             gdal_profile=gdal_profile,
             properties=source.properties,
             soft_errors=soft_error_ratio(job_options or {}),
+            search=resolved.search,
         )
+    if config.sentinelhub is not None or source.backscatter is not None:
+        # Their loaders read the polygons' bounding box; the mask is applied here (load_cube
+        # masks while it reads).
+        cube = mask_cube(cube, geometry_text(source.spatial_extent, source.process_id))
     log.info(
         "Loaded %s: %s",
         source.collection_id,
@@ -106,7 +113,12 @@ def evaluate_plan(
 
     return evaluate(
         plan.process_graph,
-        hooks={"load_collection": from_sources, "save_result": passthrough},
+        hooks={
+            "load_collection": from_sources,
+            "load_stac": from_sources,
+            "load_result": from_sources,
+            "save_result": passthrough,
+        },
         resolver=resolver,
     )
 

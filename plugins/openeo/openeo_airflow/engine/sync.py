@@ -13,13 +13,12 @@ from typing import Any
 from openeo_airflow.catalog.config import CollectionConfig
 from openeo_airflow.catalog.stac import search_items
 from openeo_airflow.compiler.plan import Plan, Source
-from openeo_airflow.core.errors import (
-    CollectionNotFound,
-    NoDataAvailable,
-    ProcessGraphComplexity,
-)
+from openeo_airflow.core.errors import NoDataAvailable, ProcessGraphComplexity
 from openeo_airflow.engine import stages
+from openeo_airflow.engine.sources import resolve_source
 from openeo_airflow.io.formats import media_type
+from openeo_airflow.io.geometry_mask import bbox_extent
+from openeo_airflow.io.reader import SearchFn
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.sizing.estimate import extent_wgs84, pixel_count
 
@@ -37,30 +36,52 @@ def _time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-def estimate_source_pixels(source: Source, config: CollectionConfig) -> int | None:
-    """Pixels a source will load, or ``None`` when it is unbounded (no spatial extent)."""
-    if not source.spatial_extent:
-        return None
-    bbox = extent_wgs84(source.spatial_extent)
+def estimate_source_pixels(
+    source: Source, config: CollectionConfig, search: SearchFn = search_items
+) -> int | None:
+    """Pixels a source will load, or ``None`` when it is unbounded (no spatial extent).
+
+    An ad-hoc source (``search`` is its own) without spatial extent is bounded by its items."""
     start, end = (source.temporal_extent or [None, None])[:2]
+    if not source.spatial_extent:
+        if search is search_items:
+            return None
+        found = search(config, None, _time(start), _time(end), properties=source.properties)
+        if not found:
+            return 0
+        boxes = [item.bbox for item in found]
+        bbox: tuple[float, float, float, float] = (
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        )
+    else:
+        bbox = extent_wgs84(bbox_extent(source.spatial_extent))
     if config.sentinelhub is not None:
         # No STAC catalog to count the dates in: at most one observation per day.
         first, last = _time(start), _time(end)
         dates = (last - first).days + 1 if first and last else 366
     else:
-        items = search_items(config, bbox, _time(start), _time(end), properties=source.properties)
+        items = search(config, bbox, _time(start), _time(end), properties=source.properties)
         dates = len({item.datetime.date() for item in items})
     bands = len(source.bands) if source.bands else len(config.bands)
-    return pixel_count(bbox, config.resolution, bands, dates)
+    # An ad-hoc collection (load_stac) may be on a lon/lat grid: its pixel size in metres.
+    metres = config.resolution * (111_320.0 if _geographic(config.crs) else 1.0)
+    return pixel_count(bbox, metres, bands, dates)
+
+
+def _geographic(crs: str | None) -> bool:
+    from pyproj import CRS
+
+    return crs is not None and CRS.from_user_input(crs).is_geographic
 
 
 def check_size(plan: Plan, collections: Mapping[str, CollectionConfig], max_pixels: int) -> None:
     total = 0
     for source in plan.sources:
-        config = collections.get(source.collection_id)
-        if config is None:
-            raise CollectionNotFound(identifier=source.collection_id)
-        pixels = estimate_source_pixels(source, config)
+        resolved = resolve_source(source, collections)  # load_stac / load_result included
+        pixels = estimate_source_pixels(resolved.source, resolved.config, resolved.search)
         if pixels is None:
             raise ProcessGraphComplexity(
                 f"Node '{source.node_id}' loads '{source.collection_id}' without a spatial "

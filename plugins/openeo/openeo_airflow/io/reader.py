@@ -44,8 +44,9 @@ from openeo_airflow.catalog.sentinel2 import (
     first_raster_band,
 )
 from openeo_airflow.catalog.stac import StacItem, parse_datetime, search_items
-from openeo_airflow.core.errors import FeatureUnsupported, Internal, ProcessParameterInvalid
+from openeo_airflow.core.errors import Internal, ProcessParameterInvalid
 from openeo_airflow.cube import make_cube
+from openeo_airflow.io import geometry_mask
 from openeo_airflow.io.gdal_env import gdal_env
 from openeo_airflow.io.grid import DEFAULT_TILE_SIZE, Grid, Tile, snap_grid, target_grid, tiles
 from openeo_airflow.io.source import AssetError, Decoding, RetryPolicy, read_values
@@ -65,6 +66,9 @@ log = logging.getLogger(__name__)
 
 PROCESS = "load_collection"
 BBox = tuple[float, float, float, float]
+# How a load finds its items: ``search_items`` for configured collections; ad-hoc sources
+# (load_stac, load_result) bring their own (``catalog.adhoc``).
+SearchFn = Callable[..., list[StacItem]]
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,9 @@ class LoadOptions:
     workers: int | None = None
     sentinel2: bool = False
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # A GeoJSON spatial_extent's polygons (GeoJSON text, WGS 84): pixels whose centre lies
+    # outside them are NaN (``io.geometry_mask``); ``None`` for a bounding box.
+    geometry: str | None = None
 
 
 def load_cube(
@@ -90,11 +97,13 @@ def load_cube(
     soft_errors: float = 0.0,
     tile_size: int = DEFAULT_TILE_SIZE,
     workers: int | None = None,
+    search: SearchFn = search_items,
 ) -> xr.DataArray:
     """Load a collection as a ``(t, bands, y, x)`` float32 cube.
 
     ``spatial_extent`` is an openEO bounding box ``{west, south, east, north, crs?}`` (crs:
-    EPSG code or string, default EPSG:4326); ``None`` covers all matching items.
+    EPSG code or string, default EPSG:4326) or GeoJSON polygons (their bounding box is read,
+    pixels outside them are NaN); ``None`` covers all matching items.
     ``temporal_extent`` is ``[start, end]`` (start inclusive, end exclusive, ``None`` open).
     ``properties`` is ``load_collection``'s metadata filter (``{property: callback}``).
     ``gdal_profile`` applies unless the collection names its own. ``soft_errors`` is the
@@ -109,6 +118,7 @@ def load_cube(
         temporal_extent=temporal_extent,
         bands=bands,
         properties=properties,
+        search=search,
     )
     options = LoadOptions(
         gdal_profile=cfg.gdal_profile or gdal_profile,
@@ -116,6 +126,7 @@ def load_cube(
         tile_size=tile_size,
         workers=workers,
         sentinel2=cfg.sentinel2,
+        geometry=geometry_mask.geometry_text(spatial_extent),
     )
     return load_items(items, selected, grid, options=options)
 
@@ -127,6 +138,7 @@ def resolve_load(
     temporal_extent: Sequence[str | None] | None,
     bands: Sequence[str] | None,
     properties: dict[str, Any] | None = None,
+    search: SearchFn = search_items,
 ) -> tuple[list[StacItem], list[BandConfig], Grid]:
     """What a load reads (the matching items and bands) and onto which grid; validates the
     arguments. Batch jobs call it once and then read tile by tile (``read_steps``)."""
@@ -137,7 +149,7 @@ def resolve_load(
     if extent is not None:
         bbox, bbox_crs = extent
         search_bbox = transform_bounds(bbox_crs, CRS.from_epsg(4326), *bbox, densify_pts=21)
-    items = search_items(cfg, search_bbox, start, end, properties=properties)
+    items = search(cfg, search_bbox, start, end, properties=properties)
     return items, selected, target_grid(cfg, extent, items, selected)
 
 
@@ -185,8 +197,14 @@ def read_steps(
     """The ``(t, bands, y, x)`` float32 values of ``steps`` on ``grid`` (NaN: no data); a
     step may have no items (a tile that none of that day's products touches)."""
     data = np.full((len(steps), len(bands), grid.height, grid.width), np.nan, dtype=np.float32)
-    if steps and grid.width and grid.height:
-        _Loader(bands, grid, options, steps).run(data)
+    if not (steps and grid.width and grid.height):
+        return data
+    inside = geometry_mask.inside(options.geometry, grid) if options.geometry else None
+    if inside is not None and not inside.any():
+        return data  # the tile lies outside the polygons: nothing to read
+    _Loader(bands, grid, options, steps, inside).run(data)
+    if inside is not None:
+        data[:, :, ~inside] = np.nan
     return data
 
 
@@ -211,8 +229,10 @@ class _Loader:
         grid: Grid,
         options: LoadOptions,
         steps: list[tuple[date, list[StacItem]]],
+        inside: np.ndarray | None = None,
     ) -> None:
         self.bands = list(bands)
+        self.inside = inside
         self.grid = grid
         self.options = options
         self.steps = steps
@@ -228,8 +248,11 @@ class _Loader:
             (index, tile, band)
             for index in range(len(self.steps))
             for tile in tiles(self.grid, self.options.tile_size)
+            if self.inside is None or self.inside[tile.rows, tile.cols].any()
             for band in range(len(self.bands))
         ]
+        if not work:
+            return
         workers = self.options.workers or min(4, os.cpu_count() or 1)
         if workers <= 1 or len(work) == 1:
             with gdal_env(self.options.gdal_profile):
@@ -339,11 +362,10 @@ def parse_spatial_extent(extent: dict[str, Any] | None) -> tuple[BBox, CRS] | No
         return None
     if not isinstance(extent, dict):
         raise _invalid("spatial_extent", "Expected a bounding box object.")
-    if "type" in extent:
-        raise FeatureUnsupported(
-            "load_collection: a GeoJSON spatial_extent is not supported yet; "
-            "give a bounding box {west, south, east, north, crs}."
-        )
+    if geometry_mask.is_geojson(extent):
+        # Polygons: the cube covers their bounding box; read_steps masks the rest.
+        bounds = geometry_mask.parse_geojson(extent).bounds
+        return (bounds[0], bounds[1], bounds[2], bounds[3]), CRS.from_epsg(4326)
     try:
         west, south, east, north = (float(extent[k]) for k in ("west", "south", "east", "north"))
     except (KeyError, TypeError, ValueError):

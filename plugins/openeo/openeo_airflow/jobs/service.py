@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from openeo_airflow.compiler.compile import compile_plan
 from openeo_airflow.compiler.plan import Plan
 from openeo_airflow.compiler.validate import validate_process
-from openeo_airflow.core.errors import JobLocked, OpenEOError
+from openeo_airflow.core.errors import JobLocked, JobNotFinished, JobNotFound, OpenEOError
 from openeo_airflow.core.models import Job, JobStatus
 from openeo_airflow.jobs.airflow_client import AirflowClient, AirflowRunExists
 from openeo_airflow.jobs.registry import JobRegistry
@@ -46,14 +47,46 @@ class JobService:
     def compile(self, owner: str, process: dict[str, Any]) -> Plan:
         """The plan of a process, or the openEO error of its first problem (all if several).
 
-        Bands are checked against the collections, calls against the owner's own processes.
+        Bands are checked against the collections, calls against the owner's own processes,
+        ``load_result`` against the owner's own finished jobs.
         """
-        return compile_plan(
+        plan = compile_plan(
             process,
             known_processes=process_specs(),
             collections=self._collections,
             user_processes=self._user_processes.by_id(owner),
         )
+        return self._with_results(owner, plan)
+
+    def _with_results(self, owner: str, plan: Plan) -> Plan:
+        """Each ``load_result`` source gets the results folder of the owner's finished job
+        (an id that is a URL is read as STAC, like ``load_stac``)."""
+        sources = []
+        for source in plan.sources:
+            if source.process_id == "load_result" and source.url is None:
+                job_id = source.collection_id
+                if job_id.startswith(("http://", "https://")):
+                    url = job_id
+                else:
+                    try:
+                        job = self._registry.get(job_id, owner)  # another user's: not found
+                    except JobNotFound:
+                        raise JobNotFound(
+                            f"Node '{source.node_id}' (load_result): parameter 'id': the batch "
+                            f"job '{job_id}' does not exist.",
+                            identifier=job_id,
+                        ) from None
+                    if job.status is not JobStatus.FINISHED:
+                        raise JobNotFinished(
+                            f"Node '{source.node_id}' (load_result): parameter 'id': job "
+                            f"'{job_id}' is {job.status.value}; its results can be loaded "
+                            "once it has finished."
+                        )
+                    # engine.workspace's layout (the jobs layer may not import the engine)
+                    url = str(self._jobs_dir / job_id / "results")
+                source = replace(source, url=url)
+            sources.append(source)
+        return replace(plan, sources=sources)
 
     def problems(
         self, owner: str, process: dict[str, Any], defining: str | None = None

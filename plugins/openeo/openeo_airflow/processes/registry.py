@@ -45,6 +45,7 @@ FAMILIES = (
     "udf",
     "curves",
     "sar",
+    "loading",
 )
 LISTED_FIELDS = (
     "id",
