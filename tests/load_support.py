@@ -26,10 +26,11 @@ OCTOBER = ["2023-10-01", "2023-11-01"]
 
 
 def backend_over_catalogs(
-    tmp_path_factory: pytest.TempPathFactory, shared_data: Path, name: str
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path, name: str, **settings: str
 ) -> Iterator[tuple[Backend, Path]]:
     """The batch tasks' backend (configured through the environment, as in a worker) with
-    the API's users; yields it and the folder holding the derived catalogs."""
+    the API's users; yields it and the folder holding the derived catalogs. ``settings`` are
+    more ``OPENEO_AIRFLOW_*`` variables (``OOM_RETRIES="3"``)."""
     root = tmp_path_factory.mktemp(name)
     catalogs = root / "catalogs"
     collections = build_test_collections(shared_data, catalogs)
@@ -40,6 +41,8 @@ def backend_over_catalogs(
     # The 29RKH catalog's assets are the originals in shared/data, outside its catalog folder.
     patch.setenv(ROOTS_ENV, str(shared_data))
     patch.delenv(WORKER_MEMORY_ENV, raising=False)
+    for name_, value in settings.items():
+        patch.setenv(f"OPENEO_AIRFLOW_{name_}", value)
     tasks.backend.cache_clear()
     backend = tasks.backend()
     for user, password in USERS.items():
@@ -82,9 +85,16 @@ class Api:
         return xr.open_dataset(io.BytesIO(response.content), engine="h5netcdf").load()
 
 
-def run_job(backend: Backend, process: dict[str, Any], owner: str = "alice") -> tuple[str, Path]:
-    """Create a job and run the batch DAG's tasks one after the other: (job id, results)."""
-    job = backend.registry.create(owner, process, job_options={"engine": "inline"})
+def run_job(
+    backend: Backend,
+    process: dict[str, Any],
+    owner: str = "alice",
+    options: dict[str, Any] | None = None,
+) -> tuple[str, Path]:
+    """Create a job and run the batch DAG's tasks one after the other: (job id, results).
+    ``options`` are its job options (default: the inline engine)."""
+    job_options = {"engine": "inline"} if options is None else options
+    job = backend.registry.create(owner, process, job_options=job_options)
     backend.registry.set_status(job.id, JobStatus.QUEUED)
     spec = tasks.size(job.id)
     for node in spec["sources"]:

@@ -18,8 +18,8 @@ from openeo_airflow.airflow import tasks
 from openeo_airflow.core.models import JobStatus
 from openeo_airflow.engine import entrypoint, tiled
 from openeo_airflow.engine.errors import StageOutOfMemory
-from openeo_airflow.engine.measure import WORKER_MEMORY_ENV
 from openeo_airflow.jobs.backend import Backend
+from tests.load_support import backend_over_catalogs, read_nc, run_job
 
 CDSE_EXTENT = {"west": 587880, "south": 5684910, "east": 588340, "north": 5685430, "crs": 32631}
 RKH_EXTENT = {"west": 209980, "south": 2750020, "east": 239980, "north": 2780020, "crs": 32629}
@@ -27,19 +27,11 @@ RKH_EXTENT = {"west": 209980, "south": 2750020, "east": 239980, "north": 2780020
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iterator[Backend]:
-    from tests.api_support import build_test_collections
-
-    root = tmp_path_factory.mktemp("engines")
-    collections = build_test_collections(shared_data, root / "catalogs")
-    patch = pytest.MonkeyPatch()
-    patch.setenv("OPENEO_AIRFLOW_HOME", str(root / "home"))
-    patch.setenv("OPENEO_AIRFLOW_COLLECTIONS", str(collections))
-    patch.delenv(WORKER_MEMORY_ENV, raising=False)
-    patch.setenv("OPENEO_AIRFLOW_OOM_RETRIES", "3")
-    tasks.backend.cache_clear()
-    yield tasks.backend()
-    tasks.backend.cache_clear()
-    patch.undo()
+    # Up to three re-sizings after running out of memory: Spark workers start at 250-480 MiB.
+    for backend, _catalogs in backend_over_catalogs(
+        tmp_path_factory, shared_data, "engines", OOM_RETRIES="3"
+    ):
+        yield backend
 
 
 def _reducer(process_id: str) -> dict[str, Any]:
@@ -138,34 +130,19 @@ def rkh_smoothed() -> dict[str, Any]:
     }
 
 
-def run_job(backend: Backend, process: dict[str, Any], options: dict[str, Any]) -> Path:
-    """Create a job and run the batch DAG's tasks one after the other; its results folder."""
-    job = backend.registry.create("alice", process, job_options=options)
-    backend.registry.set_status(job.id, JobStatus.QUEUED)
-    spec = tasks.size(job.id)
-    for node in spec["sources"]:
-        tasks.load(job.id, node)
-    tasks.transform(job.id)
-    tasks.save(job.id)
-    assert backend.registry.get(job.id).status is JobStatus.FINISHED
-    return tasks.workspace(job.id).results_dir
-
-
 def read_tif(results: Path) -> np.ndarray:
     with rasterio.open(next(results.glob("*.tif"))) as src:
         return src.read()
-
-
-def read_nc(results: Path) -> xr.Dataset:
-    return xr.open_dataset(next(results.glob("*.nc")), engine="h5netcdf").load()
 
 
 @pytest.mark.timeout(600)
 def test_inline_and_spark_local_agree_on_real_data(backend: Backend) -> None:
     # 128 px tiles cut the 300 x 300 px cube into 3 x 3 tiles (plus the CRS-anchored edge
     # tiles), whose 2 px halos cross every tile edge.
-    inline = run_job(backend, rkh_smoothed(), {"engine": "inline", "tile-size": 128})
-    spark = run_job(backend, rkh_smoothed(), {"engine": "spark-local", "tile-size": 128})
+    _, inline = run_job(backend, rkh_smoothed(), options={"engine": "inline", "tile-size": 128})
+    spark_job, spark = run_job(
+        backend, rkh_smoothed(), options={"engine": "spark-local", "tile-size": 128}
+    )
     x, y = read_nc(inline), read_nc(spark)
     assert x.sizes["x"] == x.sizes["y"] == 300
     compared = 0
@@ -175,21 +152,21 @@ def test_inline_and_spark_local_agree_on_real_data(backend: Backend) -> None:
             np.testing.assert_allclose(x[name].values, y[name].values, rtol=1e-5, equal_nan=True)
             compared += 1
     assert compared == 4
-    job = backend.registry.get(spark.parent.name)
+    job = backend.registry.get(spark_job)
     assert job.sizing["measured"]["transform"]["extra"]["tiles"] >= 9
 
 
 def test_inline_tiles_agree_with_one_whole_cube(backend: Backend) -> None:
-    tiled_result = read_tif(run_job(backend, cdse_ndvi_max(), {"tile-size": 64}))
-    whole = read_tif(run_job(backend, cdse_ndvi_max(), {"tile-size": 4096}))
+    tiled_result = read_tif(run_job(backend, cdse_ndvi_max(), options={"tile-size": 64})[1])
+    whole = read_tif(run_job(backend, cdse_ndvi_max(), options={"tile-size": 4096})[1])
     assert tiled_result.shape == (1, 52, 46)
     assert np.isfinite(tiled_result).sum() > 1000  # cloud-free somewhere in 19 dates
     np.testing.assert_allclose(tiled_result, whole, rtol=1e-6, equal_nan=True)
 
 
 def test_the_job_records_predicted_and_measured_usage(backend: Backend) -> None:
-    results = run_job(backend, cdse_ndvi_max(), {"engine": "inline"})
-    job = backend.registry.get(results.parent.name)
+    job_id, _ = run_job(backend, cdse_ndvi_max(), options={"engine": "inline"})
+    job = backend.registry.get(job_id)
     predicted = {s["name"]: s for s in job.sizing["predicted"]["stages"]}
     measured = job.sizing["measured"]
     assert set(predicted) == set(measured) == {"load:load", "transform", "save"}

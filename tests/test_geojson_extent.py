@@ -18,7 +18,6 @@ import xarray as xr
 from pyproj import Transformer
 
 from openeo_airflow.airflow import tasks
-from openeo_airflow.core.models import JobStatus
 from openeo_airflow.io.geometry_mask import geometry_text, inside
 from openeo_airflow.io.grid import snap_grid, tiles
 from openeo_airflow.jobs.backend import Backend
@@ -30,6 +29,7 @@ from tests.load_support import (
     graph,
     load_node,
     read_nc,
+    run_job,
 )
 
 TO_LONLAT = Transformer.from_crs("EPSG:32631", "EPSG:4326", always_xy=True)
@@ -116,19 +116,11 @@ def test_pixels_outside_the_polygons_are_null(api: Api, extent: dict[str, Any]) 
 
 
 def test_batch_tiles_mask_like_the_whole_cube(api: Api, setup: tuple[Backend, Path]) -> None:
-    backend = setup[0]
-    job = backend.registry.create("alice", load(COLLECTION), job_options={"tile-size": 64})
-    backend.registry.set_status(job.id, JobStatus.QUEUED)
-    spec = tasks.size(job.id)
-    for node in spec["sources"]:
-        tasks.load(job.id, node)
-    tasks.transform(job.id)
-    tasks.save(job.id)
-    assert backend.registry.get(job.id).status is JobStatus.FINISHED
-    batch = read_nc(tasks.workspace(job.id).results_dir)
+    job_id, results = run_job(setup[0], load(COLLECTION), options={"tile-size": 64})
+    batch = read_nc(results)
     sync = api.cube(load(COLLECTION))
     np.testing.assert_array_equal(batch["B04"].values, sync["B04"].values)
-    load_plan = json.loads(tasks.workspace(job.id).load_plan_file("load").read_text())
+    load_plan = json.loads(tasks.workspace(job_id).load_plan_file("load").read_text())
     assert json.loads(load_plan["options"]["geometry"])["type"] == "MultiPolygon"
 
 

@@ -232,9 +232,7 @@ def _resized(
 
 def _record(job_id: str, ws: JobWorkspace, spec: dict[str, Any]) -> None:
     """Put what the stages measured so far beside the prediction, and the usage totals."""
-    measured = {}
-    for path in sorted(ws.measurement_file("x").parent.glob("measured-*.json")):
-        measured[path.stem.removeprefix("measured-")] = ws.read_json(path)
+    measured = ws.measurements()
     predicted = Sizing.from_dict(spec)
     parts = [Measurement.from_dict(m) for m in measured.values()]
     usage: dict[str, dict[str, Any]] = {

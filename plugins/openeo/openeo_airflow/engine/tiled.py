@@ -17,6 +17,7 @@ level, take one descriptor and return its ``Measurement`` as a dict, so Spark ca
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -31,7 +32,7 @@ import xarray as xr
 from openeo_airflow.catalog.config import DEFAULT_COLLECTIONS_FILE, load_collections
 from openeo_airflow.compiler.plan import Plan
 from openeo_airflow.core.settings import load_settings
-from openeo_airflow.cube import cube_resolution
+from openeo_airflow.cube import cube_resolution, make_cube
 from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.measure import Measurement, combine, meter
@@ -62,7 +63,7 @@ def inline_mapper(fn: TileFn, descriptors: list[Descriptor]) -> list[dict[str, A
 @lru_cache(maxsize=4)
 def _load_plan(path: str) -> LoadPlan:
     """One parse per worker process and source (every tile of a source needs the same plan)."""
-    return LoadPlan.from_dict(JobWorkspace(Path(path).parent.parent).read_json(Path(path)))
+    return LoadPlan.from_dict(json.loads(Path(path).read_text()))
 
 
 def load_tile(descriptor: Descriptor) -> dict[str, Any]:
@@ -134,8 +135,6 @@ def _load_whole(workspace: JobWorkspace, node_id: str, started: float) -> Measur
 
 
 def _empty_source(plan: LoadPlan) -> xr.DataArray:
-    from openeo_airflow.cube import make_cube
-
     t, b, h, w = plan.shape
     return make_cube(
         np.broadcast_to(np.float32(np.nan), (t, b, h, w)),

@@ -52,6 +52,11 @@ class JobWorkspace:
     def measurement_file(self, stage: str) -> Path:
         return self.root / "stages" / f"measured-{stage}.json"
 
+    def measurements(self) -> dict[str, Any]:
+        """What each stage that has run measured, by stage name."""
+        files = sorted((self.root / "stages").glob("measured-*.json"))
+        return {path.stem.removeprefix("measured-"): self.read_json(path) for path in files}
+
     def staging(self, path: Path) -> Path:
         """A private folder beside ``path`` to build it in before publishing it."""
         return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
