@@ -46,6 +46,11 @@ FAMILIES = (
     "curves",
     "sar",
     "loading",
+    "climate",
+    "reshape",
+    "polygon",
+    "vectors",
+    "ml",
 )
 LISTED_FIELDS = (
     "id",

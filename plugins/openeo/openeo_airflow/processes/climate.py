@@ -1,0 +1,1 @@
+"""Climatology processes: ``climatological_normal`` and ``anomaly`` (filled in by the processes work)."""

@@ -1,0 +1,1 @@
+"""``apply_polygon``: run a process over the pixels of each polygon."""
