@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import xarray as xr
+import yaml
 from fastapi.testclient import TestClient
 
 from openeo_airflow.airflow import tasks
@@ -26,14 +27,22 @@ OCTOBER = ["2023-10-01", "2023-11-01"]
 
 
 def backend_over_catalogs(
-    tmp_path_factory: pytest.TempPathFactory, shared_data: Path, name: str, **settings: str
+    tmp_path_factory: pytest.TempPathFactory,
+    shared_data: Path,
+    name: str,
+    extra_collections: list[dict[str, Any]] | None = None,
+    **settings: str,
 ) -> Iterator[tuple[Backend, Path]]:
     """The batch tasks' backend (configured through the environment, as in a worker) with
     the API's users; yields it and the folder holding the derived catalogs. ``settings`` are
-    more ``OPENEO_AIRFLOW_*`` variables (``OOM_RETRIES="3"``)."""
+    more ``OPENEO_AIRFLOW_*`` variables (``OOM_RETRIES="3"``); ``extra_collections`` more
+    entries of the collections file (e.g. Sentinel Hub collections on a loopback server)."""
     root = tmp_path_factory.mktemp(name)
     catalogs = root / "catalogs"
     collections = build_test_collections(shared_data, catalogs)
+    if extra_collections:
+        entries = yaml.safe_load(collections.read_text())["collections"]
+        collections.write_text(yaml.safe_dump({"collections": entries + extra_collections}))
     patch = pytest.MonkeyPatch()
     patch.setenv("OPENEO_AIRFLOW_HOME", str(root / "home"))
     patch.setenv("OPENEO_AIRFLOW_COLLECTIONS", str(collections))

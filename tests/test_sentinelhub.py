@@ -204,7 +204,8 @@ class ShServer:
             elif index is not None:
                 values[:] = 35.0  # DEM-based bands: constant stand-ins
             layers.append(values)
-        if "dataMask" in names[: len(names) - 1]:  # requested as an output band
+        outputs = re.search(r"output: \{[^}]*bands: (\d+)", request["evalscript"])
+        if outputs and int(outputs.group(1)) > len(layers):  # dataMask is an output band
             layers.insert(names.index("dataMask"), np.isfinite(layers[0]).astype(np.float32))
         profile = {"driver": "GTiff", "dtype": "float32", "width": width, "height": height}
         profile.update(count=len(layers), crs=f"EPSG:{epsg}", transform=transform)
