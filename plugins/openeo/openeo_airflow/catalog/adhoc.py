@@ -21,6 +21,9 @@ the folders of the configured collections' static catalogs, plus the entries of 
 environment variable ``OPENEO_AIRFLOW_LOAD_STAC_ROOTS`` (comma-separated folders, or
 URL prefixes such as ``s3://bucket/prefix/``). The same rule applies to every document walked
 and to every asset href read, so a remote catalog cannot point the loader at local files.
+
+``probe_stac`` is the cheap part of this that job creation and ``POST /validation`` run
+(policy, one bounded read, "is it STAC"), so a bad URL is refused before a job is queued.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -59,6 +63,10 @@ from openeo_airflow.core.errors import ProcessParameterInvalid
 
 ROOTS_ENV = "OPENEO_AIRFLOW_LOAD_STAC_ROOTS"
 TIMEOUT_SECONDS = 30
+# The look at a URL during validation: a user waits for it, so it must be short and small.
+PROBE_SECONDS = 5.0
+PROBE_BYTES = 16 * 1024 * 1024
+STAC_TYPES = ("Feature", "FeatureCollection", "Catalog", "Collection")
 MAX_DOCUMENTS = 10_000  # a static catalog walk stops here: an endless catalog is an error
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 _HTTP = ("http://", "https://")
@@ -251,6 +259,57 @@ def build_source(
         west, south, east, north = native
         extent_of_data = {"west": west, "south": south, "east": east, "north": north, "crs": crs}
     return replace(source, config=config, native_extent=extent_of_data)
+
+
+def probe_stac(
+    url: str,
+    roots: tuple[str, ...],
+    *,
+    timeout: float = PROBE_SECONDS,
+    limit: int = PROBE_BYTES,
+) -> None:
+    """A cheap look at a ``load_stac`` URL before a job runs: allowed by the path policy,
+    readable within ``timeout`` seconds, and a STAC document. Only this one document is read
+    (no links followed); one larger than ``limit`` bytes is taken as readable unparsed."""
+    href = check_href(url, roots, "load_stac", "url")
+    deadline = time.monotonic() + timeout
+    try:
+        if href.startswith(_HTTP):
+            request = urllib.request.Request(href, headers={"Accept": "application/json"})
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                body = _read_until(response, deadline, limit)
+        else:
+            with open(href, "rb") as file:
+                body = file.read(limit + 1)
+    except (OSError, urllib.error.URLError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(error, TimeoutError) or isinstance(reason, TimeoutError):
+            raise _invalid("load_stac", f"'{url}' did not answer within {timeout:g} s.") from None
+        raise _invalid("load_stac", f"'{url}' cannot be read: {error}.") from None
+    if len(body) > limit:
+        return
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise _invalid("load_stac", f"'{url}' is not a JSON document (not STAC).") from None
+    if not isinstance(document, dict) or document.get("type") not in STAC_TYPES:
+        raise _invalid("load_stac", f"'{url}' is not a STAC Item, Collection or Catalog.")
+
+
+def _read_until(response: Any, deadline: float, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes, or ``TimeoutError`` past ``deadline`` (the socket timeout
+    bounds each read; a server trickling bytes must not hold validation longer)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        chunk = response.read(min(65536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def read_document(href: str, process: str = "load_stac") -> dict[str, Any]:

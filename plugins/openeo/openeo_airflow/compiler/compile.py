@@ -28,7 +28,7 @@ from openeo_airflow.core.errors import (
 )
 
 from .plan import Output, Plan, Source
-from .validate import node_references, validate_process
+from .validate import CheckUrl, node_references, validate_process
 
 SOURCE_PROCESSES = ("load_collection", "load_stac", "load_result")
 OUTPUT_PROCESS = "save_result"
@@ -43,13 +43,14 @@ def compile_plan(
     collections: Collection[str] | Mapping[str, Any] | None,
     arguments: Mapping[str, Any] | None = None,
     user_processes: Mapping[str, Mapping[str, Any]] | None = None,
+    check_url: CheckUrl | None = None,
 ) -> Plan:
     """Validate ``process`` (a process graph or an openEO process ``{"process_graph": ...}``)
     and build its plan; ``arguments`` are values for the process's parameters.
 
     ``known_processes``, ``collections`` and ``user_processes`` are as for
     ``validate.validate_process`` (pass ``processes.registry.specs()`` and the collections'
-    band names to get every check)."""
+    band names to get every check); ``check_url`` looks at ``load_stac`` URLs."""
     graph, defaults = split_process(process)
     errors = validate_process(
         process,
@@ -57,6 +58,7 @@ def compile_plan(
         collections=collections,
         user_processes=user_processes,
         arguments=list(arguments or {}),
+        check_url=check_url,
     )
     if errors:
         raise combine_errors(errors)

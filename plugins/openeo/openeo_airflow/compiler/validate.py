@@ -21,12 +21,14 @@ recursively every child process graph (callback) in its arguments:
 official specs) or a mapping ``{id: spec}`` (e.g. ``processes.registry.specs()``, which
 includes our additions). ``collections`` is ``None`` (not checked), a collection of ids, or a
 mapping ``{id: band labels or {label: common name}}``. ``user_processes`` maps the ids of the
-user's stored processes to their process objects.
+user's stored processes to their process objects. ``check_url`` (optional, injected because
+this layer does no I/O) is called with each literal ``load_stac`` URL and raises an
+``OpenEOError`` when the URL cannot be loaded; its reason is reported against the node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from openeo_airflow.core.errors import (
@@ -68,6 +70,7 @@ BACKEND_NAMESPACES = (None, "backend")
 USER_NAMESPACE = "user"
 KnownProcesses = Collection[str] | Mapping[str, Mapping[str, Any]]
 Collections = Collection[str] | Mapping[str, Any] | None
+CheckUrl = Callable[[str], None]
 
 
 def validate_process(
@@ -77,6 +80,7 @@ def validate_process(
     collections: Collections = None,
     user_processes: Mapping[str, Mapping[str, Any]] | None = None,
     arguments: Collection[str] = (),
+    check_url: CheckUrl | None = None,
 ) -> list[OpenEOError]:
     """All problems of an openEO process object or bare process graph; empty if valid.
 
@@ -97,6 +101,7 @@ def validate_process(
         collections=collections,
         user_processes=user_processes,
         parameters=parameters,
+        check_url=check_url,
     )
 
 
@@ -107,6 +112,7 @@ def validate_process_graph(
     collections: Collections = None,
     user_processes: Mapping[str, Mapping[str, Any]] | None = None,
     parameters: Mapping[str, Any] | None = None,
+    check_url: CheckUrl | None = None,
 ) -> list[OpenEOError]:
     """All problems of a flat ``{node_id: node}`` graph; empty if valid.
 
@@ -115,7 +121,7 @@ def validate_process_graph(
     """
     if not isinstance(process_graph, dict) or not process_graph:
         return [ProcessGraphMissing()]
-    checker = _Checker(known_processes, collections, user_processes or {})
+    checker = _Checker(known_processes, collections, user_processes or {}, check_url)
     top = Scope(parameters=dict(parameters) if parameters is not None else None)
     checker.graph(process_graph, top)
     return checker.errors
@@ -131,7 +137,10 @@ class _Checker:
         known: KnownProcesses,
         collections: Collections,
         user_processes: Mapping[str, Mapping[str, Any]],
+        check_url: CheckUrl | None = None,
     ) -> None:
+        self.check_url = check_url
+        self.checked_urls: dict[str, OpenEOError | None] = {}  # one look per URL
         self.specs = known if isinstance(known, Mapping) else None
         self.known = set(known)
         self.collections = _collection_ids(collections)
@@ -202,6 +211,8 @@ class _Checker:
             self.unresolved(where, name, value, scope)
         if process_id == "load_collection":
             self.collection(where, arguments.get("id"))
+        if process_id == "load_stac" and isinstance(arguments.get("url"), str):
+            self.stac_url(where, arguments["url"])
         return spec
 
     def parameters(
@@ -323,6 +334,23 @@ class _Checker:
                     identifier=collection_id,
                 )
             )
+
+    def stac_url(self, where: str, url: str) -> None:
+        if self.check_url is None:
+            return
+        if url not in self.checked_urls:
+            try:
+                self.check_url(url)
+                self.checked_urls[url] = None
+            except OpenEOError as raised:
+                self.checked_urls[url] = raised
+        problem = self.checked_urls[url]
+        if problem is None:
+            return
+        if not isinstance(problem, ProcessParameterInvalid):
+            self.errors.append(type(problem)(f"{where}: {problem.message}", **problem.params))
+            return
+        self.invalid(where, "load_stac", "url", str(problem.params.get("reason", problem.message)))
 
 
 def _show(value: Any) -> str:

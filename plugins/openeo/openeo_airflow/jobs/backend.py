@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
+from openeo_airflow.catalog.adhoc import allowed_roots, probe_stac
 from openeo_airflow.catalog.config import CollectionConfig, load_collections
 from openeo_airflow.core.settings import Settings
 from openeo_airflow.jobs.accounts import Accounts
@@ -67,6 +68,7 @@ class Backend:
             self.collection_bands,
             self.settings.jobs_dir,
             self.user_processes,
+            self.check_stac_url,
         )
 
     @cached_property
@@ -80,6 +82,10 @@ class Backend:
             self.jobs,
             self.user_processes,
         )
+
+    def check_stac_url(self, url: str) -> None:
+        """``load_stac``'s look at a URL before a job runs, under the loader's path policy."""
+        probe_stac(url, allowed_roots(self.collections.values()))
 
     @property
     def collection_bands(self) -> dict[str, dict[str, str | None]]:

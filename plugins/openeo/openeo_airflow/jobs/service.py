@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,24 +37,28 @@ class JobService:
         collections: Mapping[str, Mapping[str, str | None]],
         jobs_dir: Path,
         user_processes: UserProcesses,
+        check_url: Callable[[str], None] | None = None,
     ) -> None:
         self._registry = registry
         self._airflow = airflow
         self._collections = collections
         self._jobs_dir = jobs_dir
         self._user_processes = user_processes
+        self._check_url = check_url  # load_stac URLs: a cheap look before a job is queued
 
-    def compile(self, owner: str, process: dict[str, Any]) -> Plan:
+    def compile(self, owner: str, process: dict[str, Any], *, check_urls: bool = False) -> Plan:
         """The plan of a process, or the openEO error of its first problem (all if several).
 
         Bands are checked against the collections, calls against the owner's own processes,
-        ``load_result`` against the owner's own finished jobs.
+        ``load_result`` against the owner's own finished jobs; with ``check_urls``,
+        ``load_stac`` URLs are looked at (the loaders read them anyway, so only before a job).
         """
         plan = compile_plan(
             process,
             known_processes=process_specs(),
             collections=self._collections,
             user_processes=self._user_processes.by_id(owner),
+            check_url=self._check_url if check_urls else None,
         )
         return self._with_results(owner, plan)
 
@@ -92,7 +96,8 @@ class JobService:
         self, owner: str, process: dict[str, Any], defining: str | None = None
     ) -> list[OpenEOError]:
         """Every problem of a process at once (``POST /validation``, ``PUT /process_graphs``);
-        ``defining`` is the id of a user-defined process being stored (it may call itself)."""
+        ``defining`` is the id of a user-defined process being stored (it may call itself; its
+        ``load_stac`` URLs are not looked at: the data may appear before it is used)."""
         user_processes = self._user_processes.by_id(owner)
         if defining:
             user_processes[defining] = process
@@ -101,10 +106,11 @@ class JobService:
             known_processes=process_specs(),
             collections=self._collections,
             user_processes=user_processes,
+            check_url=None if defining else self._check_url,
         )
 
     def validate(self, owner: str, process: dict[str, Any]) -> None:
-        self.compile(owner, process)
+        self.compile(owner, process, check_urls=True)
 
     def create(self, owner: str, process: dict[str, Any], **fields: Any) -> Job:
         self.validate(owner, process)
