@@ -13,18 +13,28 @@ from openeo_airflow.core.products import (
     Product,
     ProductInvalid,
     check_window,
+    event_extent,
     extent_strings,
     first_start,
     item_id,
     latest_interval,
     parse_schedule,
+    parse_timezone,
+    paused_state,
+    run_extent,
     run_process,
     window,
 )
 
+BRUSSELS = parse_timezone("Europe/Brussels")
+
 
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
+
+
+def brussels(*args: int) -> datetime:
+    return datetime(*args, tzinfo=BRUSSELS)
 
 
 @pytest.mark.parametrize(
@@ -65,6 +75,52 @@ def test_window_of_a_run_without_interval_uses_its_trigger_time() -> None:
     assert window("previous-day", moment, moment) == (utc(2024, 3, 13), utc(2024, 3, 14))
     first, last = window("data-interval", moment, moment)
     assert first == last  # empty: refused at registration for asset-triggered products
+
+
+@pytest.mark.parametrize(
+    ("rule", "end", "expected"),
+    [
+        # The May run of a monthly cron in Brussels ends at local midnight, 22:00 UTC the day
+        # before: read in UTC that would be 31 May and give April.
+        ("previous-month", brussels(2024, 6, 1), (utc(2024, 4, 30, 22), utc(2024, 5, 31, 22))),
+        # March holds the switch to summer time: it starts at +01:00 and ends at +02:00.
+        ("previous-month", brussels(2024, 4, 1), (utc(2024, 2, 29, 23), utc(2024, 3, 31, 22))),
+        # 27 October 2024 has 25 hours in Brussels.
+        ("previous-day", brussels(2024, 10, 28, 9), (utc(2024, 10, 26, 22), utc(2024, 10, 27, 23))),
+        # Thursday 14 March 2024, 00:30 in Brussels is still Wednesday 23:30 in UTC.
+        (
+            "previous-week",
+            brussels(2024, 3, 14, 0, 30),
+            (utc(2024, 3, 3, 23), utc(2024, 3, 10, 23)),
+        ),
+        ("previous-year", brussels(2024, 1, 1), (utc(2022, 12, 31, 23), utc(2023, 12, 31, 23))),
+    ],
+)
+def test_window_rules_follow_the_product_time_zone(
+    rule: str, end: datetime, expected: tuple
+) -> None:
+    assert window(rule, end, end, BRUSSELS) == expected
+    # The same instant read in UTC is another calendar day: the zone is what decides.
+    assert window(rule, end, end) != expected
+
+
+def test_cron_in_a_time_zone_runs_on_its_wall_clock() -> None:
+    monthly = parse_schedule("0 0 1 * *")
+    now = utc(2024, 5, 31, 23)  # 1 June, 01:00 in Brussels
+    assert latest_interval(monthly, now, BRUSSELS) == (utc(2024, 4, 30, 22), utc(2024, 5, 31, 22))
+    assert latest_interval(monthly, now) == (utc(2024, 4, 1), utc(2024, 5, 1))
+    assert first_start(monthly, now, BRUSSELS) == utc(2024, 5, 31, 22)
+    # A duration starts on the local day boundary.
+    assert first_start(parse_schedule("P1D"), utc(2024, 1, 10, 12), BRUSSELS) == utc(2024, 1, 9, 23)
+
+
+@pytest.mark.parametrize(
+    "name", ["Mars/Olympus", "utc", "Europe", "../etc/passwd", "/etc/localtime", "", None, 1]
+)
+def test_unknown_time_zones_are_refused(name: object) -> None:
+    with pytest.raises(ProductInvalid) as raised:
+        parse_timezone(name)
+    assert raised.value.field == "timezone" and "IANA time zone" in raised.value.message
 
 
 def test_unknown_window_rule() -> None:
@@ -120,6 +176,82 @@ def test_latest_interval_and_first_start() -> None:
     assert first_start(parse_schedule("P1D"), now) == utc(2024, 3, 14)
     assert first_start(parse_schedule("PT6H"), now) == utc(2024, 3, 14, 9)
     assert latest_interval(parse_schedule("PT6H"), now) == (now - timedelta(hours=6), now)
+
+
+@pytest.mark.parametrize(
+    ("extras", "zone", "expected"),
+    [
+        ([{}], UTC, None),
+        ([{"scene": "S2B"}], UTC, None),
+        (
+            [{"temporal_extent": ["2024-05-01", "2024-06-01"]}],
+            UTC,
+            (utc(2024, 5, 1), utc(2024, 6, 1)),
+        ),
+        # Dates are midnights of the product's zone; explicit offsets are kept.
+        (
+            [{"temporal_extent": ["2024-05-01", "2024-06-01T00:00:00Z"]}],
+            BRUSSELS,
+            (utc(2024, 4, 30, 22), utc(2024, 6, 1)),
+        ),
+        (
+            [{"temporal_extent": ["2024-05-01T06:00:00", "2024-05-01T07:00:00+00:00"]}],
+            BRUSSELS,
+            (utc(2024, 5, 1, 4), utc(2024, 5, 1, 7)),
+        ),
+        # Several events behind one run: the union; events without an extent do not count.
+        (
+            [
+                {"temporal_extent": ["2024-05-03", "2024-05-04"]},
+                {"scene": "x"},
+                {"temporal_extent": ["2024-05-01", "2024-05-02"]},
+            ],
+            UTC,
+            (utc(2024, 5, 1), utc(2024, 5, 4)),
+        ),
+    ],
+)
+def test_event_extent(extras: list, zone: object, expected: object) -> None:
+    assert event_extent(extras, zone) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("2024-05", "expected [start, end]"),
+        (["2024-05-01"], "expected [start, end]"),
+        (["2024-05-01", None], "expected a date"),
+        (["2024-05-01", "next week"], "expected a date"),
+        (["2024-13-01", "2024-14-01"], "expected a date"),
+        ([20240501, 20240601], "expected a date"),
+        (["2024-06-01", "2024-05-01"], "not before its end"),
+        (["2024-05-01", "2024-05-01"], "not before its end"),
+    ],
+)
+def test_bad_event_extents_name_the_field(value: object, words: str) -> None:
+    with pytest.raises(ProductInvalid) as raised:
+        event_extent([{"temporal_extent": value}])
+    assert raised.value.field == "extra.temporal_extent" and words in raised.value.message
+
+
+def test_run_extent_prefers_the_asset_event() -> None:
+    p = Product(id="p", owner="o", window="previous-day", timezone="Europe/Brussels")
+    moment = utc(2024, 6, 10, 12)
+    asked = [{"temporal_extent": ["2024-05-01", "2024-06-01"]}]
+    month = (utc(2024, 4, 30, 22), utc(2024, 5, 31, 22))
+    assert run_extent(p, (moment, moment), asked) == (month, month)
+    day = (utc(2024, 6, 8, 22), utc(2024, 6, 9, 22))
+    assert run_extent(p, (moment, moment), [{"scene": "x"}]) == ((moment, moment), day)
+
+
+@pytest.mark.parametrize(
+    ("stored", "in_airflow", "shown"),
+    [(False, None, False), (True, None, True), (False, True, True), (True, False, False)],
+)
+def test_paused_state_is_airflows_once_it_has_the_dag(
+    stored: bool, in_airflow: bool | None, shown: bool
+) -> None:
+    assert paused_state(stored, in_airflow) is shown
 
 
 def test_item_id_comes_from_the_data_interval() -> None:
@@ -220,6 +352,28 @@ def test_timetables_have_a_data_interval() -> None:
     assert isinstance(assets, AssetAny)
     both = timetable(product(trigger_assets=["s3://b/x"], window="previous-day"))
     assert isinstance(both, AssetOrTimeSchedule)
+
+
+def test_cron_timetable_in_a_time_zone_survives_serialization() -> None:
+    """The scheduler's view (after the DAG processor's serialization) of a Brussels monthly
+    product: its intervals are Brussels months, and the window rule agrees with them."""
+    import pendulum
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.timetables.base import TimeRestriction
+
+    from openeo_airflow.airflow.products import build_product_dag
+
+    brussels_product = product(timezone="Europe/Brussels", window="previous-month")
+    dag = DagSerialization.from_dict(DagSerialization.to_dict(build_product_dag(brussels_product)))
+    earliest = pendulum.instance(utc(2024, 4, 15))
+    info = dag.timetable.next_dagrun_info(
+        last_automated_data_interval=None,
+        restriction=TimeRestriction(earliest=earliest, latest=None, catchup=True),
+    )
+    assert info is not None and info.data_interval is not None
+    start, end = info.data_interval.start, info.data_interval.end
+    assert (start, end) == (utc(2024, 4, 30, 22), utc(2024, 5, 31, 22))
+    assert window("previous-month", start, end, brussels_product.zone) == (start, end)
 
 
 def test_product_dag_shape_and_asset() -> None:

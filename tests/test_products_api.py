@@ -37,12 +37,24 @@ GRAPH = {
 
 
 class FakeAirflow:
+    """Records calls; ``dags`` holds the paused state of the DAGs it "has parsed"."""
+
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.dags: dict[str, bool] = {}
 
     def set_paused(self, dag_id: str, paused: bool) -> bool:
         self.calls.append(("paused", dag_id, paused))
+        if dag_id not in self.dags:
+            return False
+        self.dags[dag_id] = paused
         return True
+
+    def paused(self, dag_id: str) -> bool | None:
+        return self.dags.get(dag_id)
+
+    def paused_states(self) -> dict[str, bool]:
+        return dict(self.dags)
 
     def backfill(self, dag_id: str, start: datetime, end: datetime, reprocess: str) -> dict:
         self.calls.append(("backfill", dag_id, start, end, reprocess))
@@ -120,6 +132,8 @@ def test_register_list_get(client: TestClient, alice: dict[str, str]) -> None:
     [
         ({"schedule": "0 0 32 * *"}, "schedule", "neither a cron expression"),
         ({"schedule": "every day"}, "schedule", "ISO 8601 duration"),
+        ({"timezone": "Mars/Olympus"}, "timezone", "not an IANA time zone"),
+        ({"timezone": 2}, "timezone", "not an IANA time zone"),
         ({"process": None, "process_graph_id": "nope"}, "process_graph_id", "'nope'"),
         ({"window": "last-fortnight"}, "window", "unknown rule"),
         (
@@ -146,6 +160,39 @@ def test_bad_products_are_refused_naming_the_field(
     error = response.json()
     assert error["code"] == "ProductInvalid"
     assert error["message"].startswith(f"Field '{field}':") and words in error["message"]
+
+
+def test_paused_state_is_the_one_airflow_has(
+    client: TestClient, alice: dict[str, str], airflow: FakeAirflow
+) -> None:
+    """Before Airflow parses the DAG the product shows the state it will be created with;
+    after, Airflow's (a DAG paused in the Airflow UI shows as paused here)."""
+    assert register(client, alice, paused=True).status_code == 201
+    url = f"{PREFIX}/products/ndvi_monthly"
+    assert client.get(url, headers=alice).json()["paused"] is True
+    airflow.dags["openeo_product_ndvi_monthly"] = False  # parsed, then resumed in the UI
+    assert client.get(url, headers=alice).json()["paused"] is False
+    listed = client.get(f"{PREFIX}/products", headers=alice).json()["products"]
+    assert [p["paused"] for p in listed] == [False]
+    airflow.dags["openeo_product_ndvi_monthly"] = True  # paused in the UI
+    assert client.get(url, headers=alice).json()["paused"] is True
+    refused = client.post(
+        f"{url}/backfill", json={"start": "2023-10-01", "end": "2023-12-01"}, headers=alice
+    )
+    assert refused.status_code == 409 and "paused" in refused.json()["message"]
+    assert client.post(f"{url}/resume", headers=alice).json()["paused"] is False
+    assert airflow.dags["openeo_product_ndvi_monthly"] is False
+
+
+def test_time_zone_is_stored_and_shown(client: TestClient, alice: dict[str, str]) -> None:
+    assert register(client, alice, timezone="Europe/Brussels").status_code == 201
+    document = client.get(f"{PREFIX}/products/ndvi_monthly", headers=alice).json()
+    assert document["timezone"] == "Europe/Brussels"
+    # The first run covers the Brussels month the product was registered in.
+    start = datetime.fromisoformat(document["start"].replace("Z", "+00:00"))
+    assert (start.hour, start.minute) in ((22, 0), (23, 0))
+    assert register(client, alice, id="in_utc").status_code == 201
+    assert client.get(f"{PREFIX}/products/in_utc", headers=alice).json()["timezone"] == "UTC"
 
 
 def test_product_from_a_stored_process(client: TestClient, alice: dict[str, str]) -> None:

@@ -2,13 +2,15 @@
 
 Each DAG has the batch DAG's shape (``size -> load[] -> transform -> save``, the same task
 bodies) plus ``publish``: ``size`` creates the run's openEO job (owner = the product's owner)
-with the temporal extent its window rule gives for the run's data interval; ``publish`` copies
+with the temporal extent its window rule gives for the run's data interval (or the one the
+triggering asset events ask for in ``extra.temporal_extent``); ``publish`` copies
 the results in as the item of the product's STAC collection for that interval (a re-run
 replaces it) and emits the product's Airflow Asset, so downstream DAGs can schedule on it.
 
 The timetable always has a data interval: a cron schedule becomes
-``CronDataIntervalTimetable`` (Airflow 3 turns a plain cron string into
-``CronTriggerTimetable`` without one), an ISO 8601 duration ``DeltaDataIntervalTimetable``.
+``CronDataIntervalTimetable`` in the product's time zone (Airflow 3 turns a plain cron string
+into ``CronTriggerTimetable`` without one), an ISO 8601 duration ``DeltaDataIntervalTimetable``
+(fixed lengths: it has no time zone; the product's zone only aligns its start).
 Parsing this module stays cheap: task bodies import the job machinery lazily.
 """
 
@@ -31,12 +33,13 @@ from airflow.sdk import (
 
 from openeo_airflow.airflow.batch_dag import load, save, transform
 from openeo_airflow.core.products import (
+    PRODUCT_TAG,
     Product,
     ProductInvalid,
     extent_strings,
     item_id,
     parse_schedule,
-    window,
+    run_extent,
 )
 
 log = logging.getLogger(__name__)
@@ -48,7 +51,7 @@ def timetable(product: Product) -> Any:
     if product.schedule:
         schedule = parse_schedule(product.schedule)
         if schedule.cron is not None:
-            time_based = CronDataIntervalTimetable(schedule.cron, timezone="UTC")
+            time_based = CronDataIntervalTimetable(schedule.cron, timezone=product.timezone)
         else:
             assert schedule.delta is not None
             delta = schedule.delta
@@ -76,6 +79,12 @@ def run_interval(context: Any) -> tuple[datetime, datetime]:
     return moment, moment
 
 
+def event_extras(context: Any) -> list[dict[str, Any]]:
+    """The ``extra`` of every asset event that triggered the run (none for other runs)."""
+    events = context.get("triggering_asset_events") or {}
+    return [dict(event.extra or {}) for found in events.values() for event in found]
+
+
 def _utc(value: datetime) -> datetime:
     return datetime.fromtimestamp(value.timestamp(), UTC)
 
@@ -101,8 +110,7 @@ def size(product_id: str) -> list[str]:
     product = b.products.store.find(product_id)
     if product is None or product.deleted:
         raise ValueError(f"The product '{product_id}' does not exist any more.")
-    interval = run_interval(context)
-    first, last = window(product.window, *interval)
+    interval, (first, last) = run_extent(product, run_interval(context), event_extras(context))
     if first >= last:
         raise ProductInvalid(
             "window", f"rule '{product.window}' gives an empty extent for this run ({interval})"
@@ -178,7 +186,7 @@ def build_product_dag(product: Product) -> DAG:
         catchup=False,
         is_paused_upon_creation=product.paused,
         max_active_runs=1,
-        tags=["openeo", "openeo-product"],
+        tags=["openeo", PRODUCT_TAG],
         default_args={
             "owner": product.owner,
             "retries": 0,

@@ -32,6 +32,7 @@ FIELDS = (
     "arguments",
     "schedule",
     "trigger_assets",
+    "timezone",
     "window",
     "job_options",
     "paused",
@@ -84,7 +85,7 @@ def register_product(
 def list_products(request: Request, user: UserDep, backend: BackendDep) -> dict[str, Any]:
     root = api_root(request)
     return {
-        "products": [product_document(p, root) for p in backend.products.store.of(user.user_id)],
+        "products": [product_document(p, root) for p in backend.products.of(user.user_id)],
         "links": [{"rel": "self", "href": root + "/products", "type": "application/json"}],
     }
 
@@ -93,7 +94,7 @@ def list_products(request: Request, user: UserDep, backend: BackendDep) -> dict[
 def get_product(
     product_id: str, request: Request, user: UserDep, backend: BackendDep
 ) -> dict[str, Any]:
-    product = backend.products.store.get(user.user_id, product_id)
+    product = backend.products.get(user.user_id, product_id)
     return product_document(product, api_root(request))
 
 

@@ -1,18 +1,21 @@
 """Recurring products: a stored process graph + a schedule + a temporal window rule (pure).
 
 Everything here is a decision without effects, so it is table-tested: how a schedule string is
-read, which temporal extent a window rule gives for a run's data interval, the id of the STAC
-item a run publishes, and how the extent is put into the graph. Storage is in ``jobs``, the
-DAG factory in ``airflow``, HTTP in ``api``.
+read, which temporal extent a window rule gives for a run's data interval (on the calendar of the
+product's time zone), which extent an asset event asks for, the id of the STAC item a run
+publishes, how the extent is put into the graph, and which paused state a product shows.
+Storage is in ``jobs``, the DAG factory in ``airflow``, HTTP in ``api``.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
 
 from croniter import croniter
 from dateutil.relativedelta import relativedelta
@@ -21,6 +24,7 @@ from openeo_airflow.core.errors import OpenEOError
 
 PRODUCT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 DAG_PREFIX = "openeo_product_"
+PRODUCT_TAG = "openeo-product"  # every product DAG has it: how they are listed in Airflow
 ASSET_SCHEME = "openeo"
 WINDOW_RULES = (
     "data-interval",
@@ -83,6 +87,7 @@ class Product:
     window: str
     schedule: str | None = None
     trigger_assets: list[str] = field(default_factory=list)
+    timezone: str = "UTC"
     process: dict[str, Any] | None = None
     process_graph_id: str | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
@@ -98,6 +103,10 @@ class Product:
     @property
     def dag_id(self) -> str:
         return DAG_PREFIX + self.id
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return parse_timezone(self.timezone)
 
     @property
     def asset_uri(self) -> str:
@@ -132,74 +141,102 @@ def parse_schedule(text: str) -> Schedule:
     return Schedule(text=text, cron=text)
 
 
+def parse_timezone(name: object) -> ZoneInfo:
+    """An IANA time zone name (``Europe/Brussels``); cron and window rules use its calendar."""
+    # The listed names only: ZoneInfo alone would open any file under the tz database.
+    if isinstance(name, str) and name in _zone_names():
+        return ZoneInfo(name)
+    raise ProductInvalid(
+        "timezone",
+        f"{repr(name)[:80]} is not an IANA time zone name (e.g. 'UTC', 'Europe/Brussels')",
+    )
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
 def _reference() -> datetime:
     return datetime(2000, 1, 1, tzinfo=UTC)
 
 
-def latest_interval(schedule: Schedule, now: datetime) -> tuple[datetime, datetime]:
-    """The latest complete data interval at ``now`` (what a run at ``now`` would process)."""
+def latest_interval(
+    schedule: Schedule, now: datetime, zone: tzinfo = UTC
+) -> tuple[datetime, datetime]:
+    """The latest complete data interval at ``now`` (what a run at ``now`` would process);
+    a cron schedule is read on the wall clock of ``zone``, as Airflow's timetable reads it."""
     if schedule.cron is not None:
-        it = croniter(schedule.cron, now)
-        end = it.get_prev(datetime)
-        return it.get_prev(datetime), end
+        it = croniter(schedule.cron, now.astimezone(zone))
+        end = it.get_prev(datetime).astimezone(UTC)
+        return it.get_prev(datetime).astimezone(UTC), end
     assert schedule.delta is not None
     return now - schedule.delta, now
 
 
-def first_start(schedule: Schedule, registered: datetime) -> datetime:
-    """The DAG's start date: the start of the interval in which the product was registered,
-    so the first run covers that interval (and a minute schedule runs within a minute)."""
+def first_start(schedule: Schedule, registered: datetime, zone: tzinfo = UTC) -> datetime:
+    """The DAG's start date (UTC): the start of the interval in which the product was
+    registered, so the first run covers that interval (and a minute schedule runs within a
+    minute). A duration starts on the hour or day boundary of ``zone``."""
+    local = registered.astimezone(zone)
     if schedule.cron is not None:
-        start: datetime = croniter(schedule.cron, registered).get_prev(datetime)
-        return start
+        start: datetime = croniter(schedule.cron, local).get_prev(datetime)
+        return start.astimezone(UTC)
     assert schedule.delta is not None
     span = (registered + schedule.delta) - registered
     unit = "day" if span >= timedelta(days=1) else "hour" if span >= timedelta(hours=1) else ""
-    start = registered.replace(second=0, microsecond=0)
+    start = local.replace(second=0, microsecond=0)
     if unit in ("day", "hour"):
         start = start.replace(minute=0)
     if unit == "day":
         start = start.replace(hour=0)
-    return start
+    return start.astimezone(UTC)
 
 
-def window(rule: str, start: datetime, end: datetime) -> tuple[datetime, datetime]:
-    """The temporal extent ``[from, to)`` a run processes, from its data interval.
+def window(
+    rule: str, start: datetime, end: datetime, zone: tzinfo = UTC
+) -> tuple[datetime, datetime]:
+    """The temporal extent ``[from, to)`` (UTC) a run processes, from its data interval.
 
     ``data-interval`` is the interval itself. The calendar rules take the last complete
-    calendar period before the interval's end (UTC): a monthly run whose interval ends on
-    1 March processes February whatever the interval; an asset-triggered run (no interval:
-    ``start == end`` = the trigger time) processes the period before its trigger.
+    calendar period of ``zone`` before the interval's end: a monthly run whose interval ends on
+    1 March processes February whatever the interval (in Brussels, February starts on
+    31 January 23:00 UTC); an asset-triggered run (no interval: ``start == end`` = the trigger
+    time) processes the period before its trigger.
     """
-    end = end.astimezone(UTC)
     if rule == "data-interval":
-        return start.astimezone(UTC), end
-    day = end.replace(hour=0, minute=0, second=0, microsecond=0)
+        return start.astimezone(UTC), end.astimezone(UTC)
+    # Aware arithmetic on one ZoneInfo is wall-clock arithmetic: a day back from local
+    # midnight is the previous local midnight, whatever DST did in between.
+    day = end.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
     if rule == "previous-day":
-        return day - timedelta(days=1), day
-    if rule == "previous-week":
-        monday = day - timedelta(days=day.weekday())
-        return monday - timedelta(weeks=1), monday
-    if rule == "previous-month":
-        first = day.replace(day=1)
-        return first - relativedelta(months=1), first
-    if rule == "previous-year":
-        first = day.replace(month=1, day=1)
-        return first - relativedelta(years=1), first
-    raise ProductInvalid("window", f"unknown rule '{rule}'; one of {', '.join(WINDOW_RULES)}")
+        first, last = day - timedelta(days=1), day
+    elif rule == "previous-week":
+        last = day - timedelta(days=day.weekday())
+        first = last - timedelta(weeks=1)
+    elif rule == "previous-month":
+        last = day.replace(day=1)
+        first = last - relativedelta(months=1)
+    elif rule == "previous-year":
+        last = day.replace(month=1, day=1)
+        first = last - relativedelta(years=1)
+    else:
+        raise ProductInvalid("window", f"unknown rule '{rule}'; one of {', '.join(WINDOW_RULES)}")
+    return first.astimezone(UTC), last.astimezone(UTC)
 
 
 def check_window(product: Product, schedule: Schedule | None, now: datetime) -> None:
     """Refuse a rule that gives an empty extent for the product's runs (checked on a sample)."""
     if product.window not in WINDOW_RULES:
         window(product.window, now, now)  # raises the unknown-rule error
+    zone = product.zone
     samples = []
     if schedule is not None:
-        samples.append(("scheduled runs", latest_interval(schedule, now)))
+        samples.append(("scheduled runs", latest_interval(schedule, now, zone)))
     if product.trigger_assets:
         samples.append(("runs triggered by assets (they have no data interval)", (now, now)))
     for what, (start, end) in samples:
-        first, last = window(product.window, start, end)
+        first, last = window(product.window, start, end, zone)
         if first >= last:
             raise ProductInvalid(
                 "window",
@@ -252,6 +289,73 @@ def run_process(
             node.setdefault("arguments", {})["temporal_extent"] = list(extent)
     process.pop("id", None)
     return process
+
+
+def event_extent(
+    extras: list[dict[str, Any]], zone: tzinfo = UTC
+) -> tuple[datetime, datetime] | None:
+    """The extent ``[from, to)`` (UTC) the triggering asset events ask for, or ``None``.
+
+    An event's ``extra`` may hold ``temporal_extent``: two dates (midnight of ``zone``) or
+    RFC 3339 date-times (without an offset: on the wall clock of ``zone``). Several events
+    behind one run give the union of their extents; events without one are ignored.
+    """
+    found = []
+    for extra in extras:
+        if isinstance(extra, dict) and "temporal_extent" in extra:
+            found.append(_event_bounds(extra["temporal_extent"], zone))
+    if not found:
+        return None
+    return min(first for first, _ in found), max(last for _, last in found)
+
+
+EVENT_FIELD = "extra.temporal_extent"
+
+
+def _event_bounds(value: object, zone: tzinfo) -> tuple[datetime, datetime]:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise ProductInvalid(
+            EVENT_FIELD, f"the asset event gives {value!r}; expected [start, end], two dates"
+        )
+    first, last = (_instant(v, zone) for v in value)
+    if first >= last:
+        raise ProductInvalid(EVENT_FIELD, f"the asset event's start is not before its end: {value}")
+    return first, last
+
+
+def _instant(value: object, zone: tzinfo) -> datetime:
+    if isinstance(value, str):
+        text = value.strip().replace("z", "Z").replace("Z", "+00:00")
+        try:
+            if "T" not in text and " " not in text:
+                day = date.fromisoformat(text)
+                return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+            moment = datetime.fromisoformat(text)
+            return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)
+        except ValueError:
+            pass
+    raise ProductInvalid(
+        EVENT_FIELD,
+        f"the asset event gives {value!r}; expected a date ('2024-05-01') or an RFC 3339 "
+        "date-time ('2024-05-01T00:00:00Z')",
+    )
+
+
+def run_extent(
+    product: Product, interval: tuple[datetime, datetime], extras: list[dict[str, Any]]
+) -> tuple[tuple[datetime, datetime], tuple[datetime, datetime]]:
+    """A run's item interval and temporal extent: the extent its triggering asset events ask
+    for (both), else its data interval and what the window rule makes of it."""
+    asked = event_extent(extras, product.zone)
+    if asked is not None:
+        return asked, asked
+    return interval, window(product.window, *interval, product.zone)
+
+
+def paused_state(stored: bool, in_airflow: bool | None) -> bool:
+    """What a product shows: Airflow's state of its DAG (paused in the Airflow UI counts);
+    before Airflow has parsed the DAG (``None``), the state it will be created with."""
+    return stored if in_airflow is None else in_airflow
 
 
 def check_asset_uris(uris: list[str]) -> None:

@@ -6,11 +6,35 @@ from datetime import datetime
 
 import httpx
 
-from openeo_airflow.core.products import ProductNotReady
+from openeo_airflow.core.products import PRODUCT_TAG, ProductNotReady
 from openeo_airflow.jobs.airflow_client import AirflowClient, _check
+
+PAGE = 100
 
 
 class ProductAirflow(AirflowClient):
+    def paused(self, dag_id: str) -> bool | None:
+        """Whether Airflow has the DAG paused; ``None`` when it has not parsed it yet."""
+        response = self._request("GET", f"/api/v2/dags/{dag_id}")
+        if response.status_code == 404:
+            return None
+        _check(response)
+        return bool(response.json()["is_paused"])
+
+    def paused_states(self) -> dict[str, bool]:
+        """``dag_id -> is_paused`` of every product DAG Airflow has (paged)."""
+        states: dict[str, bool] = {}
+        offset = 0
+        while True:
+            params = {"tags": PRODUCT_TAG, "limit": PAGE, "offset": offset}
+            response = self._request("GET", "/api/v2/dags", params=params)
+            _check(response)
+            page = response.json()["dags"]
+            states.update({dag["dag_id"]: bool(dag["is_paused"]) for dag in page})
+            offset += len(page)
+            if len(page) < PAGE:
+                return states
+
     def set_paused(self, dag_id: str, paused: bool) -> bool:
         """Pause or resume the DAG; ``False`` when Airflow does not know it yet (it is then
         created paused or not from the products table, see ``is_paused_upon_creation``)."""

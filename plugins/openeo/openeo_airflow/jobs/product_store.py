@@ -21,6 +21,7 @@ COLUMNS = (
     "arguments",
     "schedule",
     "trigger_assets",
+    "timezone",
     "job_options",
     "paused",
     "start",

@@ -26,6 +26,8 @@ from openeo_airflow.core.products import (
     first_start,
     latest_interval,
     parse_schedule,
+    parse_timezone,
+    paused_state,
     run_process,
     window,
 )
@@ -65,8 +67,23 @@ class ProductService:
         taken = self.store.find(product.id)
         if taken is not None and (taken.owner != owner or taken.deleted is None):
             raise ProductInvalid("id", f"a product '{product.id}' exists already")
-        product.start = first_start(schedule, now) if schedule else now
+        product.start = first_start(schedule, now, product.zone) if schedule else now
         return self.store.put(product)
+
+    def get(self, owner: str, product_id: str) -> Product:
+        """The owner's product with the paused state Airflow has for its DAG."""
+        product = self.store.get(owner, product_id)
+        product.paused = paused_state(product.paused, self._airflow.paused(product.dag_id))
+        return product
+
+    def of(self, owner: str) -> list[Product]:
+        """The owner's products with Airflow's paused states (one call for all of them)."""
+        products = self.store.of(owner)
+        if products:
+            states = self._airflow.paused_states()
+            for product in products:
+                product.paused = paused_state(product.paused, states.get(product.dag_id))
+        return products
 
     def _parse(self, owner: str, fields: dict[str, Any]) -> Product:
         product_id = fields.get("id")
@@ -90,6 +107,8 @@ class ProductService:
         if not schedule and not assets:
             raise ProductInvalid("schedule", "give a 'schedule' or 'trigger_assets' (or both)")
         check_asset_uris(assets)
+        timezone = fields.get("timezone", "UTC")
+        parse_timezone(timezone)
         rule = fields.get("window")
         if rule not in WINDOW_RULES:
             raise ProductInvalid(
@@ -106,6 +125,7 @@ class ProductService:
             window=rule,
             schedule=schedule or None,
             trigger_assets=assets,
+            timezone=timezone,
             process=process,
             process_graph_id=graph_id,
             arguments=arguments,
@@ -126,8 +146,9 @@ class ProductService:
                     f"there is no user-defined process '{product.process_graph_id}' "
                     "(store it with PUT /process_graphs/{id} first)",
                 )
-        interval = latest_interval(schedule, now) if schedule else (now, now)
-        extent = extent_strings(*window(product.window, *interval))
+        zone = product.zone
+        interval = latest_interval(schedule, now, zone) if schedule else (now, now)
+        extent = extent_strings(*window(product.window, *interval, zone))
         field = "process_graph_id" if product.process_graph_id else "process"
         try:
             process = run_process(product, stored, extent)
@@ -146,9 +167,10 @@ class ProductService:
 
     def set_paused(self, owner: str, product_id: str, paused: bool) -> Product:
         product = self.store.get(owner, product_id)
+        # Both: Airflow for the DAG it has, the table for a DAG it has not parsed yet.
         self.store.set_paused(product_id, paused)
         self._airflow.set_paused(product.dag_id, paused)
-        return self.store.get(owner, product_id)
+        return self.get(owner, product_id)
 
     def backfill(
         self, owner: str, product_id: str, start: datetime, end: datetime, reprocess: str
@@ -162,7 +184,7 @@ class ProductService:
             raise ProductInvalid("reprocess", f"one of {', '.join(REPROCESS)}")
         if end <= start:
             raise ProductInvalid("end", "must be after 'start'")
-        if product.paused:
+        if paused_state(product.paused, self._airflow.paused(product.dag_id)):
             raise ProductNotReady(reason="The product is paused; resume it to backfill.")
         # Airflow takes logical dates (interval starts) with both bounds included.
         result = self._airflow.backfill(

@@ -90,6 +90,7 @@ products = Table(
     Column("schedule", String(128), nullable=True),
     Column("trigger_assets", JSON, nullable=False, default=list),
     Column("window_rule", String(32), nullable=False),
+    Column("timezone", String(64), nullable=False, default="UTC", server_default="UTC"),
     Column("job_options", JSON, nullable=False, default=dict),
     Column("paused", Boolean, nullable=False, default=False),
     Column("start", DateTime(timezone=True), nullable=True),
