@@ -87,7 +87,10 @@ def with_load(process_id: str, **arguments: Any) -> dict[str, Any]:
 
 
 # Official processes listed with a wider schema than the official one, and why.
-WIDENED = {"load_stac": "local paths under allowed roots, and GeoJSON spatial extents"}
+WIDENED = {
+    "load_stac": "local paths under allowed roots, and GeoJSON spatial extents",
+    "climatological_normal": "climatology_period as integer years (2.0) or texts (1.x)",
+}
 
 
 def test_listing_is_exactly_the_implemented_processes_with_their_specs() -> None:
