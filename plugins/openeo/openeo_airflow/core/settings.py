@@ -45,6 +45,11 @@ class Settings:
     spark_credentials_secret: str = ""  # a Secret whose keys become env vars (object store)
     spark_driver_pool: str = ""  # node pool label (openeo.org/pool) for drivers: not scaled down
     spark_executor_pool: str = ""  # node pool for executors: the autoscaled one
+    # run_udf: "subprocess" (a child process) or "service" (the UDF runtime service on a Unix
+    # socket, in its own container on Kubernetes; processes/udf.py). udf_image: that container.
+    udf_runner: str = "subprocess"
+    udf_socket: str = ""
+    udf_image: str = "openeo-airflow/udf:latest"
 
     @property
     def jobs_dir(self) -> Path:
@@ -88,4 +93,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         spark_credentials_secret=get("SPARK_CREDENTIALS_SECRET", ""),
         spark_driver_pool=get("SPARK_DRIVER_POOL", ""),
         spark_executor_pool=get("SPARK_EXECUTOR_POOL", ""),
+        udf_runner=get("UDF_RUNNER", "subprocess"),
+        udf_socket=get("UDF_SOCKET", ""),
+        udf_image=get("UDF_IMAGE", "openeo-airflow/udf:latest"),
     )

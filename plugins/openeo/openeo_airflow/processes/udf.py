@@ -4,8 +4,14 @@ The user's code never runs in the backend's process: ``run_udf`` writes the data
 JSON) to a temporary folder, starts ``python -I -m openeo_airflow.processes.udf_worker`` with
 an empty environment (no credentials, no settings), an address-space limit, a CPU-time limit
 and a wall-clock timeout, and reads the result back the same way (never pickle). A failing UDF
-raises ``UdfError`` carrying the traceback of the user's code only. In Kubernetes the engine
-runs the same worker in its own container (same command, same folder protocol).
+raises ``UdfError`` carrying the traceback of the user's code only.
+
+Two runners, chosen by the settings ``udf_runner`` / ``udf_socket`` (``select_runner``):
+``subprocess`` (the default) starts the worker itself; ``service`` asks the UDF runtime service
+(``udf_service``) listening on a Unix socket to start it, with the request folder beside the
+socket. On Kubernetes the service runs in a sidecar container from the UDF image, sharing only
+an ``emptyDir`` with the Spark container (``engine/spark_k8s.py``): the Spark container runs no
+user code. Both runners run the same worker on the same folder protocol.
 
 What the UDF sees (the ``openeo.udf`` API): ``apply_datacube(cube, context)`` receives the
 data as an ``XarrayDataCube``: inside ``apply`` the whole cube (tile), inside
@@ -18,8 +24,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import logging
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +38,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from openeo_airflow.core.errors import FeatureUnsupported, ProcessParameterInvalid
+from openeo_airflow.core.errors import FeatureUnsupported, Internal, ProcessParameterInvalid
+from openeo_airflow.core.settings import load_settings
 
 from .exceptions import process_error
 from .registry import process
@@ -42,6 +51,12 @@ RUNTIME = "Python"
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 LIBRARIES = ("numpy", "pandas", "xarray", "scipy", "openeo")
 WORKER = "openeo_airflow.processes.udf_worker"
+SUBPROCESS, SERVICE = "subprocess", "service"
+RUNNERS = (SUBPROCESS, SERVICE)
+# The service's wall-clock limit ends the worker first; this covers the exchange around it.
+SERVICE_MARGIN_SECONDS = 60.0
+MIB = 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,6 +69,14 @@ class UdfLimits:
 
 
 LIMITS = UdfLimits()
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Where a UDF runs: a child process of ours, or the service listening on ``socket``."""
+
+    kind: str
+    socket: Path | None = None
 
 
 def udf_runtimes() -> dict[str, Any]:
@@ -96,23 +119,53 @@ def _code(udf: Any) -> str:
     return udf
 
 
+def select_runner(name: str, socket: str) -> Runner:
+    """Where UDFs run, from the settings ``udf_runner`` and ``udf_socket`` (pure)."""
+    kind = (name or SUBPROCESS).strip().lower()
+    if kind not in RUNNERS:
+        raise ValueError(f"unknown UDF runner {name!r}; expected one of {', '.join(RUNNERS)}")
+    if kind == SERVICE and not socket:
+        raise ValueError("the UDF service runner needs the path of the service's socket")
+    return Runner(kind, Path(socket) if kind == SERVICE else None)
+
+
+def _configured_runner() -> Runner:
+    settings = load_settings()
+    try:
+        return select_runner(settings.udf_runner, settings.udf_socket)
+    except ValueError as exc:
+        log.error("run_udf: %s", exc)
+        raise Internal("run_udf: the UDF runtime of this backend is misconfigured.") from exc
+
+
+def run_udf_code(
+    runner: Runner, code: str, cube: xr.DataArray, context: Any, limits: UdfLimits = LIMITS
+) -> xr.DataArray:
+    """Run a UDF's entry point on ``cube`` with ``runner``; the resulting cube."""
+    if runner.socket is not None:
+        return run_in_service(runner.socket, code, cube, context, limits)
+    return run_in_subprocess(code, cube, context, limits)
+
+
+def _write_request(folder: Path, code: str, cube: xr.DataArray, context: Any) -> None:
+    coords = {str(d): labels_to_json(cube.coords[d].values) for d in cube.dims if d in cube.coords}
+    request = {
+        "code": code,
+        "context": context,
+        "dims": [str(d) for d in cube.dims],
+        "coords": coords,
+    }
+    (folder / "request.json").write_text(json.dumps(request, default=str))
+    np.save(folder / "data.npy", np.asarray(cube.values, dtype=float), allow_pickle=False)
+
+
 def run_in_subprocess(
     code: str, cube: xr.DataArray, context: Any, limits: UdfLimits = LIMITS
 ) -> xr.DataArray:
     """Run a UDF's entry point on ``cube`` in a child process; the resulting cube."""
     with tempfile.TemporaryDirectory(prefix="openeo-udf-") as tmp:
         folder = Path(tmp)
-        coords = {
-            str(d): labels_to_json(cube.coords[d].values) for d in cube.dims if d in cube.coords
-        }
-        request = {
-            "code": code,
-            "context": context,
-            "dims": [str(d) for d in cube.dims],
-            "coords": coords,
-        }
-        (folder / "request.json").write_text(json.dumps(request, default=str))
-        np.save(folder / "data.npy", np.asarray(cube.values, dtype=float), allow_pickle=False)
+        _write_request(folder, code, cube, context)
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": tmp,
@@ -141,25 +194,73 @@ def run_in_subprocess(
                 check=False,
             )
         except subprocess.TimeoutExpired as exc:
-            raise process_error(
-                "run_udf", "UdfError", f"The UDF ran longer than {limits.wall_seconds:.0f} s."
-            ) from exc
-        return _read_result(folder, cube, done)
+            raise _timeout(limits) from exc
+        return _read_result(folder, cube, done.returncode, limits)
+
+
+def run_in_service(
+    socket_path: Path, code: str, cube: xr.DataArray, context: Any, limits: UdfLimits = LIMITS
+) -> xr.DataArray:
+    """Run a UDF through the UDF runtime service listening on ``socket_path`` (a Unix socket
+    in a volume shared with the service's container); the resulting cube."""
+    with tempfile.TemporaryDirectory(prefix="openeo-udf-", dir=socket_path.parent) as tmp:
+        folder = Path(tmp)
+        _write_request(folder, code, cube, context)
+        request = {
+            "folder": tmp,
+            "memory_bytes": limits.memory_bytes,
+            "cpu_seconds": limits.cpu_seconds,
+            "wall_seconds": limits.wall_seconds,
+        }
+        reply = _ask_service(socket_path, request, limits.wall_seconds + SERVICE_MARGIN_SECONDS)
+        applied = reply.get("limits")
+        if isinstance(applied, dict):  # the service's maxima may be lower than ours
+            limits = UdfLimits(**applied)
+        if reply.get("timeout"):
+            raise _timeout(limits)
+        if not isinstance(reply.get("returncode"), int):
+            log.error("The UDF service refused a request: %s", reply.get("error", reply))
+            raise Internal("run_udf: the UDF runtime service refused the request.")
+        return _read_result(folder, cube, reply["returncode"], limits)
+
+
+def _ask_service(socket_path: Path, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+            channel.settimeout(timeout)
+            channel.connect(str(socket_path))
+            channel.sendall(json.dumps(request).encode() + b"\n")
+            with channel.makefile("rb") as replies:
+                line = replies.readline()
+        reply = json.loads(line)
+    except (OSError, ValueError) as exc:
+        log.error("The UDF service at %s does not answer: %s", socket_path, exc)
+        raise Internal("run_udf: the UDF runtime service does not answer.") from exc
+    return reply if isinstance(reply, dict) else {}
+
+
+def _timeout(limits: UdfLimits) -> Exception:
+    return process_error(
+        "run_udf", "UdfError", f"The UDF ran longer than {limits.wall_seconds:.0f} s."
+    )
 
 
 def _read_result(
-    folder: Path, cube: xr.DataArray, done: subprocess.CompletedProcess[str]
+    folder: Path, cube: xr.DataArray, returncode: int, limits: UdfLimits
 ) -> xr.DataArray:
     error = folder / "error.json"
     if error.exists():
-        raise process_error(
-            "run_udf", "UdfError", "\n" + json.loads(error.read_text())["traceback"]
-        )
-    if done.returncode != 0 or not (folder / "result.json").exists():
+        report = json.loads(error.read_text())
+        trace = report["traceback"]
+        if report.get("memory"):
+            trace += f"The UDF exceeded its memory limit of {limits.memory_bytes // MIB} MiB.\n"
+        raise process_error("run_udf", "UdfError", "\n" + trace)
+    if returncode != 0 or not (folder / "result.json").exists():
         reason = (
-            "it was stopped (memory or CPU time limit?)"
-            if done.returncode < 0
-            else f"exit code {done.returncode}"
+            f"it was stopped: memory ({limits.memory_bytes // MIB} MiB) or CPU time "
+            f"({limits.cpu_seconds} s) limit?"
+            if returncode < 0
+            else f"exit code {returncode}"
         )
         raise process_error(
             "run_udf", "UdfError", f"The UDF process ended without a result: {reason}."
@@ -182,18 +283,19 @@ def _read_result(
 def run_udf(data: Any, udf: Any, runtime: Any, version: Any = None, context: Any = None) -> Any:
     _check_runtime(runtime, version)
     code = _code(udf)
+    runner = _configured_runner()
     if isinstance(data, LabeledArray):
-        result = run_in_subprocess(code, data.cube, context)
+        result = run_udf_code(runner, code, data.cube, context)
         return (
             LabeledArray(result, data.dim) if data.dim in result.dims else canonical_order(result)
         )
     if isinstance(data, xr.DataArray):
-        return canonical_order(run_in_subprocess(code, data, context))
+        return canonical_order(run_udf_code(runner, code, data, context))
     if isinstance(data, list) and all(isinstance(v, int | float) or v is None for v in data):
         values = xr.DataArray(
             np.array([np.nan if v is None else v for v in data], dtype=float), dims="values"
         )
-        result = run_in_subprocess(code, values, context)
+        result = run_udf_code(runner, code, values, context)
         return [None if np.isnan(v) else float(v) for v in np.asarray(result.values).ravel()]
     raise ProcessParameterInvalid(
         process="run_udf", parameter="data", reason="expected a data cube or an array of numbers"

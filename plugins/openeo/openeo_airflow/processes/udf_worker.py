@@ -7,7 +7,9 @@ backend: numpy, pandas, xarray and the ``openeo.udf`` API only. It reads ``reque
 code, the context, the cube's dimensions and labels) and ``data.npy`` from FOLDER, runs the
 UDF's entry point and writes ``result.npy`` + ``result.json``, or ``error.json`` with the
 traceback of the user's code alone (frames of the file ``<udf>``), so that a failing UDF never
-shows the backend's internals.
+shows the backend's internals, and whether it ran out of memory (numpy's allocation error is a
+``MemoryError`` subclass under another name). The UDF runtime service (``udf_service``) starts
+this same module in the UDF container.
 
 Entry points (the ``openeo.udf`` conventions): ``apply_datacube(cube, context)`` gets and returns
 an ``XarrayDataCube``; ``apply_timeseries(series, context)`` gets each pixel's time series as a
@@ -109,7 +111,8 @@ def main() -> None:
     try:
         run(folder)
     except BaseException as error:
-        (folder / "error.json").write_text(json.dumps({"traceback": _user_traceback(error)}))
+        report = {"traceback": _user_traceback(error), "memory": isinstance(error, MemoryError)}
+        (folder / "error.json").write_text(json.dumps(report))
         sys.exit(1)
 
 
