@@ -27,12 +27,20 @@ from openeo_airflow.jobs.backend import DEFAULT_COLLECTIONS
 from openeo_airflow.processes import registry
 from openeo_airflow.processes.graph import evaluate
 from openeo_airflow.processes.inline import to_json
+from openeo_airflow.processes.space import LOCAL
 from openeo_airflow.processes.tiling import evaluate_tiled
 from tests.api_support import USERS, make_backend
 from tests.conftest import SHARED
 
-normal = registry.get("climatological_normal")
-anomaly = registry.get("anomaly")
+
+def implementation(process_id: str) -> Any:
+    function = registry.get(process_id)
+    assert function is not None, process_id
+    return function
+
+
+normal = implementation("climatological_normal")
+anomaly = implementation("anomaly")
 TRANSFORM = Affine(10, 0, 500_010, 0, -10, 5_000_030)
 WORLDCEREAL = SHARED / "data" / "worldcereal_31UDS"
 S2_FILE = "S2_L2A_10m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
@@ -43,7 +51,7 @@ def series(times: Any, values: Any, height: int = 2, width: int = 3) -> xr.DataA
     times = pd.DatetimeIndex(times).values
     per_date = np.asarray(values, dtype=np.float64)[:, None, None, None]
     data = per_date + np.arange(width)[None, None, None, :] * np.ones((1, 1, height, 1))
-    return make_cube(data, times=times, bands=["B"], transform=TRANSFORM, crs=32631)
+    return make_cube(data, times=times, bands=["B"], transform=TRANSFORM, crs="EPSG:32631")
 
 
 def labels(cube: xr.DataArray) -> list[str]:
@@ -265,9 +273,9 @@ def test_normal_and_anomaly_through_post_result(alice: openeo.Connection) -> Non
         "climatological_normal", data=THIS, period="month", climatology_period=[2019, 2020]
     )
     anomalies = cube.process("anomaly", data=THIS, normals=normals, period="month")
-    result = alice.execute(anomalies.save_result(format="JSON"))
+    result: Any = alice.execute(anomalies.save_result(format="JSON"))
     assert result["order"] == ["t", "bands", "y", "x"]
-    pixel = np.array([row[0][0][0] for row in result["data"]], dtype=float)
+    pixel = np.array([row[0][0][0] for row in result["data"]], dtype=np.float64)
     expected = np.where(np.arange(24) < 12, -6.0, 6.0)
     expected[5], expected[17] = np.nan, 0.0  # June 2019 no-data: June's normal is June 2020
     np.testing.assert_allclose(pixel, expected)
@@ -294,7 +302,7 @@ def worldcereal() -> xr.DataArray:
         x, y = ds.x.values, ds.y.values
     res = float(x[1] - x[0])
     transform = Affine(res, 0, x[0] - res / 2, 0, -res, y[0] + res / 2)
-    return make_cube(data, times=times, bands=["B04", "B08"], transform=transform, crs=32631)
+    return make_cube(data, times=times, bands=["B04", "B08"], transform=transform, crs="EPSG:32631")
 
 
 def test_monthly_normal_and_anomaly_of_the_worldcereal_series() -> None:
@@ -325,7 +333,7 @@ def test_tiled_equals_untiled() -> None:
     data = rng.uniform(0, 1, (len(times), 2, 37, 41)).astype(np.float32)
     data[3, :, 4:9, 8:15] = np.nan
     source = make_cube(
-        data, times=times.values, bands=["B04", "B08"], transform=TRANSFORM, crs=32633
+        data, times=times.values, bands=["B04", "B08"], transform=TRANSFORM, crs="EPSG:32633"
     )
     graph = {
         "lc": {"process_id": "load_collection", "arguments": {"id": "S2"}},
@@ -359,4 +367,4 @@ def test_tiled_equals_untiled() -> None:
 def test_normal_and_anomaly_run_per_tile() -> None:
     for process_id in ("climatological_normal", "anomaly"):
         entry = registry.entry(process_id)
-        assert entry is not None and entry.space.kind == "local"
+        assert entry is not None and entry.space == LOCAL

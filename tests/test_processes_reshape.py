@@ -23,8 +23,15 @@ from openeo_airflow.processes.space import LOCAL
 from openeo_airflow.processes.tiling import evaluate_tiled, node_space
 from tests.api_support import PREFIX, bearer, make_backend, make_client
 
-flatten = registry.get("flatten_dimensions")
-unflatten = registry.get("unflatten_dimension")
+
+def implementation(process_id: str) -> Any:
+    function = registry.get(process_id)
+    assert function is not None, process_id
+    return function
+
+
+flatten = implementation("flatten_dimensions")
+unflatten = implementation("unflatten_dimension")
 TRANSFORM = Affine(10, 0, 500_010, 0, -10, 5_000_030)
 TIMES = np.array(["2021-06-01", "2021-06-06"], dtype="datetime64[ns]")
 
@@ -43,7 +50,7 @@ DATA = {"from_parameter": "data"}
 def raster(height: int = 5, width: int = 7, seed: int = 1) -> xr.DataArray:
     rng = np.random.default_rng(seed)
     data = rng.uniform(0, 1, (2, 2, height, width)).astype(np.float32)
-    return make_cube(data, times=TIMES, bands=["B04", "B08"], transform=TRANSFORM, crs=32633)
+    return make_cube(data, times=TIMES, bands=["B04", "B08"], transform=TRANSFORM, crs="EPSG:32633")
 
 
 def example() -> xr.DataArray:
