@@ -2,7 +2,8 @@
 persistent connections (HTTP/1.1), a fixed latency per request, and faults on demand.
 
 It counts what a reader costs: requests, TCP connections and body bytes sent. Faults:
-``fail_next(n, status)`` answers the next ``n`` requests with ``status`` (a transient 503);
+``fail_next(n, status)`` answers the next ``n`` requests with ``status`` (a transient 503),
+``fail_every(n)`` every ``n``-th;
 ``stall_after(n)`` makes every body stop after ``n`` bytes and hang (a stalled server), until
 the server is closed. Used by ``bench/gdal_profile_bench.py`` and ``tests/test_io_remote.py``.
 """
@@ -39,6 +40,8 @@ class RangeServer:
         self.counts = Counts()
         self._lock = threading.Lock()
         self._failures: list[int] = []
+        self._fail_every: int | None = None
+        self._fail_status = 503
         self._stall_after: int | None = None
         self._closing = threading.Event()
         self._server: ThreadingHTTPServer | None = None
@@ -57,6 +60,11 @@ class RangeServer:
     def fail_next(self, count: int, status: int = 503) -> None:
         with self._lock:
             self._failures = [status] * count
+
+    def fail_every(self, count: int | None, status: int = 503) -> None:
+        """Answer every ``count``-th request with ``status`` (``None``: never)."""
+        with self._lock:
+            self._fail_every, self._fail_status = count, status
 
     def stall_after(self, count: int | None) -> None:
         self._stall_after = count
@@ -93,7 +101,10 @@ class RangeServer:
     def _next_failure(self) -> int | None:
         with self._lock:
             self.counts.requests += 1
-            return self._failures.pop(0) if self._failures else None
+            if self._failures:
+                return self._failures.pop(0)
+            every = self._fail_every
+            return self._fail_status if every and self.counts.requests % every == 0 else None
 
 
 class _Handler(BaseHTTPRequestHandler):
