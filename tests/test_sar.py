@@ -30,8 +30,11 @@ from openeo_airflow.catalog.sentinel1 import (
     parse_calibration,
     parse_noise,
 )
+from openeo_airflow.compiler.plan import Plan
+from openeo_airflow.compiler.plan import Source as PlanSource
 from openeo_airflow.core.errors import ProcessParameterInvalid, ProcessParameterUnsupported
 from openeo_airflow.cube import cube_transform
+from openeo_airflow.engine.planning import shape_job
 from openeo_airflow.io.backscatter import Backscatter, DigitalElevationModelInvalid
 from openeo_airflow.io.grid import Grid, utm_crs
 from openeo_airflow.io.sar import (
@@ -41,6 +44,7 @@ from openeo_airflow.io.sar import (
     load_backscatter,
     tiff_geocoder,
 )
+from tests.test_sentinelhub import load_tiled
 
 P2021 = "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255"
 P2015 = "S1A_IW_GRDH_1SDV_20150203T043109_20150203T043134_004454_00574F_6D00"
@@ -412,3 +416,51 @@ def test_derived_product_coefficients_follow_the_incidence_angle(derived: Collec
     # Linear power of real-world magnitude: sigma0 VV mostly between -25 and 0 dB.
     db = 10 * np.log10(s[ok])
     assert -25 < np.median(db) < 0
+
+
+def test_batch_loads_grd_per_tile_as_the_whole_cube(
+    derived: CollectionConfig, tmp_path: Path
+) -> None:
+    """Each output tile geocoded into its own image window gives the whole cube's values: the
+    geocoding's exact nodes restart at every tile edge, so pixels between nodes may move by
+    a bilinear interpolation error (far below a pixel), hence a tolerance."""
+    arguments = {"coefficient": "sigma0-ellipsoid", "mask": True, "ellipsoid_incidence_angle": True}
+    source = PlanSource(
+        node_id="load",
+        process_id="load_collection",
+        collection_id=derived.id,
+        spatial_extent=DERIVED_EXTENT,
+        temporal_extent=None,
+        bands=["VV", "VH"],
+        backscatter=arguments,
+    )
+    whole = load_backscatter(
+        derived,
+        spatial_extent=DERIVED_EXTENT,
+        temporal_extent=None,
+        bands=["VV", "VH"],
+        arguments=arguments,
+    )
+    tiled, measured = load_tiled(source, derived, tmp_path, tile_size=64)
+    assert tiled.sizes == whole.sizes and measured.megapixels == pytest.approx(whole.size / 1e6)
+    assert tiled.attrs[BACKSCATTER_ATTR] == "sigma0-ellipsoid"
+    assert list(tiled.bands.values) == ["VV", "VH", "mask", "ellipsoid_incidence_angle"]
+    np.testing.assert_array_equal(tiled.x.values, whole.x.values)
+    a, b = tiled.values, whole.values
+    np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+    ok = np.isfinite(a)
+    assert ok.mean() > 0.5
+    relative = np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), 1e-12)
+    assert np.median(relative) < 1e-6  # most pixels: the same float32 value
+    assert np.percentile(relative, 99) < 2e-3 and relative.max() < 0.05
+    angle = tiled.sel(bands="ellipsoid_incidence_angle").values
+    np.testing.assert_allclose(
+        angle, whole.sel(bands="ellipsoid_incidence_angle").values, atol=1e-3, equal_nan=True
+    )
+    # The sizing sees a tileable source: the plan's shape is the cube's.
+    node = {"process_id": "load_collection", "arguments": {"id": derived.id}, "result": True}
+    plan = Plan(process_graph={"load": node}, result_node="load", sources=[source], output=None)
+    shape = shape_job(plan, {derived.id: derived}, "local", {})
+    assert [load.node_id for load in shape.loads] == ["load"]
+    assert shape.sources[0].steps == 1 and shape.sources[0].bands == 4
+    assert (shape.sources[0].height, shape.sources[0].width) == whole.shape[2:]

@@ -30,10 +30,19 @@ from rasterio.warp import Resampling, reproject
 
 from openeo_airflow.catalog.config import BandConfig, CollectionConfig, SentinelHubConfig
 from openeo_airflow.compiler.compile import compile_plan
+from openeo_airflow.compiler.plan import Plan
+from openeo_airflow.compiler.plan import Source as PlanSource
 from openeo_airflow.core.errors import InfrastructureBusy, ProcessParameterUnsupported
+from openeo_airflow.engine.loadplan import prepare_load
+from openeo_airflow.engine.measure import Measurement
+from openeo_airflow.engine.planning import shape_job
 from openeo_airflow.engine.stages import evaluate_plan, load_source
+from openeo_airflow.engine.tiled import inline_mapper, run_load
+from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.io.backscatter import DigitalElevationModelInvalid
+from openeo_airflow.io.sar import BACKSCATTER_ATTR
 from openeo_airflow.io.sentinelhub import USAGE_ATTR, load_sentinelhub
+from openeo_airflow.io.store import read_cube
 from openeo_airflow.processes import registry
 
 WC = "worldcereal_31UDS"
@@ -599,3 +608,58 @@ def test_the_sync_size_check_needs_no_stac_catalog(server: ShServer) -> None:
     with pytest.raises(ProcessGraphComplexity, match="synchronous processing is limited"):
         check_size(plan, {cfg.id: cfg}, max_pixels=pixels // 2)
     assert server.process_bodies == []
+
+
+def load_tiled(
+    source: PlanSource, cfg: CollectionConfig, root: Path, tile_size: int
+) -> tuple[xr.DataArray, Measurement]:
+    """The batch load stage's way: a load plan, then one read per output tile (inline)."""
+    workspace = JobWorkspace(root)
+    plan = prepare_load(source, cfg, "local", 0.0)
+    workspace.write_json(workspace.load_plan_file(source.node_id), plan.to_dict())
+    measured = run_load(workspace, source.node_id, tile_size, inline_mapper)
+    return read_cube(workspace.source_cube(source.node_id)), measured
+
+
+def test_batch_loads_per_tile_as_the_whole_cube(server: ShServer, tmp_path: Path) -> None:
+    cfg = s1_collection(server)
+    period = ["2017-08-01", "2017-08-06"]
+    arguments = {"coefficient": "sigma0-ellipsoid", "mask": True}
+    source = PlanSource(
+        node_id="load",
+        process_id="load_collection",
+        collection_id=cfg.id,
+        spatial_extent=EXTENT,
+        temporal_extent=period,
+        bands=["VV", "VH"],
+        backscatter=arguments,
+    )
+    whole = load_sentinelhub(
+        cfg, spatial_extent=EXTENT, temporal_extent=period, bands=None, backscatter=arguments
+    )
+    whole_requests = len(server.process_bodies)
+    server.process_bodies.clear()
+    tiled, measured = load_tiled(source, cfg, tmp_path, tile_size=24)
+    # 64 x 64 px in 24 px tiles: 3 x 3 tiles, each its own request per day.
+    sizes = {(b["output"]["width"], b["output"]["height"]) for b in server.process_bodies}
+    assert sizes == {(w, h) for w in (24, 16) for h in (24, 16)}
+    assert len(server.process_bodies) == 9 * whole_requests
+    assert {b["input"]["data"][0]["processing"]["backCoeff"] for b in server.process_bodies} == {
+        "SIGMA0_ELLIPSOID"
+    }
+    assert tiled.attrs[BACKSCATTER_ATTR] == "sigma0_ellipsoid"
+    assert list(tiled.bands.values) == ["VV", "VH", "mask"]
+    assert np.isfinite(tiled.values).mean() > 0.5
+    np.testing.assert_allclose(tiled.values, whole.values, rtol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(tiled.x.values, whole.x.values)
+    np.testing.assert_array_equal(tiled.t.values, whole.t.values)
+    assert measured.extra["usage"]["sentinelhub"]["value"] == pytest.approx(
+        1.5 * len(server.process_bodies)
+    )
+    # The sizing sees a tileable source with the service's days as its time steps.
+    node = {"process_id": "load_collection", "arguments": {"id": cfg.id}, "result": True}
+    plan = Plan(process_graph={"load": node}, result_node="load", sources=[source], output=None)
+    shape = shape_job(plan, {cfg.id: cfg}, "local", {})
+    assert [load.node_id for load in shape.loads] == ["load"]
+    assert (shape.sources[0].steps, shape.sources[0].bands) == (whole.sizes["t"], 3)
+    assert (shape.sources[0].height, shape.sources[0].width) == (64, 64)

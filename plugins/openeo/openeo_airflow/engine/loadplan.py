@@ -3,6 +3,10 @@
 A ``LoadPlan`` holds the found items, grouped into time steps, the bands and the cube grid,
 so executors read their tile without searching the catalog or knowing the collection config
 (DESIGN §2: Spark distributes tile descriptors, never pixels). It is plain JSON.
+
+Three kinds of source read through it, each tile on its own: archive files (COG/JP2 windows),
+Sentinel Hub (the tile's own Process API requests, ``sentinelhub``) and GRD calibrated while
+read (``backscatter``: each tile geocoded into the products' image windows it needs).
 """
 
 from __future__ import annotations
@@ -17,13 +21,24 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
-from openeo_airflow.catalog.config import BandConfig, CollectionConfig
+from openeo_airflow.catalog.config import BandConfig, CollectionConfig, SarConfig
 from openeo_airflow.catalog.stac import StacItem, bbox_intersects, search_items
 from openeo_airflow.compiler.plan import Source
+from openeo_airflow.io import geometry_mask
+from openeo_airflow.io.backscatter import parse_backscatter
 from openeo_airflow.io.gdal_env import gdal_env
 from openeo_airflow.io.geometry_mask import geometry_text
 from openeo_airflow.io.grid import Grid
-from openeo_airflow.io.reader import LoadOptions, SearchFn, Steps, resolve_load, time_steps
+from openeo_airflow.io.reader import (
+    LoadOptions,
+    SearchFn,
+    Steps,
+    read_steps,
+    resolve_load,
+    time_steps,
+)
+from openeo_airflow.io.sar import BACKSCATTER_ATTR, backscatter_steps, prepare_backscatter
+from openeo_airflow.io.sentinelhub import ShLoad, prepare_sentinelhub, read_sentinelhub, usage_of
 
 
 @dataclass(frozen=True)
@@ -46,10 +61,55 @@ class LoadPlan:
     grid: Grid
     options: LoadOptions
     stats: SourceStats
+    sentinelhub: ShLoad | None = None  # requests to the service instead of archive files
+    backscatter: dict[str, Any] | None = None  # sar_backscatter's arguments, on archive GRD
+    sar: SarConfig | None = None  # where the GRD items keep their metadata XML
+
+    @property
+    def band_names(self) -> list[str]:
+        if self.sentinelhub is not None:
+            return list(self.sentinelhub.names)
+        extra = parse_backscatter(self.backscatter).extra_bands if self.backscatter else []
+        return [band.name for band in self.bands] + extra
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
-        return (len(self.steps), len(self.bands), self.grid.height, self.grid.width)
+        return (len(self.steps), len(self.band_names), self.grid.height, self.grid.width)
+
+    @property
+    def attrs(self) -> dict[str, str]:
+        """The cube's marks: backscatter values say so (``sar_backscatter`` checks it)."""
+        if self.sentinelhub is not None and self.sentinelhub.coefficient is not None:
+            return {BACKSCATTER_ATTR: self.sentinelhub.coefficient}
+        if self.backscatter is not None:
+            return {BACKSCATTER_ATTR: parse_backscatter(self.backscatter).coefficient or "none"}
+        return {}
+
+    def read(self, grid: Grid) -> tuple[np.ndarray, dict[str, Any]]:
+        """``(t, bands, y, x)`` float32 values on ``grid`` (one tile of the cube grid), and
+        the usage the read reports itself (Sentinel Hub processing units)."""
+        if self.sentinelhub is None and self.backscatter is None:
+            return read_steps(self.steps_for(grid), self.bands, grid, self.options), {}
+        inside = (
+            geometry_mask.inside(self.options.geometry, grid) if self.options.geometry else None
+        )
+        usage: dict[str, Any] = {}
+        if self.sentinelhub is not None:
+            values, units = read_sentinelhub(self.sentinelhub, grid)
+            usage = usage_of(units)
+        else:
+            values = backscatter_steps(
+                self.steps_for(grid),
+                self.bands,
+                grid,
+                parse_backscatter(self.backscatter or {}),
+                self.sar or SarConfig(),
+                self.options.gdal_profile,
+                workers=1,  # tiles are the parallel unit here
+            )
+        if inside is not None:
+            values[:, :, ~inside] = np.nan  # polygons: their bounding box was read
+        return values, usage
 
     def steps_for(self, grid: Grid) -> Steps:
         """The time steps with only the items touching ``grid`` (a tile): the others need not
@@ -79,6 +139,9 @@ class LoadPlan:
                 "geometry": self.options.geometry,
             },
             "stats": asdict(self.stats),
+            "sentinelhub": self.sentinelhub.to_dict() if self.sentinelhub else None,
+            "backscatter": self.backscatter,
+            "sar": asdict(self.sar) if self.sar else None,
         }
 
     @classmethod
@@ -100,6 +163,9 @@ class LoadPlan:
             ),
             options=LoadOptions(**data["options"]),
             stats=SourceStats(**data["stats"]),
+            sentinelhub=ShLoad.from_dict(data["sentinelhub"]) if data.get("sentinelhub") else None,
+            backscatter=data.get("backscatter"),
+            sar=SarConfig(**data["sar"]) if data.get("sar") else None,
         )
 
 
@@ -113,6 +179,16 @@ def prepare_load(
     """Search the catalog and fix the grid of one source (I/O: catalog search, one header).
 
     ``search`` finds the items (an ad-hoc source's own search for load_stac / load_result)."""
+    options = LoadOptions(
+        gdal_profile=config.gdal_profile or gdal_profile,
+        soft_errors=soft_errors,
+        sentinel2=config.sentinel2,
+        geometry=geometry_text(source.spatial_extent, source.process_id),
+    )
+    if config.sentinelhub is not None:
+        return _prepare_sentinelhub(source, config, options)
+    if source.backscatter is not None:
+        return _prepare_backscatter(source, config, options)
     items, bands, grid = resolve_load(
         config,
         spatial_extent=source.spatial_extent,
@@ -120,12 +196,6 @@ def prepare_load(
         bands=source.bands,
         properties=source.properties,
         search=search,
-    )
-    options = LoadOptions(
-        gdal_profile=config.gdal_profile or gdal_profile,
-        soft_errors=soft_errors,
-        sentinel2=config.sentinel2,
-        geometry=geometry_text(source.spatial_extent, source.process_id),
     )
     steps = time_steps(items, config.sentinel2)
     return LoadPlan(
@@ -136,6 +206,62 @@ def prepare_load(
         grid=grid,
         options=options,
         stats=_source_stats(steps, bands, options.gdal_profile, config.resolution),
+    )
+
+
+def _prepare_sentinelhub(
+    source: Source, config: CollectionConfig, options: LoadOptions
+) -> LoadPlan:
+    """The service's days over the extent (one Catalog API search); no request for pixels."""
+    load, grid = prepare_sentinelhub(
+        config,
+        spatial_extent=source.spatial_extent,
+        temporal_extent=source.temporal_extent,
+        bands=source.bands,
+        backscatter=source.backscatter,
+    )
+    # Answers are FLOAT32 GeoTIFFs cut to the requested grid: no source blocks to align to.
+    stats = SourceStats(
+        items=len(load.days),
+        assets=len(load.days) * len(load.names),
+        block_size=min(512, load.sh.max_pixels),
+        bytes_per_pixel=4,
+        native_resolution=config.resolution,
+    )
+    return LoadPlan(
+        node_id=source.node_id,
+        collection_id=source.collection_id,
+        steps=[(day, []) for day in load.days],
+        bands=load.bands,
+        grid=grid,
+        options=options,
+        stats=stats,
+        sentinelhub=load,
+    )
+
+
+def _prepare_backscatter(
+    source: Source, config: CollectionConfig, options: LoadOptions
+) -> LoadPlan:
+    arguments = dict(source.backscatter or {})
+    _, steps, bands, grid = prepare_backscatter(
+        config,
+        spatial_extent=source.spatial_extent,
+        temporal_extent=source.temporal_extent,
+        bands=source.bands,
+        arguments=arguments,
+        properties=source.properties,
+    )
+    return LoadPlan(
+        node_id=source.node_id,
+        collection_id=source.collection_id,
+        steps=steps,
+        bands=bands,
+        grid=grid,
+        options=options,
+        stats=_source_stats(steps, bands, options.gdal_profile, config.resolution),
+        backscatter=arguments,
+        sar=config.sar or SarConfig(),
     )
 
 

@@ -5,20 +5,18 @@ so an estimate is exactly what the job would be sized as."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from openeo_airflow.catalog.config import CollectionConfig
 from openeo_airflow.compiler.compile import split_process
-from openeo_airflow.compiler.plan import Plan, Source
+from openeo_airflow.compiler.plan import Plan
 from openeo_airflow.core.errors import CollectionNotFound, ProcessGraphComplexity
 from openeo_airflow.core.settings import Settings
 from openeo_airflow.engine.loadplan import LoadPlan, prepare_load
 from openeo_airflow.engine.sources import ADHOC_PROCESSES, resolve_source
 from openeo_airflow.engine.stages import soft_error_ratio
-from openeo_airflow.io.geometry_mask import bbox_extent
 from openeo_airflow.processes.tiling import tiling_plan
-from openeo_airflow.sizing.estimate import extent_wgs84, pixel_count
 from openeo_airflow.sizing.model import GraphShape, Limits, Sizing, SourceShape, size_job
 from openeo_airflow.sizing.resources import validate_job_options
 
@@ -30,7 +28,6 @@ class JobShape:
     loads: list[LoadPlan]
     sources: list[SourceShape]
     graph: GraphShape
-    whole: list[str] = field(default_factory=list)  # sources loaded as one cube
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -109,7 +106,7 @@ def shape_job(
     gdal_profile: str,
     job_options: Mapping[str, Any],
 ) -> JobShape:
-    loads, shapes, whole = [], [], []
+    loads, shapes = [], []
     for source in plan.sources:
         if source.process_id in ADHOC_PROCESSES:
             # load_stac / load_result: a collection made from the STAC document, searched by
@@ -128,32 +125,11 @@ def shape_job(
         config = collections.get(source.collection_id)
         if config is None:
             raise CollectionNotFound(identifier=source.collection_id)
-        if not tileable(source, config):
-            whole.append(source.node_id)
-            shapes.append(_estimated_shape(source, config))
-            continue
+        # Archive files, Sentinel Hub and archive GRD with sar_backscatter all load per tile.
         load = prepare_load(source, config, gdal_profile, soft_error_ratio(job_options))
         loads.append(load)
         shapes.append(source_shape(load))
-    return JobShape(loads=loads, sources=shapes, graph=graph_shape(plan.process_graph), whole=whole)
-
-
-def tileable(source: Source, config: CollectionConfig) -> bool:
-    """Whether the tiled loader reads this source; Sentinel Hub collections and on-the-fly
-    backscatter load as one cube on the stage's driver (their loaders cut their own requests)."""
-    return config.sentinelhub is None and source.backscatter is None
-
-
-def _estimated_shape(source: Source, config: CollectionConfig) -> SourceShape:
-    """A shape from the extent alone (no catalog search): one time step per band."""
-    bands = len(source.bands) if source.bands else len(config.bands)
-    pixels = (
-        pixel_count(extent_wgs84(bbox_extent(source.spatial_extent)), config.resolution, 1, 1)
-        if source.spatial_extent
-        else 10_000 * 10_000
-    )
-    side = max(1, int(pixels**0.5))
-    return SourceShape(node_id=source.node_id, steps=1, bands=bands, height=side, width=side)
+    return JobShape(loads=loads, sources=shapes, graph=graph_shape(plan.process_graph))
 
 
 def check_scale(sizing: Sizing, limits: Limits) -> None:

@@ -29,17 +29,13 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from openeo_airflow.catalog.config import DEFAULT_COLLECTIONS_FILE, load_collections
 from openeo_airflow.compiler.plan import Plan
-from openeo_airflow.core.settings import load_settings
 from openeo_airflow.cube import cube_resolution, make_cube
 from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.measure import Measurement, combine, meter
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.io.grid import tiles as grid_tiles
-from openeo_airflow.io.reader import read_steps
-from openeo_airflow.io.sentinelhub import USAGE_ATTR
 from openeo_airflow.io.store import create_cube, open_cube, publish, read_cube, write_cube
 from openeo_airflow.io.store import write_tile as store_write_tile
 from openeo_airflow.processes.graph import Resolver
@@ -72,20 +68,20 @@ def load_tile(descriptor: Descriptor) -> dict[str, Any]:
     row, col, height, width = descriptor["window"]
     grid = plan.grid.window(row, col, height, width)
     with meter() as measured:
-        values = read_steps(plan.steps_for(grid), plan.bands, grid, plan.options)
+        values, usage = plan.read(grid)
         store_write_tile(
             Path(descriptor["store"]), slice(row, row + height), slice(col, col + width), values
         )
         measured.megapixels = values.size / 1e6
         del values
+    if usage:
+        measured.extra = {"usage": usage}
     return measured.to_dict()
 
 
 def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapper) -> Measurement:
     started = time.perf_counter()
     plan_file = workspace.load_plan_file(node_id)
-    if not plan_file.exists():
-        return _load_whole(workspace, node_id, started)
     plan = LoadPlan.from_dict(workspace.read_json(plan_file))
     target = workspace.source_cube(node_id)
     staged = create_cube(_empty_source(plan), workspace.staging(target), tile_size)
@@ -113,36 +109,35 @@ def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapp
         w,
         len(parts),
     )
-    return combine((Measurement.from_dict(p) for p in parts), time.perf_counter() - started)
-
-
-def _load_whole(workspace: JobWorkspace, node_id: str, started: float) -> Measurement:
-    """A source the tiled loader does not read (Sentinel Hub, on-the-fly backscatter): one
-    cube on this stage's driver, through the same loader synchronous processing uses."""
-    settings = load_settings()
-    collections = load_collections(settings.collections_file or DEFAULT_COLLECTIONS_FILE)
-    source = next(s for s in workspace.read_plan().sources if s.node_id == node_id)
-    with meter() as measured:
-        cube = stages.load_source(source, collections, settings.gdal_profile)
-        measured.megapixels = cube.size / 1e6
-        usage = cube.attrs.pop(USAGE_ATTR, None)  # e.g. Sentinel Hub processing units
-        write_cube(cube, workspace.source_cube(node_id))
-    measured.seconds = time.perf_counter() - started
-    measured.extra = {"tiles": 0, "whole": "its loader makes its own requests"}
+    measured = [Measurement.from_dict(p) for p in parts]
+    total = combine(measured, time.perf_counter() - started)
+    usage = _usage(measured)
     if usage:
-        measured.extra["usage"] = usage
-    return measured
+        total.extra = {"usage": usage}
+    return total
+
+
+def _usage(parts: list[Measurement]) -> dict[str, Any]:
+    """The tiles' self-reported usage (e.g. Sentinel Hub processing units), summed."""
+    usage: dict[str, Any] = {}
+    for part in parts:
+        for name, entry in (part.extra.get("usage") or {}).items():
+            before = usage.get(name, {}).get("value", 0.0)
+            usage[name] = {"value": before + float(entry["value"]), "unit": entry.get("unit")}
+    return usage
 
 
 def _empty_source(plan: LoadPlan) -> xr.DataArray:
     t, b, h, w = plan.shape
-    return make_cube(
+    cube = make_cube(
         np.broadcast_to(np.float32(np.nan), (t, b, h, w)),
         times=np.array([np.datetime64(day.isoformat(), "ns") for day, _ in plan.steps]),
-        bands=[band.name for band in plan.bands],
+        bands=plan.band_names,
         transform=plan.grid.transform,
         crs=plan.grid.crs.to_wkt(),
     )
+    cube.attrs.update(plan.attrs)
+    return cube
 
 
 # --- transform ------------------------------------------------------------------------------------

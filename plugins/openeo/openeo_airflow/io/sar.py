@@ -31,7 +31,6 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +61,13 @@ from openeo_airflow.io.backscatter import (
 )
 from openeo_airflow.io.gdal_env import gdal_env
 from openeo_airflow.io.grid import DEFAULT_TILE_SIZE, Grid, Tile, target_grid, tiles
-from openeo_airflow.io.reader import parse_spatial_extent, parse_temporal_extent, select_bands
+from openeo_airflow.io.reader import (
+    Steps,
+    parse_spatial_extent,
+    parse_temporal_extent,
+    select_bands,
+    time_steps,
+)
 
 BACKSCATTER_ATTR = "openeo_airflow:backscatter"
 CALIBRATION_LUT = {"beta0": "beta0", "sigma0-ellipsoid": "sigma0", "gamma0-ellipsoid": "gamma0"}
@@ -334,7 +339,7 @@ def check_archive_support(params: Backscatter, cfg: CollectionConfig) -> None:
         raise unsupported(f"options.{key}", "GRD from the archive takes no options")
 
 
-def load_backscatter(
+def prepare_backscatter(
     cfg: CollectionConfig,
     *,
     spatial_extent: dict[str, Any] | None,
@@ -342,11 +347,8 @@ def load_backscatter(
     bands: Sequence[str] | None,
     arguments: Mapping[str, Any],
     properties: dict[str, Any] | None = None,
-    gdal_profile: str = "local",
-    tile_size: int = DEFAULT_TILE_SIZE,
-    workers: int | None = None,
-) -> xr.DataArray:
-    """``load_collection`` + ``sar_backscatter(arguments)`` as one ``(t, bands, y, x)`` cube."""
+) -> tuple[Backscatter, Steps, list[BandConfig], Grid]:
+    """Check the arguments, search the products and fix the cube grid (I/O: the search)."""
     params = parse_backscatter(arguments)
     check_archive_support(params, cfg)
     selected = select_bands(cfg, bands)
@@ -362,9 +364,32 @@ def load_backscatter(
         boxes = np.array([item.bbox for item in items])
         union = (boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max())
         extent = (tuple(float(v) for v in union), rasterio.crs.CRS.from_epsg(4326))  # type: ignore[assignment]
-    grid = target_grid(cfg, extent, [], selected)
-    return backscatter_items(
-        items,
+    return params, time_steps(items), selected, target_grid(cfg, extent, [], selected)
+
+
+def load_backscatter(
+    cfg: CollectionConfig,
+    *,
+    spatial_extent: dict[str, Any] | None,
+    temporal_extent: Sequence[str | None] | None,
+    bands: Sequence[str] | None,
+    arguments: Mapping[str, Any],
+    properties: dict[str, Any] | None = None,
+    gdal_profile: str = "local",
+    tile_size: int = DEFAULT_TILE_SIZE,
+    workers: int | None = None,
+) -> xr.DataArray:
+    """``load_collection`` + ``sar_backscatter(arguments)`` as one ``(t, bands, y, x)`` cube."""
+    params, steps, selected, grid = prepare_backscatter(
+        cfg,
+        spatial_extent=spatial_extent,
+        temporal_extent=temporal_extent,
+        bands=bands,
+        arguments=arguments,
+        properties=properties,
+    )
+    data = backscatter_steps(
+        steps,
         selected,
         grid,
         params,
@@ -373,10 +398,19 @@ def load_backscatter(
         tile_size=tile_size,
         workers=workers,
     )
+    cube = make_cube(
+        data,
+        times=np.array([np.datetime64(day.isoformat(), "ns") for day, _ in steps]),
+        bands=[b.name for b in selected] + params.extra_bands,
+        transform=grid.transform,
+        crs=grid.crs.to_wkt(),
+    )
+    cube.attrs[BACKSCATTER_ATTR] = params.coefficient or "none"
+    return cube
 
 
-def backscatter_items(
-    items: Sequence[StacItem],
+def backscatter_steps(
+    steps: Steps,
     bands: Sequence[BandConfig],
     grid: Grid,
     params: Backscatter,
@@ -385,10 +419,9 @@ def backscatter_items(
     *,
     tile_size: int = DEFAULT_TILE_SIZE,
     workers: int | None = None,
-) -> xr.DataArray:
-    """Backscatter of ``items`` on ``grid``: one time step per UTC day, first value wins."""
-    ordered = sorted(items, key=lambda i: (i.datetime, i.id))
-    steps = [(day, list(g)) for day, g in groupby(ordered, lambda i: i.datetime.date())]
+) -> np.ndarray:
+    """``(steps, bands + extra bands, y, x)`` backscatter on ``grid`` (the whole cube or one
+    output tile); within a step (a UTC day) the first product with a value wins."""
     names = [b.name for b in bands] + params.extra_bands
     data = np.full((len(steps), len(names), grid.height, grid.width), np.nan, dtype=np.float32)
     products = _Products(bands, sar)
@@ -409,15 +442,7 @@ def backscatter_items(
         with ThreadPoolExecutor(max_workers=max(1, min(count, len(work)))) as pool:
             for future in [pool.submit(fill, *unit) for unit in work]:
                 future.result()
-    cube = make_cube(
-        data,
-        times=np.array([np.datetime64(day.isoformat(), "ns") for day, _ in steps]),
-        bands=names,
-        transform=grid.transform,
-        crs=grid.crs.to_wkt(),
-    )
-    cube.attrs[BACKSCATTER_ATTR] = params.coefficient or "none"
-    return cube
+    return data
 
 
 def product_tile(

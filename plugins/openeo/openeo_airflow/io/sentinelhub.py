@@ -28,6 +28,7 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -349,7 +350,45 @@ def search_days(
         body = {**body, "next": following}
 
 
-def load_sentinelhub(
+@dataclass(frozen=True)
+class ShLoad:
+    """A Sentinel Hub load resolved once (bands, evalscript, processing options, the days the
+    Catalog API found), then read on any window of the cube grid: the whole grid (synchronous
+    processing) or one output tile per batch task (``read_sentinelhub``). Plain JSON."""
+
+    sh: SentinelHubConfig
+    days: list[date]
+    script: str
+    processing: dict[str, Any]
+    bands: list[BandConfig]  # the requested bands (their scale / offset)
+    names: list[str]  # output bands: the requested ones, then sar_backscatter's extras
+    coefficient: str | None = None  # set when the values are sar_backscatter's
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sh": asdict(self.sh),
+            "days": [day.isoformat() for day in self.days],
+            "script": self.script,
+            "processing": self.processing,
+            "bands": [asdict(b) for b in self.bands],
+            "names": self.names,
+            "coefficient": self.coefficient,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShLoad:
+        return cls(
+            sh=SentinelHubConfig(**data["sh"]),
+            days=[date.fromisoformat(day) for day in data["days"]],
+            script=data["script"],
+            processing=dict(data["processing"]),
+            bands=[BandConfig(**b) for b in data["bands"]],
+            names=list(data["names"]),
+            coefficient=data.get("coefficient"),
+        )
+
+
+def prepare_sentinelhub(
     cfg: CollectionConfig,
     *,
     spatial_extent: dict[str, Any] | None,
@@ -357,9 +396,8 @@ def load_sentinelhub(
     bands: Sequence[str] | None,
     backscatter: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
-    threads: int = 2,
-) -> xr.DataArray:
-    """``load_collection`` (+ ``sar_backscatter``) of a Sentinel Hub collection as a cube."""
+) -> tuple[ShLoad, Grid]:
+    """Check the arguments, fix the cube grid and ask the Catalog API for the days (I/O)."""
     sh = cfg.sentinelhub
     if sh is None:
         raise Internal(message=f"Collection '{cfg.id}' is not served by Sentinel Hub")
@@ -375,6 +413,7 @@ def load_sentinelhub(
     processing = dict(sh.processing)
     inputs = [(b.asset, b.units or "DN") for b in selected]
     names = [b.name for b in selected]
+    coefficient = None
     if backscatter is not None:
         if not sh.sar:
             raise ProcessParameterInvalid(
@@ -386,43 +425,82 @@ def load_sentinelhub(
         processing.update(backscatter_processing(params, cfg.id))
         inputs += [SAR_BANDS[name] for name in params.extra_bands]
         names += params.extra_bands
+        coefficient = str(processing["backCoeff"]).lower()
     grid = target_grid(cfg, extent, [], selected)
-    client = ShClient(sh_config(sh, env), threads=threads)
+    client = ShClient(sh_config(sh, env))
     days = search_days(client, sh, grid, start, end)
-    script = evalscript(inputs)
+    load = ShLoad(sh, days, evalscript(inputs), processing, selected, names, coefficient)
+    return load, grid
+
+
+def read_sentinelhub(
+    load: ShLoad, grid: Grid, env: Mapping[str, str] | None = None, threads: int = 2
+) -> tuple[np.ndarray, float]:
+    """``(days, bands, y, x)`` values on ``grid`` and the processing units spent: one
+    Process API request per day and chunk of at most ``max_pixels`` a side."""
+    client = ShClient(sh_config(load.sh, env), threads=threads)
+    days, sh = load.days, load.sh
     chunks = list(tiles(grid, sh.max_pixels))
-    data = np.full((len(days), len(names), grid.height, grid.width), np.nan, dtype=np.float32)
+    data = np.full((len(days), len(load.names), grid.height, grid.width), np.nan, np.float32)
 
     def fetch(index: int) -> None:
         requests = [
-            process_request(client.config, sh, script, c.grid, days[index], processing)
+            process_request(client.config, sh, load.script, c.grid, days[index], load.processing)
             for c in chunks
         ]
         for chunk, response in zip(chunks, client.fetch(requests), strict=True):
-            data[index, :, chunk.rows, chunk.cols] = _decode(response, chunk.grid, len(names))
+            data[index, :, chunk.rows, chunk.cols] = _decode(response, chunk.grid, len(load.names))
 
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(days) or 1))) as pool:
-        for future in [pool.submit(fetch, i) for i in range(len(days))]:
-            future.result()
-    _scale(data, selected)
+    if grid.width and grid.height:
+        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(days) or 1))) as pool:
+            for future in [pool.submit(fetch, i) for i in range(len(days))]:
+                future.result()
+    _scale(data, load.bands)
+    log.info(
+        "Sentinel Hub: %d request(s) for %d x %d px, %.2f processing units",
+        len(days) * len(chunks),
+        grid.width,
+        grid.height,
+        client.processing_units,
+    )
+    return data, client.processing_units
+
+
+def usage_of(units: float) -> dict[str, Any]:
+    """Processing units as an entry of a job's ``usage``."""
+    return {"sentinelhub": {"value": units, "unit": "processing units"}}
+
+
+def load_sentinelhub(
+    cfg: CollectionConfig,
+    *,
+    spatial_extent: dict[str, Any] | None,
+    temporal_extent: Sequence[str | None] | None,
+    bands: Sequence[str] | None,
+    backscatter: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    threads: int = 2,
+) -> xr.DataArray:
+    """``load_collection`` (+ ``sar_backscatter``) of a Sentinel Hub collection as a cube."""
+    load, grid = prepare_sentinelhub(
+        cfg,
+        spatial_extent=spatial_extent,
+        temporal_extent=temporal_extent,
+        bands=bands,
+        backscatter=backscatter,
+        env=env,
+    )
+    data, units = read_sentinelhub(load, grid, env, threads)
     cube = make_cube(
         data,
-        times=np.array([np.datetime64(day.isoformat(), "ns") for day in days]),
-        bands=names,
+        times=np.array([np.datetime64(day.isoformat(), "ns") for day in load.days]),
+        bands=load.names,
         transform=grid.transform,
         crs=grid.crs.to_wkt(),
     )
-    cube.attrs[USAGE_ATTR] = {
-        "sentinelhub": {"value": client.processing_units, "unit": "processing units"}
-    }
-    if backscatter is not None:
-        cube.attrs[BACKSCATTER_ATTR] = processing["backCoeff"].lower()
-    log.info(
-        "Sentinel Hub: %d request(s) for %s, %.2f processing units",
-        len(days) * len(chunks),
-        cfg.id,
-        client.processing_units,
-    )
+    cube.attrs[USAGE_ATTR] = usage_of(units)
+    if load.coefficient is not None:
+        cube.attrs[BACKSCATTER_ATTR] = load.coefficient
     return cube
 
 
