@@ -29,14 +29,23 @@ from openeo_airflow.engine.spark_k8s import (
     APP_LABEL,
     LAUNCHER,
     MAX_NAME,
+    NO_TOKEN_VOLUME,
     OOM_EXIT_CODES,
+    TOKEN_DIR,
+    UDF_DIR,
+    UDF_PYTHON,
+    UDF_SOCKET,
+    UDF_VOLUME,
     SparkK8sConfig,
     Termination,
+    UdfSidecars,
     application_name,
     build_spark_application,
     label_value,
     out_of_memory_evidence,
+    udf_sidecars,
 )
+from openeo_airflow.sizing.model import StageSize
 from openeo_airflow.sizing.resources import Resources
 from tests.spark_k8s_fake import FakeCluster, ended, pod
 
@@ -552,3 +561,157 @@ def test_other_failures_are_re_raised_as_they_are(cluster: FakeCluster) -> None:
         run_spark_application(_context(1), manifest(), kubernetes_conn_id="k8s")
     assert not isinstance(raised.value, StageOutOfMemory)
     assert cluster.apps == {}
+
+
+# --- the UDF sidecar ------------------------------------------------------------------------------
+
+UDF_SIZE = StageSize(
+    name="transform",
+    tiles=4,
+    peak_tile_mb=300.0,
+    peak_executor_mb=2000.0,
+    peak_driver_mb=900.0,
+    seconds=10.0,
+    megapixels=5.0,
+    bytes_read=0.0,
+    resources=RESOURCES["static"],
+)
+
+
+def transform_sidecars() -> UdfSidecars:
+    found = udf_sidecars("transform", 1, UDF_SIZE)
+    assert found is not None
+    return found
+
+
+UDF_SIDECARS = transform_sidecars()
+
+
+@pytest.mark.parametrize(
+    ("stage", "udfs", "expected"),
+    [("transform", 1, True), ("transform", 0, False), ("load", 2, False), ("save", 1, False)],
+)
+def test_only_a_transform_with_run_udf_gets_a_udf_sidecar(
+    stage: str, udfs: int, expected: bool
+) -> None:
+    assert (udf_sidecars(stage, udfs, UDF_SIZE) is not None) is expected
+
+
+def test_udf_sidecar_size_follows_the_stage_sizing() -> None:
+    executor, driver = UDF_SIDECARS.executor, UDF_SIDECARS.driver
+    # A run per executor core, each with the tile's data three times over the interpreter.
+    assert (executor.workers, executor.cores) == (4, 4)
+    assert executor.run_memory_mb == 768 + 3 * 300
+    assert executor.memory_mb == 4 * (768 + 3 * 300) + 64
+    # The driver evaluates the whole-cube parts one at a time, on its predicted peak.
+    assert (driver.workers, driver.cores, driver.run_memory_mb) == (1, 2, 768 + 3 * 900)
+    small = udf_sidecars("transform", 1, None)
+    assert small is not None and small.executor.run_memory_mb == 1024  # the floor
+
+
+@pytest.mark.parametrize(("stage", "node"), STAGE_NODES)
+def test_udf_manifests_validate_against_the_crd(
+    schema: dict[str, Any], stage: str, node: str | None
+) -> None:
+    body = manifest(stage, node, udf=udf_sidecars(stage, 1, UDF_SIZE))
+    assert_valid(body, schema)
+    assert json.loads(json.dumps(body)) == body
+    has_udf = stage == "transform"
+    names = [v["name"] for v in body["spec"]["volumes"]]
+    assert (UDF_VOLUME in names) is has_udf
+    for role in ("driver", "executor"):
+        pod = body["spec"][role]
+        env = {e["name"]: e["value"] for e in pod["env"]}
+        assert ("initContainers" in pod) is has_udf
+        assert ("OPENEO_AIRFLOW_UDF_RUNNER" in env) is has_udf
+
+
+def test_the_udf_sidecar_is_isolated_and_sized(schema: dict[str, Any]) -> None:
+    config = SparkK8sConfig(**{**CONFIG.__dict__, "credentials_secret": "s3-keys"})
+    body = manifest("transform", None, config=config, udf=UDF_SIDECARS)
+    assert_valid(body, schema)
+    spec = body["spec"]
+    assert {"name": UDF_VOLUME, "emptyDir": {}} in spec["volumes"]
+    assert {
+        "name": "openeo-workspace",
+        "persistentVolumeClaim": {"claimName": "openeo-workspace"},
+    } in spec["volumes"]
+    for role, size in (("driver", UDF_SIDECARS.driver), ("executor", UDF_SIDECARS.executor)):
+        pod = spec[role]
+        # The Spark container: told to use the service, shares only the UDF volume with it.
+        env = {e["name"]: e["value"] for e in pod["env"]}
+        assert env["OPENEO_AIRFLOW_UDF_RUNNER"] == "service"
+        assert env["OPENEO_AIRFLOW_UDF_SOCKET"] == UDF_SOCKET
+        assert {"name": UDF_VOLUME, "mountPath": UDF_DIR} in pod["volumeMounts"]
+        assert "sidecars" not in pod
+        (udf,) = pod["initContainers"]
+        assert udf["name"] == "openeo-udf" and udf["image"] == config.udf_image
+        assert udf["restartPolicy"] == "Always"  # a native sidecar: ends with the pod
+        assert udf["args"][udf["args"].index("--socket") + 1] == UDF_SOCKET
+        assert udf["args"][udf["args"].index("--workers") + 1] == str(size.workers)
+        assert udf["args"][udf["args"].index("--max-memory-mb") + 1] == str(size.run_memory_mb)
+        limits = {"cpu": str(size.cores), "memory": f"{size.memory_mb}m"}
+        assert udf["resources"] == {"requests": limits, "limits": limits}
+        assert udf["startupProbe"]["exec"]["command"] == ["test", "-S", UDF_SOCKET]
+        # No deployment secrets, no service-account token, no privileges.
+        assert "env" not in udf and "envFrom" not in udf
+        assert pod["envFrom"] == [{"secretRef": {"name": "s3-keys"}}]
+        mounts = {m["mountPath"]: m["name"] for m in udf["volumeMounts"]}
+        assert mounts == {UDF_DIR: UDF_VOLUME, TOKEN_DIR: NO_TOKEN_VOLUME}
+        assert "openeo-workspace" not in mounts.values()
+        context = udf["securityContext"]
+        assert context["runAsNonRoot"] and context["readOnlyRootFilesystem"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_the_udf_image_matches_the_sidecar() -> None:
+    dockerfile = Path(__file__).resolve().parents[1] / "images" / "udf" / "Dockerfile"
+    text = dockerfile.read_text()
+    assert "ENV VIRTUAL_ENV=/opt/openeo/venv" in text and UDF_PYTHON.startswith("/opt/openeo/venv/")
+    assert "ARG UDF_UID=185" in text and "USER ${UDF_UID}" in text
+    udf = manifest("transform", None, udf=UDF_SIDECARS)["spec"]["executor"]["initContainers"][0]
+    assert udf["securityContext"]["runAsUser"] == 185
+    assert f'"{UDF_SOCKET}"' in text  # the image's default socket is the manifest's
+
+
+def test_the_sidecar_command_serves_the_spark_side_of_the_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sidecar's command and the Spark container's env, as the manifest writes them (the
+    image's interpreter and the volume path moved to this machine), run a real UDF."""
+    import subprocess
+    import sys
+    import time
+
+    from openeo_airflow.processes.graph import evaluate
+
+    pod = manifest("transform", None, udf=UDF_SIDECARS)["spec"]["executor"]
+    (udf,) = pod["initContainers"]
+
+    def local(text: str) -> str:
+        return text.replace(UDF_DIR, str(tmp_path)).replace(UDF_PYTHON, sys.executable)
+
+    service = subprocess.Popen([local(s) for s in udf["command"] + udf["args"]])
+    try:
+        while not (tmp_path / "udf.sock").exists():
+            assert service.poll() is None, "the sidecar's command ended"
+            time.sleep(0.05)
+        for entry in pod["env"]:
+            monkeypatch.setenv(entry["name"], local(entry["value"]))
+        code = (
+            "import os\n"
+            "def apply_datacube(cube, context):\n"
+            "    return cube.get_array() * 0 + os.getppid()\n"
+        )
+        graph = {
+            "u": {
+                "process_id": "run_udf",
+                "arguments": {"data": [1.0, 2.0], "udf": code, "runtime": "Python"},
+                "result": True,
+            }
+        }
+        assert evaluate(graph) == [float(service.pid)] * 2
+    finally:
+        service.terminate()
+        service.wait(timeout=30)

@@ -111,7 +111,7 @@ def service_env(service: Service, monkeypatch: pytest.MonkeyPatch) -> Service:
 def cube() -> xr.DataArray:
     data = np.arange(3 * 2 * 4 * 5, dtype=np.float32).reshape(3, 2, 4, 5)
     transform = Affine(10, 0, 500_000, 0, -10, 5_000_000)
-    return make_cube(data, times=TIMES, bands=["B04", "B08"], transform=transform, crs=32633)
+    return make_cube(data, times=TIMES, bands=["B04", "B08"], transform=transform, crs="EPSG:32633")
 
 
 def node(process_id: str, result: bool = False, **arguments: Any) -> dict[str, Any]:
@@ -308,9 +308,16 @@ def test_an_absent_service_is_an_openeo_error_without_paths(
 def jobs(
     tmp_path_factory: pytest.TempPathFactory, shared_data: Path, service: Service
 ) -> Iterator[Backend]:
-    settings = {"UDF_RUNNER": "service", "UDF_SOCKET": str(service.socket)}
-    for backend, _ in backend_over_catalogs(tmp_path_factory, shared_data, "udf-jobs", **settings):
-        yield backend
+    yield from (
+        backend
+        for backend, _ in backend_over_catalogs(
+            tmp_path_factory,
+            shared_data,
+            "udf-jobs",
+            UDF_RUNNER="service",
+            UDF_SOCKET=str(service.socket),
+        )
+    )
 
 
 def load_s2() -> dict[str, Any]:
@@ -430,3 +437,57 @@ def test_the_udf_image_requirements_serve_udfs_from_a_clean_venv(
     finally:
         stop(process)
     assert os.listdir(folder) == ["udf.sock"]  # the request folder went with the request
+
+
+def test_a_spark_k8s_job_gives_only_its_transform_the_udf_sidecar(
+    jobs: Backend, service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spark-k8s engine's task code path unchanged up to the submission; the cluster is a
+    stand-in that runs what the driver would (the stage, tiles in process) with the env the
+    manifest gives the driver's Spark container, the UDF socket moved to the test's service."""
+    from openeo_airflow.airflow import tasks
+    from openeo_airflow.engine import entrypoint, tiled
+    from openeo_airflow.engine.spark_k8s import UDF_SOCKET
+    from openeo_airflow.engine.workspace import JobWorkspace
+
+    submitted: list[dict[str, Any]] = []
+
+    def cluster(context: Any, manifest: dict[str, Any], **_: Any) -> dict[str, Any]:
+        submitted.append(manifest)
+        arguments = manifest["spec"]["arguments"]
+        workspace = JobWorkspace(Path(arguments[arguments.index("--workspace") + 1]))
+        stage = arguments[arguments.index("--stage") + 1]
+        source = arguments[arguments.index("--node") + 1] if "--node" in arguments else None
+        tile_size = workspace.read_json(workspace.stage_spec_file)["tile_size"]
+        with monkeypatch.context() as driver_env:
+            for entry in manifest["spec"]["driver"]["env"]:
+                driver_env.setenv(
+                    entry["name"], entry["value"].replace(UDF_SOCKET, str(service.socket))
+                )
+            measured = entrypoint.run_stage(
+                workspace, stage, source, tile_size, tiled.inline_mapper
+            )
+        name = entrypoint.stage_name(stage, source)
+        workspace.write_json(workspace.measurement_file(name), measured.to_dict())
+        return {"name": manifest["metadata"]["name"], "namespace": "", "reattached": False}
+
+    monkeypatch.setattr("openeo_airflow.airflow.spark_k8s.run_spark_application", cluster)
+    monkeypatch.delenv("OPENEO_AIRFLOW_UDF_RUNNER")  # the Airflow worker itself: no service
+    process = udf_job(SCALE, {"factor": 2, "service_pid": service.pid})
+    job = jobs.registry.create("alice", process, job_options={"engine": "spark-k8s"})
+    jobs.registry.set_status(job.id, JobStatus.QUEUED)
+    context = {"ti": type("TaskInstance", (), {"try_number": 1})()}
+    spec = tasks.size(job.id)
+    assert spec["engine"] == "spark-k8s" and not spec.get("fused")
+    for source in spec["sources"]:
+        tasks.load(job.id, source, context)
+    tasks.transform(job.id, context)
+    tasks.save(job.id, context)
+    assert jobs.registry.get(job.id).status is JobStatus.FINISHED
+    stages = {m["spec"]["arguments"][3]: m["spec"] for m in submitted}
+    assert set(stages) == {"load", "transform", "save"}
+    for stage, pod_spec in stages.items():
+        for role in ("driver", "executor"):
+            assert ("initContainers" in pod_spec[role]) is (stage == "transform")
+    result = read_nc(tasks.workspace(job.id).results_dir)
+    assert np.isfinite(result["B04"].values).sum() > 1000

@@ -146,9 +146,14 @@ def _execute(
         return spark_local.run(ws, stage, node, resources)
     if engine == "spark-k8s":
         from openeo_airflow.airflow.spark_k8s import run_spark_application
-        from openeo_airflow.engine.spark_k8s import SparkK8sConfig, build_spark_application
+        from openeo_airflow.engine.spark_k8s import (
+            SparkK8sConfig,
+            build_spark_application,
+            udf_sidecars,
+        )
 
         settings = backend().settings
+        _, graph = JobShape.shapes_from_dict(ws.read_json(ws.stage_spec_file)["shape"])
         try_number = int(getattr(context["ti"], "try_number", 1) or 1) * 10 + attempt
         manifest = build_spark_application(
             SparkK8sConfig.from_settings(settings),
@@ -158,6 +163,7 @@ def _execute(
             resources=resources,
             try_number=try_number,
             node=node,
+            udf=udf_sidecars(stage, graph.udfs, stage_size),
         )
         run_spark_application(context, manifest, kubernetes_conn_id=settings.kubernetes_conn_id)
         return Measurement.from_dict(ws.read_json(ws.measurement_file(name)))

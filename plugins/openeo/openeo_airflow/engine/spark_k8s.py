@@ -26,6 +26,17 @@ Decisions:
   job, stage, node and try. The provider's reattach adds its own Airflow labels (dag, task, run,
   map index) at submit time and finds a still running driver by those; ours let anyone list or
   clean up a job's applications and let the failure diagnosis find the executor pods.
+- A transform whose graph calls ``run_udf`` gets a UDF container in the driver and executor
+  pods (``udf_sidecars``, ``UdfSidecar``): the UDF image runs ``udf_service`` on a Unix socket
+  in an ``emptyDir`` shared with the Spark container, whose env switches ``run_udf`` to that
+  service, so the Spark container runs no user code. It is a Kubernetes native sidecar (an init
+  container with ``restartPolicy: Always``, Kubernetes >= 1.29): it starts before Spark, its
+  startup probe holds Spark back until the socket exists, and it ends with the pod instead of
+  keeping a finished executor alive. Its own CPU and memory limits (from the stage's sizing),
+  the Spark image's uid (so both sides read and write the exchange folders without group
+  tricks), a read-only root, no capabilities, no env from the deployment's secrets, and an
+  empty volume over the service-account token mount keep the user's code away from the pod's
+  credentials.
 - Executor pods are kept after they end (``executor.deleteOnTermination: false``) so that an
   executor killed for memory can still be seen as OOMKilled; they hold no resources once
   terminated and go with the application, which the task deletes (``timeToLiveSeconds`` is the
@@ -35,12 +46,14 @@ Decisions:
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from openeo_airflow.core.settings import Settings
+from openeo_airflow.sizing.model import StageSize
 from openeo_airflow.sizing.resources import Resources, overhead_mb
 
 API_VERSION = "sparkoperator.k8s.io/v1beta2"
@@ -57,6 +70,23 @@ POOL_LABEL = "openeo.org/pool"  # the node label of pools, as in helm-values/ove
 APP_LABEL = LABEL_PREFIX + "app"
 MAX_NAME = 63 - len("-ui-svc")
 MAX_LABEL_VALUE = 63
+# The UDF sidecar (see the module docstring).
+UDF_CONTAINER = "openeo-udf"
+UDF_VOLUME = "openeo-udf"
+UDF_DIR = "/var/run/openeo-udf"
+UDF_SOCKET = UDF_DIR + "/udf.sock"
+UDF_SERVICE = "openeo_airflow.processes.udf_service"
+UDF_PYTHON = "/opt/openeo/venv/bin/python"  # images/udf/Dockerfile
+NO_TOKEN_VOLUME = "openeo-udf-no-token"
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+SPARK_UID = 185  # images/spark/Dockerfile; the UDF image's user is the same uid
+# One UDF run's address-space limit: the worker needs 768 MiB (measured) to import numpy,
+# pandas, xarray and openeo.udf; the data comes on top, counted three times (the cube, the
+# user's result, the copy written back).
+UDF_RUN_FLOOR_MB = 1024
+UDF_RUN_BASE_MB = 768
+UDF_DATA_WEIGHT = 3.0
+UDF_SERVICE_MB = 64  # the service itself: the standard library only
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,7 @@ class SparkK8sConfig:
     credentials_secret: str = ""  # a Secret whose keys become env vars (object-store keys)
     driver_pool: str = ""  # node pool (POOL_LABEL) of drivers; empty: anywhere
     executor_pool: str = ""  # node pool of executors (tainted for Spark, autoscaled)
+    udf_image: str = "openeo-airflow/udf:latest"
     spark_version: str = SPARK_VERSION
     image_pull_policy: str = "IfNotPresent"
     time_to_live_seconds: int = 3600
@@ -89,8 +120,51 @@ class SparkK8sConfig:
             credentials_secret=settings.spark_credentials_secret,
             driver_pool=settings.spark_driver_pool,
             executor_pool=settings.spark_executor_pool,
+            udf_image=settings.udf_image,
             spark_version=getattr(settings, "spark_version", SPARK_VERSION),
         )
+
+
+@dataclass(frozen=True)
+class UdfSidecar:
+    """The UDF container of one pod: per-run memory limit, runs at once, cores."""
+
+    run_memory_mb: int
+    workers: int
+    cores: int
+
+    @property
+    def memory_mb(self) -> int:
+        return self.workers * self.run_memory_mb + UDF_SERVICE_MB
+
+
+@dataclass(frozen=True)
+class UdfSidecars:
+    driver: UdfSidecar
+    executor: UdfSidecar
+
+
+def udf_run_memory_mb(data_mb: float) -> int:
+    return max(UDF_RUN_FLOOR_MB, UDF_RUN_BASE_MB + math.ceil(UDF_DATA_WEIGHT * data_mb))
+
+
+def udf_sidecars(stage: str, udfs: int, stage_size: StageSize | None) -> UdfSidecars | None:
+    """The UDF containers of a stage's pods, or None when the stage runs no UDF (pure).
+
+    Only the transform evaluates the graph. Executors run a tile per core, each tile's UDF in
+    its own run; the driver evaluates the graph's global parts (a ``run_udf`` on the whole
+    cube) one at a time, on its predicted peak.
+    """
+    if stage != "transform" or udfs <= 0:
+        return None
+    size = stage_size or StageSize("transform", 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, Resources())
+    r = size.resources
+    return UdfSidecars(
+        driver=UdfSidecar(udf_run_memory_mb(size.peak_driver_mb), 1, r.driver_cores),
+        executor=UdfSidecar(
+            udf_run_memory_mb(size.peak_tile_mb), r.executor_cores, r.executor_cores
+        ),
+    )
 
 
 def build_spark_application(
@@ -102,8 +176,11 @@ def build_spark_application(
     resources: Resources,
     try_number: int,
     node: str | None = None,
+    udf: UdfSidecars | None = None,
 ) -> dict[str, Any]:
     """The SparkApplication that runs ``stage`` (of source ``node`` for a load) of one job.
+
+    ``udf`` (from ``udf_sidecars``) adds the UDF containers and their shared volume.
 
     ``workspace`` is the job's workspace directory as the stage entrypoint sees it. Dynamic
     allocation (with shuffle tracking: there is no external shuffle service) is on when the
@@ -175,6 +252,14 @@ def build_spark_application(
         spec["volumes"] = [
             {"name": WORKSPACE_VOLUME, "persistentVolumeClaim": {"claimName": config.workspace_pvc}}
         ]
+    if udf is not None:
+        _add_udf_sidecar(driver, config, udf.driver)
+        _add_udf_sidecar(executor, config, udf.executor)
+        spec["volumes"] = [
+            *spec.get("volumes", []),
+            {"name": UDF_VOLUME, "emptyDir": {}},
+            {"name": NO_TOKEN_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
+        ]
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
@@ -210,6 +295,55 @@ def _pod_common(config: SparkK8sConfig, labels: Mapping[str, str]) -> dict[str, 
     if config.workspace_pvc:
         common["volumeMounts"] = [{"name": WORKSPACE_VOLUME, "mountPath": config.workspace_root}]
     return common
+
+
+def _add_udf_sidecar(pod: dict[str, Any], config: SparkK8sConfig, sidecar: UdfSidecar) -> None:
+    """The UDF container in a driver or executor pod, and the Spark container's side of it."""
+    pod["env"] += [
+        {"name": "OPENEO_AIRFLOW_UDF_RUNNER", "value": "service"},
+        {"name": "OPENEO_AIRFLOW_UDF_SOCKET", "value": UDF_SOCKET},
+    ]
+    pod["volumeMounts"] = [
+        *pod.get("volumeMounts", []),
+        {"name": UDF_VOLUME, "mountPath": UDF_DIR},
+    ]
+    memory = _mib(sidecar.memory_mb)
+    resources = {"cpu": str(sidecar.cores), "memory": memory}
+    pod["initContainers"] = [
+        {
+            "name": UDF_CONTAINER,
+            "image": config.udf_image,
+            "imagePullPolicy": config.image_pull_policy,
+            "restartPolicy": "Always",
+            "command": [UDF_PYTHON, "-I", "-m", UDF_SERVICE],
+            "args": [
+                "--socket",
+                UDF_SOCKET,
+                "--max-memory-mb",
+                str(sidecar.run_memory_mb),
+                "--workers",
+                str(sidecar.workers),
+            ],
+            "resources": {"requests": dict(resources), "limits": dict(resources)},
+            "startupProbe": {
+                "exec": {"command": ["test", "-S", UDF_SOCKET]},
+                "periodSeconds": 1,
+                "failureThreshold": 120,
+            },
+            "securityContext": {
+                "runAsUser": SPARK_UID,
+                "runAsGroup": SPARK_UID,
+                "runAsNonRoot": True,
+                "allowPrivilegeEscalation": False,
+                "readOnlyRootFilesystem": True,
+                "capabilities": {"drop": ["ALL"]},
+            },
+            "volumeMounts": [
+                {"name": UDF_VOLUME, "mountPath": UDF_DIR},
+                {"name": NO_TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+            ],
+        }
+    ]
 
 
 # --- names and labels ---------------------------------------------------------------------------
