@@ -1,4 +1,4 @@
-"""The container images without Docker: hadolint on both Dockerfiles, their shape (multi-stage,
+"""The container images without Docker: hadolint on the Dockerfiles, their shape (multi-stage,
 pinned, non-root), and the Spark image's Python side rebuilt in a clean virtualenv the way its
 Dockerfile builds it (same requirements, exclusions, lock and build context), where the stage
 launcher must import and answer ``--help`` without Airflow or a PyPI pyspark.
@@ -34,6 +34,8 @@ SPARK_CONSTRAINTS = ROOT / "images" / "spark" / "constraints.txt"
 LAUNCHER = ROOT / "images" / "spark" / "entrypoint.py"
 REGENERATE = "regenerate images/spark/constraints.txt as images/README.md says"
 NETWORK_ERRORS = ("Failed to fetch", "dns error", "Connection refused", "timed out", "offline")
+# The UDF sidecar's image (tests/test_udf_service.py rebuilds its Python side and serves UDFs).
+IMAGES = [*DOCKERFILES, ROOT / "images" / "udf" / "Dockerfile"]
 
 
 def _tool(name: str) -> Path | None:
@@ -59,7 +61,7 @@ def hadolint() -> Path:
     return tool
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("dockerfile", IMAGES, ids=lambda p: p.parent.name)
 def test_hadolint_finds_nothing(hadolint: Path, dockerfile: Path) -> None:
     # Every rule at its default severity; exceptions are inline "# hadolint ignore=" comments
     # with their reason beside them.
@@ -72,7 +74,7 @@ def test_hadolint_finds_nothing(hadolint: Path, dockerfile: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("dockerfile", IMAGES, ids=lambda p: p.parent.name)
 def test_every_lint_exception_gives_its_reason(dockerfile: Path) -> None:
     lines = dockerfile.read_text(encoding="utf-8").splitlines()
     for number, line in enumerate(lines):
@@ -96,7 +98,7 @@ def stages(dockerfile: Path) -> list[list[tuple[str, str]]]:
     return result
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("dockerfile", IMAGES, ids=lambda p: p.parent.name)
 def test_images_are_multi_stage_on_pinned_bases_and_end_non_root(dockerfile: Path) -> None:
     args = arg_defaults(dockerfile)
     parts = stages(dockerfile)
