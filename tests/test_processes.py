@@ -90,6 +90,7 @@ def with_load(process_id: str, **arguments: Any) -> dict[str, Any]:
 WIDENED = {
     "load_stac": "local paths under allowed roots, and GeoJSON spatial extents",
     "climatological_normal": "climatology_period as integer years (2.0) or texts (1.x)",
+    "apply_polygon": "geometries also as GeoJSON, as its description says",
 }
 
 

@@ -7,7 +7,8 @@ example ``apply_neighborhood`` and ``load_result``). The files are read lazily, 
 
 ``AMENDMENTS`` adds parameters that openEO processes 2.0 introduced after the installed specs
 were written and that clients send (the openEO Python client always sends
-``resample_spatial``'s ``align``); their descriptions are ours.
+``resample_spatial``'s ``align``); their descriptions are ours. ``RENAMED`` gives parameters
+2.0 renamed their new name (``apply_polygon``'s ``polygons`` is ``geometries``).
 
 This module lives in the compiler layer because validation needs the parameter lists; the
 processes layer re-exports it (``openeo_airflow.processes.specs``).
@@ -40,6 +41,8 @@ AMENDMENTS: dict[str, list[dict[str, Any]]] = {
         }
     ]
 }
+# Parameters openEO processes 2.0 renamed (clients send the new name): {process: {old: new}}.
+RENAMED: dict[str, dict[str, str]] = {"apply_polygon": {"polygons": "geometries"}}
 FALLBACK_FOLDERS = ("missing-processes", "proposals")
 
 
@@ -84,6 +87,8 @@ def _load(process_id: str) -> dict[str, Any]:
         spec: dict[str, Any] = json.loads(text)
     except json.JSONDecodeError as exc:  # an empty placeholder file in the package
         raise KeyError(f"The spec of '{process_id}' in {SPEC_PACKAGE} is not valid JSON") from exc
+    for parameter in spec.get("parameters", []):
+        parameter["name"] = RENAMED.get(process_id, {}).get(parameter["name"], parameter["name"])
     known = {p.get("name") for p in spec.get("parameters", [])}
     spec["parameters"] = spec.get("parameters", []) + [
         p for p in AMENDMENTS.get(process_id, []) if p["name"] not in known
