@@ -195,6 +195,27 @@ def test_time_zone_is_stored_and_shown(client: TestClient, alice: dict[str, str]
     assert client.get(f"{PREFIX}/products/in_utc", headers=alice).json()["timezone"] == "UTC"
 
 
+def test_backfill_dates_are_read_in_the_product_time_zone(
+    client: TestClient, alice: dict[str, str], airflow: FakeAirflow
+) -> None:
+    """October and November in Brussels: their intervals start at 22:00 and 23:00 UTC the
+    day before, so the backfill's bounds must too, or October's run is left out."""
+    assert register(client, alice, timezone="Europe/Brussels").status_code == 201
+    url = f"{PREFIX}/products/ndvi_monthly/backfill"
+    response = client.post(url, json={"start": "2023-10-01", "end": "2023-12-01"}, headers=alice)
+    assert response.status_code == 202, response.text
+    assert (response.json()["start"], response.json()["end"]) == (
+        "2023-09-30T22:00:00Z",
+        "2023-11-30T23:00:00Z",
+    )
+    explicit = {"start": "2023-10-01T00:00:00Z", "end": "2023-12-01T00:00:00+01:00"}
+    utc_october = datetime(2023, 10, 1, tzinfo=UTC)
+    assert client.post(url, json=explicit, headers=alice).status_code == 202
+    last = datetime(2023, 11, 30, 22, 59, 59, 999999, tzinfo=UTC)  # Airflow's bounds are inclusive
+    bounds = [(call[2], call[3]) for call in airflow.calls if call[0] == "backfill"]
+    assert bounds == [(datetime(2023, 9, 30, 22, tzinfo=UTC), last), (utc_october, last)]
+
+
 def test_product_from_a_stored_process(client: TestClient, alice: dict[str, str]) -> None:
     stored = {
         "parameters": [{"name": "temporal_extent", "schema": {"type": "array"}}],

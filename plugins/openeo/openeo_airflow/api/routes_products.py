@@ -119,21 +119,22 @@ def backfill_product(
     product_id: str, user: UserDep, backend: BackendDep, body: JsonBody
 ) -> dict[str, Any]:
     """Runs for every data interval starting in ``[start, end)`` (``reprocess``: ``failed``
-    re-runs failed intervals, ``completed`` all of them, ``none`` only missing ones)."""
+    re-runs failed intervals, ``completed`` all of them, ``none`` only missing ones); dates
+    and date-times without an offset are read in the product's time zone."""
     start, end = _datetime(body, "start"), _datetime(body, "end")
     reprocess = body.get("reprocess", "failed")
     result = backend.products.backfill(user.user_id, product_id, start, end, str(reprocess))
-    return {**result, "start": _iso(start), "end": _iso(end)}
+    return {**result, "start": _iso(result["start"]), "end": _iso(result["end"])}
 
 
 def _datetime(body: dict[str, Any], name: str) -> datetime:
+    """Naive when the text has no offset (the product's zone decides, in the service)."""
     value = body.get(name)
     try:
-        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
         reason = f"expected an ISO 8601 date or date-time, got {value!r}"
         raise ProductInvalid(name, reason) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @router.delete("/products/{product_id}", status_code=204)

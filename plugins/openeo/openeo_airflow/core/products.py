@@ -323,6 +323,11 @@ def _event_bounds(value: object, zone: tzinfo) -> tuple[datetime, datetime]:
     return first, last
 
 
+def local_instant(value: datetime, zone: tzinfo) -> datetime:
+    """``value`` in UTC; a naive one is read on the wall clock of ``zone``."""
+    return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(UTC)
+
+
 def _instant(value: object, zone: tzinfo) -> datetime:
     if isinstance(value, str):
         text = value.strip().replace("z", "Z").replace("Z", "+00:00")
@@ -330,8 +335,7 @@ def _instant(value: object, zone: tzinfo) -> datetime:
             if "T" not in text and " " not in text:
                 day = date.fromisoformat(text)
                 return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
-            moment = datetime.fromisoformat(text)
-            return (moment if moment.tzinfo else moment.replace(tzinfo=zone)).astimezone(UTC)
+            return local_instant(datetime.fromisoformat(text), zone)
         except ValueError:
             pass
     raise ProductInvalid(

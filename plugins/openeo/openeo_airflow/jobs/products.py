@@ -25,6 +25,7 @@ from openeo_airflow.core.products import (
     extent_strings,
     first_start,
     latest_interval,
+    local_instant,
     parse_schedule,
     parse_timezone,
     paused_state,
@@ -176,8 +177,10 @@ class ProductService:
         self, owner: str, product_id: str, start: datetime, end: datetime, reprocess: str
     ) -> dict[str, Any]:
         """Runs for the data intervals that start in ``[start, end)``; with ``reprocess``
-        ``failed`` (default) a failed interval runs again and replaces nothing else."""
+        ``failed`` (default) a failed interval runs again and replaces nothing else. Naive
+        bounds are on the product's wall clock (its months start at its midnight)."""
         product = self.store.get(owner, product_id)
+        start, end = (local_instant(v, product.zone) for v in (start, end))
         if not product.schedule:
             raise ProductInvalid("schedule", "a product without a schedule cannot be backfilled")
         if reprocess not in REPROCESS:
