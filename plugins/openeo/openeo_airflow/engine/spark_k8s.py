@@ -157,13 +157,12 @@ def udf_sidecars(stage: str, udfs: int, stage_size: StageSize | None) -> UdfSide
     """
     if stage != "transform" or udfs <= 0:
         return None
-    size = stage_size or StageSize("transform", 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, Resources())
-    r = size.resources
+    r = stage_size.resources if stage_size else Resources()
+    driver_mb = stage_size.peak_driver_mb if stage_size else 0.0
+    tile_mb = stage_size.peak_tile_mb if stage_size else 0.0
     return UdfSidecars(
-        driver=UdfSidecar(udf_run_memory_mb(size.peak_driver_mb), 1, r.driver_cores),
-        executor=UdfSidecar(
-            udf_run_memory_mb(size.peak_tile_mb), r.executor_cores, r.executor_cores
-        ),
+        driver=UdfSidecar(udf_run_memory_mb(driver_mb), 1, r.driver_cores),
+        executor=UdfSidecar(udf_run_memory_mb(tile_mb), r.executor_cores, r.executor_cores),
     )
 
 

@@ -49,6 +49,8 @@ from .values import LabeledArray, canonical_order
 
 RUNTIME = "Python"
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+# What UDFs may import: the UDF image's images/udf/requirements.in, pinned to the versions of
+# the backend's lock, so both runners offer the same (tests/test_udf_service.py).
 LIBRARIES = ("numpy", "pandas", "xarray", "scipy", "openeo")
 WORKER = "openeo_airflow.processes.udf_worker"
 SUBPROCESS, SERVICE = "subprocess", "service"
@@ -91,7 +93,8 @@ def udf_runtimes() -> dict[str, Any]:
         RUNTIME: {
             "title": "Python",
             "description": "Python UDFs with the openEO UDF API (openeo.udf): apply_datacube, "
-            "apply_timeseries. Each UDF runs in its own process with memory and time limits.",
+            "apply_timeseries. Each UDF runs in its own process with memory and time limits "
+            "(on Kubernetes, in its own container).",
             "type": "language",
             "default": PYTHON_VERSION,
             "versions": {PYTHON_VERSION: {"libraries": libraries}},
@@ -119,14 +122,14 @@ def _code(udf: Any) -> str:
     return udf
 
 
-def select_runner(name: str, socket: str) -> Runner:
+def select_runner(name: str, socket_path: str) -> Runner:
     """Where UDFs run, from the settings ``udf_runner`` and ``udf_socket`` (pure)."""
     kind = (name or SUBPROCESS).strip().lower()
     if kind not in RUNNERS:
         raise ValueError(f"unknown UDF runner {name!r}; expected one of {', '.join(RUNNERS)}")
-    if kind == SERVICE and not socket:
+    if kind == SERVICE and not socket_path:
         raise ValueError("the UDF service runner needs the path of the service's socket")
-    return Runner(kind, Path(socket) if kind == SERVICE else None)
+    return Runner(kind, Path(socket_path) if kind == SERVICE else None)
 
 
 def _configured_runner() -> Runner:
