@@ -239,18 +239,10 @@ def _normal_label(label: Any, period: str) -> str:
     return str(label)
 
 
-def _matched_normals(
-    cube: xr.DataArray, dim: str, normals: xr.DataArray, period: str
-) -> xr.DataArray:
-    """``normals`` along ``data``'s temporal dimension: the normal of each label's period."""
-    ndim = temporal_dimension("anomaly", normals, None)
-    extra = [d for d in normals.dims if d != ndim and d not in cube.dims]
-    if extra:
-        raise ProcessParameterInvalid(
-            process="anomaly",
-            parameter="normals",
-            reason=f"dimensions {extra} are not in 'data'",
-        )
+def _positions(
+    cube: xr.DataArray, dim: str, normals: xr.DataArray, ndim: str, period: str
+) -> np.ndarray:
+    """For each temporal label of ``data``, the position of its normal (-1: none)."""
     count = normals.sizes[ndim]
     if period in SINGLE:
         if count != 1:
@@ -259,19 +251,42 @@ def _matched_normals(
                 parameter="normals",
                 reason=f"period '{period}' needs exactly one normal, got {count}",
             )
-        positions = np.zeros(cube.sizes[dim], dtype=int)
+        return np.zeros(cube.sizes[dim], dtype=int)
+    known = {_normal_label(v, period): i for i, v in enumerate(normals.coords[ndim].values)}
+    labels = cube.coords[dim].values
+    if np.issubdtype(labels.dtype, np.datetime64):
+        wanted = list(period_labels(pd.DatetimeIndex(labels), period))
     else:
-        known = {_normal_label(v, period): i for i, v in enumerate(normals.coords[ndim].values)}
-        wanted = [_period_of_label(v, period) for v in cube.coords[dim].values]
-        positions = np.array([known.get(w, -1) for w in wanted], dtype=int)
-    picked = normals.isel({ndim: np.maximum(positions, 0)}) if count else None
-    if picked is None:
+        wanted = [_period_of_label(v, period) for v in labels]
+    return np.array([known.get(str(w), -1) for w in wanted], dtype=int)
+
+
+def _normals_like(cube: xr.DataArray, dim: str, normals: xr.DataArray, ndim: str) -> np.ndarray:
+    """The normals' values, their other dimensions checked against and ordered like ``data``'s
+    (missing ones as axes of length 1), the temporal one first."""
+    extra = [d for d in normals.dims if d != ndim and d not in cube.dims]
+    if extra:
         raise ProcessParameterInvalid(
-            process="anomaly", parameter="normals", reason="the normals have no temporal labels"
+            process="anomaly", parameter="normals", reason=f"dimensions {extra} are not in 'data'"
         )
-    missing = xr.DataArray(positions < 0, dims=ndim)
-    picked = picked.where(~missing).drop_vars(ndim, errors="ignore").rename({ndim: dim})
-    return picked.assign_coords({dim: cube.coords[dim].values})
+    others = [d for d in cube.dims if d != dim]
+    try:
+        xr.align(
+            cube.isel({dim: 0}, drop=True),
+            normals.isel({ndim: 0}, drop=True),
+            join="exact",
+            exclude=[d for d in others if d not in normals.dims],
+        )
+    except ValueError as exc:
+        raise ProcessParameterInvalid(
+            process="anomaly",
+            parameter="normals",
+            reason=f"the labels of its other dimensions differ from those of 'data': {exc}",
+        ) from exc
+    present = [d for d in others if d in normals.dims]
+    values = normals.transpose(ndim, *present).values
+    shape = [normals.sizes[ndim]] + [cube.sizes[d] if d in normals.dims else 1 for d in others]
+    return values.reshape(shape)
 
 
 @process("anomaly")
@@ -284,17 +299,19 @@ def anomaly(data: Any, normals: Any, period: Any) -> Any:
             process="anomaly", parameter="period", reason=f"unknown period {period!r}"
         )
     dim = temporal_dimension("anomaly", cube, None)
-    matched = _matched_normals(cube, dim, reference, str(period))
-    matched = matched.drop_vars([c for c in matched.coords if c not in matched.dims])
-    try:
-        with xr.set_options(arithmetic_join="exact"):
-            result = cube - matched
-    except ValueError as exc:
+    ndim = temporal_dimension("anomaly", reference, None)
+    if not reference.sizes[ndim]:
         raise ProcessParameterInvalid(
-            process="anomaly",
-            parameter="normals",
-            reason=f"the labels of its other dimensions differ from those of 'data': {exc}",
-        ) from exc
-    result = result.transpose(*cube.dims)
-    result.coords[dim].attrs.update(cube.coords[dim].attrs)
-    return result
+            process="anomaly", parameter="normals", reason="the normals have no temporal labels"
+        )
+    positions = _positions(cube, dim, reference, ndim, str(period))
+    normal_values = _normals_like(cube, dim, reference, ndim)
+    ordered = cube.transpose(dim, ...)
+    values = ordered.values
+    dtype = np.result_type(values.dtype, normal_values.dtype, np.float32)
+    result = np.empty(values.shape, dtype=dtype)
+    # One pass over the data, a period at a time: no copy of the normals per label.
+    for position in np.unique(positions):
+        at = positions == position
+        result[at] = values[at] - normal_values[position] if position >= 0 else np.nan
+    return ordered.copy(data=result).transpose(*cube.dims)
