@@ -187,6 +187,23 @@ def test_anomaly_subtracts_the_normal_of_each_period_label() -> None:
     np.testing.assert_allclose(out.values[:, 0, 1, :], [[50] * 3, [60] * 3, [30] * 3])
 
 
+def test_anomaly_accepts_normals_labelled_with_numbers_and_yearly_periods() -> None:
+    monthly = monthly_normals([float(m) for m in range(1, 13)])
+    numbered = monthly.assign_coords(t=list(range(1, 13)))
+    numbered.coords["t"].attrs["type"] = "temporal"
+    dates = series(pd.to_datetime(["2023-02-01", "2023-11-30"]), [5, 20])
+    out = anomaly(data=dates, normals=numbered, period="month")
+    np.testing.assert_allclose(out.isel(bands=0, y=0, x=0).values, [3, 9])
+    yearly = series(pd.to_datetime(["2021-01-01", "2022-01-01"]), [1, 2])
+    yearly = yearly.assign_coords(t=["2021", "2022"])
+    yearly.coords["t"].attrs["type"] = "temporal"
+    data = series(pd.to_datetime(["2021-03-01", "2022-08-01", "2023-01-01"]), [10, 20, 30])
+    out = anomaly(data=data, normals=yearly, period="year")
+    pixel = out.isel(bands=0, y=0, x=0).values
+    np.testing.assert_allclose(pixel[:2], [9, 18])
+    assert np.isnan(pixel[2])
+
+
 def test_anomaly_of_dates_uses_their_period_and_missing_normals_give_no_data() -> None:
     normals = monthly_normals([10.0] * 12).isel(t=slice(0, 11))  # no December normal
     dates = series(pd.to_datetime(["2023-01-05", "2023-01-25", "2023-12-24"]), [11, 13, 99])

@@ -13,6 +13,9 @@ Decisions the spec leaves open:
 - A season across the turn of the year (``djf``, ``ndjfma``) is taken from the months before
   the first year when the cube has a label in each of them; otherwise the first year's part of
   it is dropped. The season that starts in the last year is never used.
+- The spec asks for a cube that spans the climatology period; one that covers part of it gives
+  the normals of what is there, one with no date in it is an error naming
+  ``climatology_period``.
 - ``anomaly`` subtracts, for each temporal label of ``data``, the normal of the label's period.
   Labels may be the period labels of ``aggregate_temporal_period`` (``2020-01``) or dates; a
   label whose period has no normal gives no-data.
@@ -203,8 +206,9 @@ LABEL_PATTERNS = {
     "decade": re.compile(r"^(\d{3}0)$"),
     "decade-ad": re.compile(r"^(\d{3}1)$"),
 }
-WIDTHS = {"hour": 2, "day": 3, "week": 2, "dekad": 2, "month": 2, "year": 4, "decade": 4}
-WIDTHS["decade-ad"] = 4
+# Digits of the normals' labels, for normals labelled with integers (1 for January).
+WIDTHS = {"hour": 2, "day": 3, "week": 2, "dekad": 2, "month": 2}
+WIDTHS.update({"year": 4, "decade": 4, "decade-ad": 4})
 
 
 def _period_of_label(label: Any, period: str) -> str:
