@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -491,3 +492,14 @@ def test_a_spark_k8s_job_gives_only_its_transform_the_udf_sidecar(
             assert ("initContainers" in pod_spec[role]) is (stage == "transform")
     result = read_nc(tasks.workspace(job.id).results_dir)
     assert np.isfinite(result["B04"].values).sum() > 1000
+
+
+def test_a_service_that_dies_during_a_udf_is_a_clear_error(
+    tmp_path: Path, cube: xr.DataArray
+) -> None:
+    dying = start_service(sys.executable, tmp_path)
+    code = "import time\ndef apply_datacube(cube, context):\n    time.sleep(6)\n"
+    threading.Timer(3.0, dying.process.kill).start()  # as the kernel's OOM killer would
+    with pytest.raises(Internal, match=r"stopped while running the UDF \(out of memory\?\)"):
+        run_in_service(dying.socket, code, cube, None)
+    dying.process.wait(timeout=30)

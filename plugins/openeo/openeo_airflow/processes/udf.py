@@ -228,17 +228,23 @@ def run_in_service(
 
 
 def _ask_service(socket_path: Path, request: dict[str, Any], timeout: float) -> dict[str, Any]:
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
-            channel.settimeout(timeout)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as channel:
+        channel.settimeout(timeout)
+        try:
             channel.connect(str(socket_path))
+        except OSError as exc:
+            log.error("The UDF service at %s does not answer: %s", socket_path, exc)
+            raise Internal("run_udf: the UDF runtime service does not answer.") from exc
+        try:
             channel.sendall(json.dumps(request).encode() + b"\n")
             with channel.makefile("rb") as replies:
-                line = replies.readline()
-        reply = json.loads(line)
-    except (OSError, ValueError) as exc:
-        log.error("The UDF service at %s does not answer: %s", socket_path, exc)
-        raise Internal("run_udf: the UDF runtime service does not answer.") from exc
+                reply = json.loads(replies.readline())
+        except (OSError, ValueError) as exc:
+            # On Kubernetes: most likely its container went over its memory limit.
+            log.error("The UDF service at %s stopped during a request: %s", socket_path, exc)
+            raise Internal(
+                "run_udf: the UDF runtime stopped while running the UDF (out of memory?)."
+            ) from exc
     return reply if isinstance(reply, dict) else {}
 
 
