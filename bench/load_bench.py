@@ -2,6 +2,7 @@
 
     python bench/load_bench.py            # 1 km2 .. a full tile, 3 runs each (median)
     python bench/load_bench.py --quick    # 1 km2 .. 100 km2, 1 run each, under two minutes
+    python bench/load_bench.py --quick --runs 3 --baseline /tmp/old   # + an older loader
 
 The archive (``bench/load_archive.py``): full 10980 x 10980 Sentinel-2 tiles at 10 m derived
 from the real T29UNU product, 3 dates, B04/B08 (uint16, 10 m) and SCL (uint8, 20 m) as
@@ -20,8 +21,9 @@ process's). They run with the same thread count (``--threads``, default 2):
 
 It also decodes whole files with 1 and with ``--threads`` threads: the raw decode speed, the
 physical limit on this machine. The last line is ``SUMMARY {json}`` with medians over the
-sizes (``ours_over_floor``, ``ours_over_odc_stac``, ``peak_mem_ours_over_odc_stac``) and per
-size under ``by_size``.
+sizes (``ours_over_floor``, ``ours_over_odc_stac``, ``peak_mem_ours_over_odc_stac``, and
+``ours_over_baseline`` with ``--baseline``) and per size under ``by_size``. Runs are
+interleaved (each round runs every implementation once) and the medians are compared.
 """
 
 from __future__ import annotations
@@ -191,12 +193,19 @@ def _vm_hwm() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure(impl: str, catalog: Path, side: float, threads: int) -> dict[str, Any]:
+def measure(
+    impl: str, catalog: Path, side: float, threads: int, baseline: Path | None = None
+) -> dict[str, Any]:
+    """One load in a fresh process; ``baseline``: our loader from another source tree (its
+    own ``bench/load_bench.py`` runs the worker)."""
+    script = (
+        str(baseline / "bench" / "load_bench.py") if impl == "baseline" and baseline else __file__
+    )
     command = [
         sys.executable,
-        __file__,
+        script,
         "--worker",
-        impl,
+        "ours" if impl == "baseline" else impl,
         "--archive-catalog",
         str(catalog),
         "--side",
@@ -243,6 +252,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--archive", type=Path, default=Path("/tmp/openeo-airflow-load-bench"))
     parser.add_argument("--shared-data", type=Path, default=SHARED_DATA)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="a source tree (e.g. `git archive` of an older commit) whose loader runs side by "
+        "side as 'baseline'",
+    )
     parser.add_argument("--worker", choices=IMPLS, help=argparse.SUPPRESS)
     parser.add_argument("--archive-catalog", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--side", type=float, help=argparse.SUPPRESS)
@@ -263,14 +278,19 @@ def main() -> None:
     header = f"{'size':>8} {'impl':>9} {'seconds':>8} {'Mpx/s':>7} {'peak MB':>8} {'vs floor':>8}"
     print(header)
     by_size: dict[str, dict[str, float]] = {}
+    impls = (*IMPLS, "baseline") if args.baseline else IMPLS
     for name, side in sizes.items():
-        results: dict[str, dict[str, Any]] = {}
-        for impl in IMPLS:
+        samples: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+        for impl in impls:
             if not args.quick:
-                measure(impl, catalog, side, args.threads)  # warm-up (page cache, pyc)
-            samples = [measure(impl, catalog, side, args.threads) for _ in range(runs)]
-            seconds = statistics.median(s["seconds"] for s in samples)
-            results[impl] = {**samples[-1], "seconds": seconds}
+                measure(impl, catalog, side, args.threads, args.baseline)  # page cache, pyc
+        for _ in range(runs):  # interleaved: a busy moment hits every implementation alike
+            for impl in impls:
+                samples[impl].append(measure(impl, catalog, side, args.threads, args.baseline))
+        results: dict[str, dict[str, Any]] = {}
+        for impl, taken in samples.items():
+            seconds = statistics.median(s["seconds"] for s in taken)
+            results[impl] = {**taken[-1], "seconds": seconds}
         floor = results["floor"]["seconds"]
         for impl, r in results.items():
             mpx = r["pixels"] / 1e6 / r["seconds"]
@@ -292,7 +312,12 @@ def main() -> None:
             "ours_mpx_per_s": results["ours"]["pixels"] / 1e6 / results["ours"]["seconds"],
             "identical": same,
         }
+        if args.baseline:
+            by_size[name]["ours_over_baseline"] = (
+                results["ours"]["seconds"] / results["baseline"]["seconds"]
+            )
     keys = ("ours_over_floor", "ours_over_odc_stac", "peak_mem_ours_over_odc_stac")
+    keys += ("ours_over_baseline",) if args.baseline else ()
     summary: dict[str, Any] = {
         k: round(statistics.median(s[k] for s in by_size.values()), 3) for k in keys
     }

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -196,12 +196,15 @@ def read_steps(
 ) -> np.ndarray:
     """The ``(t, bands, y, x)`` float32 values of ``steps`` on ``grid`` (NaN: no data); a
     step may have no items (a tile that none of that day's products touches)."""
-    data = np.full((len(steps), len(bands), grid.height, grid.width), np.nan, dtype=np.float32)
+    shape = (len(steps), len(bands), grid.height, grid.width)
     if not (steps and grid.width and grid.height):
-        return data
+        return np.full(shape, np.nan, dtype=np.float32)
     inside = geometry_mask.inside(options.geometry, grid) if options.geometry else None
     if inside is not None and not inside.any():
-        return data  # the tile lies outside the polygons: nothing to read
+        return np.full(shape, np.nan, dtype=np.float32)  # outside the polygons: nothing to read
+    # Not pre-filled with NaN: each work unit writes its whole target (values or NaN), and
+    # tiles skipped outside the polygons are masked below.
+    data = np.empty(shape, dtype=np.float32)
     _Loader(bands, grid, options, steps, inside).run(data)
     if inside is not None:
         data[:, :, ~inside] = np.nan
@@ -218,6 +221,9 @@ def read_band(href: str, band: BandConfig, grid: Grid) -> np.ndarray:
     if values is None:
         return np.full((grid.height, grid.width), np.nan, dtype=np.float32)
     return values
+
+
+_Unit = tuple[int, Tile, list[StacItem], int]  # (time step, tile, its item order, band)
 
 
 class _Loader:
@@ -244,57 +250,91 @@ class _Loader:
         self.lock = threading.Lock()
 
     def run(self, data: np.ndarray) -> None:
+        # The items' order is the same for every band of a (time step, tile): decided once.
         work = [
-            (index, tile, band)
-            for index in range(len(self.steps))
+            (index, tile, order, band)
+            for index, (_, group) in enumerate(self.steps)
             for tile in tiles(self.grid, self.options.tile_size)
             if self.inside is None or self.inside[tile.rows, tile.cols].any()
+            for order in [self._order(group, tile)]
             for band in range(len(self.bands))
         ]
         if not work:
             return
-        workers = self.options.workers or min(4, os.cpu_count() or 1)
-        if workers <= 1 or len(work) == 1:
-            with gdal_env(self.options.gdal_profile):
-                for unit in work:
-                    self._fill(data, *unit)
-            return
-        with ThreadPoolExecutor(max_workers=min(workers, len(work))) as pool:
-            futures = [pool.submit(self._fill_in_env, data, *unit) for unit in work]
-            for future in futures:
-                future.result()
+        workers = min(self.options.workers or min(4, os.cpu_count() or 1), len(work))
+        # One GDAL environment per thread, not per unit: each thread takes units in order
+        # until none are left (units write disjoint parts of ``data``). After a failure no new
+        # unit starts, and the failure of the earliest unit is raised, as a serial load would.
+        queue = enumerate(work)
+        errors: list[tuple[int, Exception]] = []
+        if workers <= 1:
+            self._drain(data, queue, errors)
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                threads = [pool.submit(self._drain, data, queue, errors) for _ in range(workers)]
+                for thread in threads:
+                    thread.result()  # errors outside a unit (the GDAL environment)
+        if errors:
+            raise min(errors, key=lambda error: error[0])[1]
 
-    def _fill_in_env(self, data: np.ndarray, index: int, tile: Tile, band_index: int) -> None:
+    def _order(self, group: list[StacItem], tile: Tile) -> list[StacItem]:
+        footprints = [self.footprints[i.id] for i in group]
+        return order_for_tile(group, tile.grid.bounds, tile.grid.crs, footprints)
+
+    def _drain(
+        self,
+        data: np.ndarray,
+        queue: Iterator[tuple[int, _Unit]],
+        errors: list[tuple[int, Exception]],
+    ) -> None:
         with gdal_env(self.options.gdal_profile):
-            self._fill(data, index, tile, band_index)
+            while not errors:
+                with self.lock:
+                    position, unit = next(queue, (-1, None))
+                if unit is None:
+                    return
+                try:
+                    self._fill(data, *unit)
+                except Exception as error:  # raised by run(), in unit order
+                    with self.lock:
+                        errors.append((position, error))
 
-    def _fill(self, data: np.ndarray, index: int, tile: Tile, band_index: int) -> None:
+    def _fill(
+        self, data: np.ndarray, index: int, tile: Tile, ordered: list[StacItem], band_index: int
+    ) -> None:
         """One band of one output tile of one time step: first valid pixel wins."""
-        _, group = self.steps[index]
-        ordered = order_for_tile(
-            group, tile.grid.bounds, tile.grid.crs, [self.footprints[i.id] for i in group]
-        )
         band = self.bands[band_index]
         target = data[index, band_index, tile.rows, tile.cols]
         first = True
-        for item in ordered:
-            href = item.assets.get(band.asset)
-            if href is None or self._is_failed(href):
+        candidates = [
+            (item, href) for item in ordered if (href := item.assets.get(band.asset)) is not None
+        ]
+        for position, (item, href) in enumerate(candidates):
+            if self._is_failed(href):
                 continue
-            values = self._read(item, band, href, tile.grid)
+            # The first read goes straight into the cube; later ones fill its gaps.
+            values = self._read(item, band, href, tile.grid, target if first else None)
             if values is None:
                 continue
-            if first:
-                target[...] = values  # the target is still all NaN
-                first = False
-            else:
+            if not first:
                 np.copyto(target, values, where=np.isnan(target))
-            if not np.isnan(target).any():
+            first = False
+            if position == len(candidates) - 1 or not np.isnan(target).any():
                 break
+        if first:
+            target.fill(np.nan)  # nothing read: the cube is not pre-filled
 
-    def _read(self, item: StacItem, band: BandConfig, href: str, grid: Grid) -> np.ndarray | None:
+    def _read(
+        self,
+        item: StacItem,
+        band: BandConfig,
+        href: str,
+        grid: Grid,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray | None:
+        decoding = decoding_for(item, band)
         try:
-            return read_values(href, band, decoding_for(item, band), grid, retry=self.options.retry)
+            return read_values(href, band, decoding, grid, retry=self.options.retry, out=out)
         except AssetError as error:
             self._record_failure(item, band, error)
             return None

@@ -117,8 +117,11 @@ def read_values(
     *,
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    out: np.ndarray | None = None,
 ) -> np.ndarray | None:
-    """The asset on ``grid`` as float32 (NaN where there is no valid data).
+    """The asset on ``grid`` as float32 (NaN where there is no valid data), written into
+    ``out`` when given (a float32 array of the grid's shape, e.g. a view into the cube: no
+    temporary array and no copy); ``out`` is left untouched when reading fails.
 
     ``None`` when the asset's raster does not touch the grid at all.
     """
@@ -127,7 +130,8 @@ def read_values(
     if result is None:
         return None
     raw, valid = result
-    values = raw.astype(np.float32)
+    values = np.empty(raw.shape, dtype=np.float32) if out is None else out
+    np.copyto(values, raw, casting="unsafe")
     if decoding.add:
         values += np.float32(decoding.add)
     if decoding.scale != 1.0:
