@@ -137,6 +137,7 @@ def test_the_spec_exceptions(call: Any, code: str, words: str) -> None:
         call(example())
     assert raised.value.code == code and words in str(raised.value)
     assert raised.value.status == 400
+    assert str(raised.value).count(code) == 1 and "The cube" in str(raised.value)
 
 
 @pytest.mark.parametrize(

@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from openeo_airflow.core.errors import ProcessParameterInvalid
+from openeo_airflow.core.errors import OpenEOError, ProcessParameterInvalid
 from openeo_airflow.cube import cube_crs, cube_resolution, spatial_ref
 
 from .exceptions import process_error
 from .registry import process
 from .space import LOCAL, NOT_LITERAL, SPATIAL_DIMS, Global, Space
-from .values import LabeledArray, as_cube, broadcast_value, dimension_of, label_to_json
+from .values import LabeledArray, as_cube, broadcast_value, label_to_json
 
 _CUBE = {"type": "object", "subtype": "datacube"}
 _SEPARATOR = {
@@ -44,6 +44,21 @@ _EXCEPTIONS = {
     "DimensionNotAvailable": {"message": "The cube has no dimension of that name."},
     "TargetDimensionExists": {"message": "The cube already has a dimension of that name."},
 }
+
+
+def _exception(process_id: str, name: str, detail: str) -> OpenEOError:
+    """The spec exception ``name`` with our message (``process_error`` reads the installed
+    specs, which lack these two processes)."""
+    kind = type(process_error(process_id, name))
+    return kind(f"{name}: {_EXCEPTIONS[name]['message']} {detail}")
+
+
+def _dimension(process_id: str, cube: xr.DataArray, name: Any) -> str:
+    if name not in cube.dims:
+        detail = f"'{name}' is not one of: {', '.join(map(str, cube.dims))}."
+        raise _exception(process_id, "DimensionNotAvailable", detail)
+    return str(name)
+
 
 FLATTEN_SPEC: dict[str, Any] = {
     "id": "flatten_dimensions",
@@ -162,9 +177,9 @@ def flatten_dimensions(
     cube = as_cube("flatten_dimensions", data)
     names = _names("flatten_dimensions", "dimensions", dimensions, 1)
     for name in names:
-        dimension_of("flatten_dimensions", cube, name)
+        _dimension("flatten_dimensions", cube, name)
     if target_dimension in cube.dims:
-        raise process_error("flatten_dimensions", "TargetDimensionExists", f"'{target_dimension}'.")
+        raise _exception("flatten_dimensions", "TargetDimensionExists", f"'{target_dimension}'.")
     separator = _separator("flatten_dimensions", label_separator)
     position = min(cube.dims.index(n) for n in names)
     others = [str(d) for d in cube.dims if d not in names]
@@ -194,11 +209,11 @@ def unflatten_dimension(
     data: Any, dimension: Any, target_dimensions: Any, label_separator: Any = "~"
 ) -> Any:
     cube = as_cube("unflatten_dimension", data)
-    dim = dimension_of("unflatten_dimension", cube, dimension)
+    dim = _dimension("unflatten_dimension", cube, dimension)
     targets = _names("unflatten_dimension", "target_dimensions", target_dimensions, 2)
     for target in targets:
         if target in cube.dims:
-            raise process_error("unflatten_dimension", "TargetDimensionExists", f"'{target}'.")
+            raise _exception("unflatten_dimension", "TargetDimensionExists", f"'{target}'.")
     separator = _separator("unflatten_dimension", label_separator)
     split = [text.split(separator) for text in _label_texts(cube, dim)]
     for text, pieces in zip(_label_texts(cube, dim), split, strict=True):
