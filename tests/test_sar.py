@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from pyproj import Transformer
 from rasterio.enums import Resampling
 from rasterio.warp import reproject
@@ -33,7 +34,7 @@ from openeo_airflow.catalog.sentinel1 import (
 from openeo_airflow.compiler.plan import Plan
 from openeo_airflow.compiler.plan import Source as PlanSource
 from openeo_airflow.core.errors import ProcessParameterInvalid, ProcessParameterUnsupported
-from openeo_airflow.cube import cube_transform
+from openeo_airflow.cube import cube_crs, cube_transform
 from openeo_airflow.engine.planning import shape_job
 from openeo_airflow.io.backscatter import Backscatter, DigitalElevationModelInvalid
 from openeo_airflow.io.grid import Grid, utm_crs
@@ -464,3 +465,138 @@ def test_batch_loads_grd_per_tile_as_the_whole_cube(
     assert [load.node_id for load in shape.loads] == ["load"]
     assert shape.sources[0].steps == 1 and shape.sources[0].bands == 4
     assert (shape.sources[0].height, shape.sources[0].width) == whole.shape[2:]
+
+
+# -- terrain-based values from a configured DEM (derived DEMs with known answers) ---------------
+
+
+def write_dem(path: Path, cube: Any, height: Any, margin: int = 8) -> str:
+    """A DEM GeoTIFF on ``cube``'s grid grown by ``margin`` pixels: ``height(x, y)`` metres at
+    the pixel centres (x, y in the cube's CRS)."""
+    transform = cube_transform(cube) * Affine.translation(-margin, -margin)
+    rows, cols = cube.sizes["y"] + 2 * margin, cube.sizes["x"] + 2 * margin
+    x = transform.c + (np.arange(cols) + 0.5) * transform.a
+    y = transform.f + (np.arange(rows) + 0.5) * transform.e
+    values = np.broadcast_to(height(*np.meshgrid(x, y)), (rows, cols)).astype(np.float32)
+    profile = {"driver": "GTiff", "dtype": "float32", "width": cols, "height": rows, "count": 1}
+    with rasterio.open(path, "w", crs=cube_crs(cube), transform=transform, **profile) as dst:
+        dst.write(values, 1)
+    return str(path)
+
+
+def towards_sensor(shared_data: Path, crs: Any) -> np.ndarray:
+    """Unit map vector from far to near range, from the annotation's raw GCPs (first line)."""
+    annotation = parse_annotation(xml(shared_data, P2021, r"annotation/s1a-.*-vv-"))
+    first = annotation.gcp_line == annotation.gcp_line.min()
+    pixels = annotation.gcp_pixel[first]
+    near, far = np.argmin(pixels), np.argmax(pixels)
+    to_map = Transformer.from_crs("EPSG:4326", crs, always_xy=True)
+    lon, lat = annotation.gcp_lon[first], annotation.gcp_lat[first]
+    x, y = to_map.transform(lon[[near, far]], lat[[near, far]])
+    step = np.array([x[0] - x[1], y[0] - y[1]])
+    return np.asarray(step / np.linalg.norm(step))
+
+
+def test_terrain_values_from_derived_dems(
+    derived: CollectionConfig, shared_data: Path, tmp_path: Path
+) -> None:
+    def load(coefficient: str, dem: str | None = None, **more: Any) -> Any:
+        return load_backscatter(
+            derived,
+            spatial_extent=DERIVED_EXTENT,
+            temporal_extent=None,
+            bands=["VV"],
+            arguments={"coefficient": coefficient, **more},
+            dem=dem,
+        )
+
+    sigma = load("sigma0-ellipsoid", ellipsoid_incidence_angle=True)
+    theta = sigma.sel(bands="ellipsoid_incidence_angle").values[0]
+    s = sigma.sel(bands="VV").values[0]
+    ok = (s > 0) & np.isfinite(theta)
+    assert ok.mean() > 0.8
+
+    # A flat DEM: the local incidence angle is the ellipsoid's, gamma0-terrain is
+    # sigma0 / cos(ellipsoid incidence), as gamma0-ellipsoid's LUT gives it.
+    flat = write_dem(tmp_path / "flat.tif", sigma, lambda x, y: 0 * x + 250.0)
+    on_flat = load("gamma0-terrain", flat, local_incidence_angle=True, contributing_area=True)
+    assert list(on_flat.bands.values) == ["VV", "contributing_area", "local_incidence_angle"]
+    assert on_flat.attrs[BACKSCATTER_ATTR] == "gamma0-terrain"
+    lia = on_flat.sel(bands="local_incidence_angle").values[0]
+    np.testing.assert_allclose(lia[ok], theta[ok], atol=1e-3)
+    g_flat = on_flat.sel(bands="VV").values[0]
+    np.testing.assert_allclose(g_flat[ok], s[ok] / np.cos(np.radians(theta[ok])), rtol=1e-4)
+    lut = load("gamma0-ellipsoid").sel(bands="VV").values[0]
+    assert np.median(np.abs(g_flat[ok] / lut[ok] - 1)) < 0.01
+    area = on_flat.sel(bands="contributing_area").values[0]
+    np.testing.assert_allclose(area[ok], derived.resolution**2, rtol=1e-5)
+
+    # Planes tilted by 10 degrees: towards the sensor the local incidence angle shrinks by
+    # 10 degrees; along the track it grows with cos(local) = cos(ellipsoid) * cos(10 degrees).
+    alpha = np.radians(10.0)
+    hx, hy = towards_sensor(shared_data, cube_crs(sigma))
+    facing = write_dem(
+        tmp_path / "facing.tif", sigma, lambda x, y: -np.tan(alpha) * (hx * x + hy * y)
+    )
+    on_facing = load("gamma0-terrain", facing, local_incidence_angle=True, contributing_area=True)
+    lia = on_facing.sel(bands="local_incidence_angle").values[0]
+    assert np.nanmax(np.abs(lia[ok] - (theta[ok] - 10.0))) < 0.3
+    ratio = on_facing.sel(bands="VV").values[0][ok] / g_flat[ok]
+    expected = np.cos(np.radians(theta[ok])) / np.cos(np.radians(theta[ok] - 10.0))
+    np.testing.assert_allclose(ratio, expected, rtol=6e-3)
+    area = on_facing.sel(bands="contributing_area").values[0]
+    np.testing.assert_allclose(area[ok], derived.resolution**2 / np.cos(alpha), rtol=1e-4)
+
+    along = write_dem(tmp_path / "along.tif", sigma, lambda x, y: np.tan(alpha) * (hx * y - hy * x))
+    ratio = load("gamma0-terrain", along).sel(bands="VV").values[0][ok] / g_flat[ok]
+    # (the range direction turns by a fraction of a degree over the scene: first order here)
+    assert abs(np.median(ratio) * np.cos(alpha) - 1) < 1e-3
+    np.testing.assert_allclose(ratio, 1 / np.cos(alpha), rtol=6e-3)
+
+    # What the DEM cannot give still names the parameter.
+    with pytest.raises(ProcessParameterUnsupported, match="'coefficient'"):
+        load("sigma0-terrain", flat)
+    with pytest.raises(DigitalElevationModelInvalid, match="'elevation_model'"):
+        load("gamma0-terrain", flat, elevation_model="COPERNICUS_30")
+    with pytest.raises(DigitalElevationModelInvalid, match="cannot be read"):
+        load("gamma0-terrain", str(tmp_path / "missing.tif"))
+
+
+def test_batch_terrain_values_per_tile_with_the_deployments_dem(
+    derived: CollectionConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arguments = {"coefficient": "gamma0-terrain", "local_incidence_angle": True}
+    source = PlanSource(
+        node_id="load",
+        process_id="load_collection",
+        collection_id=derived.id,
+        spatial_extent=DERIVED_EXTENT,
+        temporal_extent=None,
+        bands=["VV"],
+        backscatter=arguments,
+    )
+    with pytest.raises(DigitalElevationModelInvalid, match="'coefficient'"):
+        load_tiled(source, derived, tmp_path / "none", tile_size=96)  # no DEM configured
+    grid = load_backscatter(
+        derived,
+        spatial_extent=DERIVED_EXTENT,
+        temporal_extent=None,
+        bands=["VV"],
+        arguments={"coefficient": "beta0"},
+    )
+    ramp = write_dem(tmp_path / "ramp.tif", grid, lambda x, y: 0.05 * (x - x.min()))
+    monkeypatch.setenv("OPENEO_AIRFLOW_DEM", ramp)  # what the size task's plan records
+    tiled, _ = load_tiled(source, derived, tmp_path / "ws", tile_size=96)
+    whole = load_backscatter(
+        derived,
+        spatial_extent=DERIVED_EXTENT,
+        temporal_extent=None,
+        bands=["VV"],
+        arguments=arguments,
+    )
+    assert list(tiled.bands.values) == ["VV", "local_incidence_angle"]
+    a, b = tiled.values, whole.values
+    ok = np.isfinite(a) & np.isfinite(b)
+    assert ok.mean() > 0.4 and np.array_equal(np.isfinite(a), np.isfinite(b))
+    relative = np.abs(a[ok] - b[ok]) / np.maximum(np.abs(b[ok]), 1e-12)
+    assert np.median(relative) < 1e-6 and np.percentile(relative, 99) < 2e-3

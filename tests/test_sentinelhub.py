@@ -623,7 +623,7 @@ def load_tiled(
 
 def test_batch_loads_per_tile_as_the_whole_cube(server: ShServer, tmp_path: Path) -> None:
     cfg = s1_collection(server)
-    period = ["2017-08-01", "2017-08-06"]
+    period: list[str | None] = ["2017-08-01", "2017-08-06"]
     arguments = {"coefficient": "sigma0-ellipsoid", "mask": True}
     source = PlanSource(
         node_id="load",

@@ -69,7 +69,8 @@ def setup(
     patch.setenv("TEST_SH_CLIENT_ID", CLIENT_ID)
     patch.setenv("TEST_SH_CLIENT_SECRET", CLIENT_SECRET)
     patch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")  # plain-HTTP token endpoint: loopback
-    with RecordingServer(shared_data) as server:
+    server = RecordingServer(shared_data)
+    with server:
         entries = [
             sh_entry(server, "S2_SH", "SENTINEL2_L2A", ["B04", "B08"], "REFLECTANCE"),
             sh_entry(server, "S1_SH", "SENTINEL1_IW", ["VV", "VH"], "LINEAR_POWER"),

@@ -50,6 +50,9 @@ class Settings:
     udf_runner: str = "subprocess"
     udf_socket: str = ""
     udf_image: str = "openeo-airflow/udf:latest"
+    # sar_backscatter on archive GRD: the deployment's DEM (a GeoTIFF/COG path or URL GDAL
+    # opens, heights in metres); empty: terrain-based coefficients are refused.
+    dem: str = ""
 
     @property
     def jobs_dir(self) -> Path:
@@ -96,4 +99,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         udf_runner=get("UDF_RUNNER", "subprocess"),
         udf_socket=get("UDF_SOCKET", ""),
         udf_image=get("UDF_IMAGE", "openeo-airflow/udf:latest"),
+        dem=get("DEM", ""),
     )

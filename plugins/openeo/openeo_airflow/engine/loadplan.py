@@ -37,7 +37,12 @@ from openeo_airflow.io.reader import (
     resolve_load,
     time_steps,
 )
-from openeo_airflow.io.sar import BACKSCATTER_ATTR, backscatter_steps, prepare_backscatter
+from openeo_airflow.io.sar import (
+    BACKSCATTER_ATTR,
+    backscatter_steps,
+    configured_dem,
+    prepare_backscatter,
+)
 from openeo_airflow.io.sentinelhub import ShLoad, prepare_sentinelhub, read_sentinelhub, usage_of
 
 
@@ -64,6 +69,7 @@ class LoadPlan:
     sentinelhub: ShLoad | None = None  # requests to the service instead of archive files
     backscatter: dict[str, Any] | None = None  # sar_backscatter's arguments, on archive GRD
     sar: SarConfig | None = None  # where the GRD items keep their metadata XML
+    dem: str | None = None  # the deployment's DEM when the plan was made (terrain values)
 
     @property
     def band_names(self) -> list[str]:
@@ -106,6 +112,7 @@ class LoadPlan:
                 self.sar or SarConfig(),
                 self.options.gdal_profile,
                 workers=1,  # tiles are the parallel unit here
+                dem=self.dem,
             )
         if inside is not None:
             values[:, :, ~inside] = np.nan  # polygons: their bounding box was read
@@ -142,6 +149,7 @@ class LoadPlan:
             "sentinelhub": self.sentinelhub.to_dict() if self.sentinelhub else None,
             "backscatter": self.backscatter,
             "sar": asdict(self.sar) if self.sar else None,
+            "dem": self.dem,
         }
 
     @classmethod
@@ -166,6 +174,7 @@ class LoadPlan:
             sentinelhub=ShLoad.from_dict(data["sentinelhub"]) if data.get("sentinelhub") else None,
             backscatter=data.get("backscatter"),
             sar=SarConfig(**data["sar"]) if data.get("sar") else None,
+            dem=data.get("dem"),
         )
 
 
@@ -244,6 +253,7 @@ def _prepare_backscatter(
     source: Source, config: CollectionConfig, options: LoadOptions
 ) -> LoadPlan:
     arguments = dict(source.backscatter or {})
+    dem = configured_dem()
     _, steps, bands, grid = prepare_backscatter(
         config,
         spatial_extent=source.spatial_extent,
@@ -251,6 +261,7 @@ def _prepare_backscatter(
         bands=source.bands,
         arguments=arguments,
         properties=source.properties,
+        dem=dem,
     )
     return LoadPlan(
         node_id=source.node_id,
@@ -262,6 +273,7 @@ def _prepare_backscatter(
         stats=_source_stats(steps, bands, options.gdal_profile, config.resolution),
         backscatter=arguments,
         sar=config.sar or SarConfig(),
+        dem=dem,
     )
 
 

@@ -18,8 +18,10 @@ grid:
 
 Products of one UTC day form one time step; per pixel the first product with a value wins.
 Extra bands: ``mask`` (1 valid, 0 no-data inside the image, NaN outside it) and
-``ellipsoid_incidence_angle`` (degrees, from the GCPs). DEM-based outputs and terrain
-coefficients raise ``DigitalElevationModelInvalid``.
+``ellipsoid_incidence_angle`` (degrees, from the GCPs). With the deployment's DEM configured
+(``OPENEO_AIRFLOW_DEM``), ``gamma0-terrain``, ``local_incidence_angle`` and
+``contributing_area`` come from the DEM's slopes and the radar geometry (``io.terrain``);
+without one they raise ``DigitalElevationModelInvalid``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import threading
 import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +53,12 @@ from openeo_airflow.catalog.sentinel1 import (
     parse_noise,
 )
 from openeo_airflow.catalog.stac import StacItem, search_items
+from openeo_airflow.core.settings import load_settings
 from openeo_airflow.cube import make_cube
+from openeo_airflow.io import terrain
 from openeo_airflow.io.backscatter import (
     Backscatter,
+    DigitalElevationModelInvalid,
     invalid,
     no_dem,
     parse_backscatter,
@@ -324,16 +329,28 @@ def tiff_geocoder(href: str) -> Geocoder:
     return Geocoder(points[:, 0], points[:, 1], points[:, 2], points[:, 3], shape=shape)
 
 
-def check_archive_support(params: Backscatter, cfg: CollectionConfig) -> None:
-    """Refuse, naming the parameter, what ellipsoid-based geocoding cannot give."""
+def configured_dem() -> str | None:
+    """The deployment's DEM (``OPENEO_AIRFLOW_DEM``), if any."""
+    return load_settings().dem or None
+
+
+def check_archive_support(params: Backscatter, cfg: CollectionConfig, dem: str | None) -> None:
+    """Refuse, naming the parameter, what the geocoding (and the DEM, if any) cannot give."""
     if cfg.sar is None:
         raise invalid("data", f"collection '{cfg.id}' is not a Sentinel-1 GRD collection")
-    if params.terrain:
+    if params.terrain and dem is None:
         raise no_dem("coefficient", cfg.id, f"{params.coefficient!r} is terrain-based")
+    if params.coefficient == "sigma0-terrain":
+        raise unsupported("coefficient", "the DEM gives gamma0-terrain here, not sigma0-terrain")
     if params.elevation_model is not None:
-        raise no_dem("elevation_model", cfg.id, f"names {params.elevation_model!r}")
+        if dem is None:
+            raise no_dem("elevation_model", cfg.id, f"names {params.elevation_model!r}")
+        raise DigitalElevationModelInvalid(
+            f"sar_backscatter: 'elevation_model' {params.elevation_model!r}: this deployment "
+            "computes terrain-based values with its own DEM only; leave 'elevation_model' null."
+        )
     for name in ("contributing_area", "local_incidence_angle"):
-        if getattr(params, name):
+        if getattr(params, name) and dem is None:
             raise no_dem(name, cfg.id, "is a DEM-based band")
     for key in params.options:
         raise unsupported(f"options.{key}", "GRD from the archive takes no options")
@@ -347,10 +364,11 @@ def prepare_backscatter(
     bands: Sequence[str] | None,
     arguments: Mapping[str, Any],
     properties: dict[str, Any] | None = None,
+    dem: str | None = None,
 ) -> tuple[Backscatter, Steps, list[BandConfig], Grid]:
     """Check the arguments, search the products and fix the cube grid (I/O: the search)."""
     params = parse_backscatter(arguments)
-    check_archive_support(params, cfg)
+    check_archive_support(params, cfg, dem)
     selected = select_bands(cfg, bands)
     extent = parse_spatial_extent(spatial_extent)
     start, end = parse_temporal_extent(temporal_extent)
@@ -378,8 +396,11 @@ def load_backscatter(
     gdal_profile: str = "local",
     tile_size: int = DEFAULT_TILE_SIZE,
     workers: int | None = None,
+    dem: str | None = None,
 ) -> xr.DataArray:
-    """``load_collection`` + ``sar_backscatter(arguments)`` as one ``(t, bands, y, x)`` cube."""
+    """``load_collection`` + ``sar_backscatter(arguments)`` as one ``(t, bands, y, x)`` cube.
+    ``dem``: a DEM GeoTIFF (default: the deployment's)."""
+    dem = dem or configured_dem()
     params, steps, selected, grid = prepare_backscatter(
         cfg,
         spatial_extent=spatial_extent,
@@ -387,6 +408,7 @@ def load_backscatter(
         bands=bands,
         arguments=arguments,
         properties=properties,
+        dem=dem,
     )
     data = backscatter_steps(
         steps,
@@ -397,6 +419,7 @@ def load_backscatter(
         cfg.gdal_profile or gdal_profile,
         tile_size=tile_size,
         workers=workers,
+        dem=dem,
     )
     cube = make_cube(
         data,
@@ -419,6 +442,7 @@ def backscatter_steps(
     *,
     tile_size: int = DEFAULT_TILE_SIZE,
     workers: int | None = None,
+    dem: str | None = None,
 ) -> np.ndarray:
     """``(steps, bands + extra bands, y, x)`` backscatter on ``grid`` (the whole cube or one
     output tile); within a step (a UTC day) the first product with a value wins."""
@@ -430,7 +454,7 @@ def backscatter_steps(
         with gdal_env(gdal_profile):
             for item in steps[index][1]:
                 target = data[index, :, tile.rows, tile.cols]
-                values = product_tile(products.get(item), bands, tile.grid, params)
+                values = product_tile(products.get(item), bands, tile.grid, params, dem)
                 if values is not None:
                     np.copyto(target, values, where=np.isnan(target))
                 if not np.isnan(target).any():
@@ -446,34 +470,74 @@ def backscatter_steps(
 
 
 def product_tile(
-    product: GrdProduct, bands: Sequence[BandConfig], grid: Grid, params: Backscatter
+    product: GrdProduct,
+    bands: Sequence[BandConfig],
+    grid: Grid,
+    params: Backscatter,
+    dem: str | None = None,
 ) -> np.ndarray | None:
     """``(bands + extra bands, height, width)`` backscatter of one product on one tile."""
     located = product.geocoder.on_grid(grid)
     if located is None:
         return None
     rows, cols = located[0], located[1]
+    relief = _terrain(product, grid, located, dem) if _needs_dem(params) else None
+    # gamma0-terrain: sigma0 on the ellipsoid, then over the local incidence angle's cosine.
+    calibrated = replace(params, coefficient="sigma0-ellipsoid") if params.terrain else params
     layers = []
     for band in bands:
         pol = product.polarisations.get(band.name)
         layers.append(
             np.full(rows.shape, np.nan, dtype=np.float32)
             if pol is None
-            else pol.backscatter(rows, cols, params, product.item_id)
+            else pol.backscatter(rows, cols, calibrated, product.item_id)
         )
+    if params.terrain and relief is not None:
+        cosine = np.cos(np.radians(relief[0]))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            factor = np.where(cosine > 0, 1.0 / cosine, np.nan)  # radar shadow: no value
+        layers = [(layer * factor).astype(np.float32) for layer in layers]
     outside = ~np.isfinite(rows)
     if params.mask:
         mask = np.isfinite(layers[0]).astype(np.float32)
         mask[outside] = np.nan
         layers.append(mask)
+    if params.contributing_area and relief is not None:
+        layers.append(relief[1].astype(np.float32))
+    if params.local_incidence_angle and relief is not None:
+        layers.append(relief[0].astype(np.float32))
     if params.ellipsoid_incidence_angle:
-        if located.shape[0] < 3:
-            raise invalid(
-                "ellipsoid_incidence_angle",
-                f"product {product.item_id} has no annotation with incidence angles",
-            )
-        layers.append(located[2].astype(np.float32))
+        layers.append(_incidence(located, product.item_id, "ellipsoid_incidence_angle"))
     return np.stack(layers)
+
+
+def _needs_dem(params: Backscatter) -> bool:
+    return params.terrain or params.local_incidence_angle or params.contributing_area
+
+
+def _incidence(located: np.ndarray, product_id: str, parameter: str) -> np.ndarray:
+    if located.shape[0] < 3:
+        raise invalid(parameter, f"product {product_id} has no annotation with incidence angles")
+    return located[2].astype(np.float32)
+
+
+def _terrain(product: GrdProduct, grid: Grid, located: np.ndarray, dem: str | None) -> np.ndarray:
+    """``(2, h, w)``: local incidence angle (degrees) and contributing area (m^2) on the tile.
+    The range direction comes from the geocoding of the grid shifted one pixel east / north."""
+    if dem is None:  # check_archive_support refuses this earlier; a plan made without a DEM
+        raise invalid("elevation_model", "no digital elevation model is configured")
+    incidence = _incidence(located, product.item_id, "coefficient")
+    east = product.geocoder.on_grid(grid.window(0, 1, grid.height, grid.width))
+    north = product.geocoder.on_grid(grid.window(-1, 0, grid.height, grid.width))
+    nan = np.full(located[1].shape, np.nan)
+    rx, ry = grid.resolution
+    range_east = (east[1] - located[1]) / rx if east is not None else nan
+    range_north = (north[1] - located[1]) / ry if north is not None else nan
+    normals = terrain.surface_normals(terrain.read_dem(dem, grid), grid.resolution)
+    looks = terrain.look_vectors(range_east, range_north, incidence)
+    return np.stack(
+        [terrain.local_incidence(normals, looks), terrain.contributing_area(normals, (rx, ry))]
+    )
 
 
 class _Products:
