@@ -28,6 +28,7 @@ from openeo_airflow.core.errors import (
 )
 
 from .plan import Output, Plan, Source
+from .schemas import contains_reference
 from .validate import CheckUrl, node_references, validate_process
 
 SOURCE_PROCESSES = ("load_collection", "load_stac", "load_result")
@@ -65,7 +66,7 @@ def compile_plan(
     graph = bind_parameters(graph, {**defaults, **(arguments or {})})
     result_node = next(k for k, n in graph.items() if n.get("result") is True)
     sources = [
-        _source(node_id, node, collections)
+        _source(node_id, node, collections, graph)
         for node_id, node in graph.items()
         if node["process_id"] in SOURCE_PROCESSES
     ]
@@ -147,7 +148,12 @@ def _typed(
     )
 
 
-def _source(node_id: str, node: dict[str, Any], collections: Collection[str] | None) -> Source:
+def _source(
+    node_id: str,
+    node: dict[str, Any],
+    collections: Collection[str] | None,
+    graph: dict[str, Any],
+) -> Source:
     process_id, args = node["process_id"], node["arguments"]
     url = None
     if process_id == "load_stac":
@@ -170,7 +176,11 @@ def _source(node_id: str, node: dict[str, Any], collections: Collection[str] | N
         process_id=process_id,
         collection_id=collection_id,
         spatial_extent=_typed(
-            node_id, process_id, "spatial_extent", args.get("spatial_extent"), dict
+            node_id,
+            process_id,
+            "spatial_extent",
+            _vector_extent(graph, node_id, process_id, args.get("spatial_extent")),
+            dict,
         ),
         temporal_extent=_typed(
             node_id, process_id, "temporal_extent", args.get("temporal_extent"), list
@@ -178,6 +188,28 @@ def _source(node_id: str, node: dict[str, Any], collections: Collection[str] | N
         bands=_typed(node_id, process_id, "bands", args.get("bands"), list),
         properties=_typed(node_id, process_id, "properties", args.get("properties"), dict),
         url=url,
+    )
+
+
+def _vector_extent(graph: dict[str, Any], node_id: str, process_id: str, extent: Any) -> Any:
+    """A ``spatial_extent`` given by a vector cube is evaluated now when it needs no loaded
+    data (``load_geojson`` of GeoJSON in the graph); it then loads as a GeoJSON extent."""
+    if not (isinstance(extent, dict) and isinstance(extent.get("from_node"), str)):
+        return extent
+    node = graph[extent["from_node"]]  # validation checked the reference
+    data = node["arguments"].get("data")
+    literal = isinstance(data, dict) and not contains_reference(data)
+    if node["process_id"] == "load_geojson" and literal:
+        return data
+    reason = (
+        f"node '{extent['from_node']}' ({node['process_id']}) cannot be evaluated before "
+        "loading: give a bounding box, GeoJSON, or load_geojson of GeoJSON in the graph"
+    )
+    raise ProcessParameterInvalid(
+        f"Node '{node_id}' ({process_id}): argument 'spatial_extent' is invalid: {reason}",
+        process=process_id,
+        parameter="spatial_extent",
+        reason=reason,
     )
 
 
