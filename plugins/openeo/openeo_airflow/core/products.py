@@ -39,6 +39,8 @@ ISO_DURATION = re.compile(
     r"(?:T(?=\d)(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$"
 )
 ASSET_URI = re.compile(r"^([a-z][a-z0-9+.-]*)://\S+$")
+# Where an asset event says which dates a run covers (Airflow: the event's ``extra``).
+EVENT_FIELD = "extra.temporal_extent"
 
 
 class ProductInvalid(OpenEOError):
@@ -148,7 +150,7 @@ def parse_timezone(name: object) -> ZoneInfo:
         return ZoneInfo(name)
     raise ProductInvalid(
         "timezone",
-        f"{repr(name)[:80]} is not an IANA time zone name (e.g. 'UTC', 'Europe/Brussels')",
+        f"{_short(name)} is not an IANA time zone name (e.g. 'UTC', 'Europe/Brussels')",
     )
 
 
@@ -309,13 +311,10 @@ def event_extent(
     return min(first for first, _ in found), max(last for _, last in found)
 
 
-EVENT_FIELD = "extra.temporal_extent"
-
-
 def _event_bounds(value: object, zone: tzinfo) -> tuple[datetime, datetime]:
     if not (isinstance(value, list) and len(value) == 2):
         raise ProductInvalid(
-            EVENT_FIELD, f"the asset event gives {value!r}; expected [start, end], two dates"
+            EVENT_FIELD, f"the asset event gives {_short(value)}; expected [start, end], two dates"
         )
     first, last = (_instant(v, zone) for v in value)
     if first >= last:
@@ -340,9 +339,14 @@ def _instant(value: object, zone: tzinfo) -> datetime:
             pass
     raise ProductInvalid(
         EVENT_FIELD,
-        f"the asset event gives {value!r}; expected a date ('2024-05-01') or an RFC 3339 "
+        f"the asset event gives {_short(value)}; expected a date ('2024-05-01') or an RFC 3339 "
         "date-time ('2024-05-01T00:00:00Z')",
     )
+
+
+def _short(value: object) -> str:
+    # Event payloads come from other systems: quote them, but not at any length.
+    return repr(value)[:80]
 
 
 def run_extent(
