@@ -316,7 +316,7 @@ def main() -> None:
             by_size[name]["ours_over_baseline"] = (
                 results["ours"]["seconds"] / results["baseline"]["seconds"]
             )
-    keys = ("ours_over_floor", "ours_over_odc_stac", "peak_mem_ours_over_odc_stac")
+    keys: tuple[str, ...] = ("ours_over_floor", "ours_over_odc_stac", "peak_mem_ours_over_odc_stac")
     keys += ("ours_over_baseline",) if args.baseline else ()
     summary: dict[str, Any] = {
         k: round(statistics.median(s[k] for s in by_size.values()), 3) for k in keys
