@@ -100,16 +100,18 @@ def run_job(
     owner: str = "alice",
     options: dict[str, Any] | None = None,
 ) -> tuple[str, Path]:
-    """Create a job and run the batch DAG's tasks one after the other: (job id, results).
-    ``options`` are its job options (default: the inline engine)."""
+    """Create a job and run the batch DAG's tasks one after the other, as the DAG does (a job
+    the sizing fuses runs in the size task): (job id, results). ``options`` are its job
+    options (default: the inline engine)."""
     job_options = {"engine": "inline"} if options is None else options
     job = backend.registry.create(owner, process, job_options=job_options)
     backend.registry.set_status(job.id, JobStatus.QUEUED)
     spec = tasks.size(job.id)
-    for node in spec["sources"]:
-        tasks.load(job.id, node)
-    tasks.transform(job.id)
-    tasks.save(job.id)
+    if not (spec["fused"] and tasks.fused(job.id)):
+        for node in spec["sources"]:
+            tasks.load(job.id, node)
+        tasks.transform(job.id)
+        tasks.save(job.id)
     assert backend.registry.get(job.id).status is JobStatus.FINISHED
     return job.id, tasks.workspace(job.id).results_dir
 

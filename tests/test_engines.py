@@ -165,7 +165,8 @@ def test_inline_tiles_agree_with_one_whole_cube(backend: Backend) -> None:
 
 
 def test_the_job_records_predicted_and_measured_usage(backend: Backend) -> None:
-    job_id, _ = run_job(backend, cdse_ndvi_max(), options={"engine": "inline"})
+    options = {"engine": "inline", "fuse-stages": False}
+    job_id, _ = run_job(backend, cdse_ndvi_max(), options=options)
     job = backend.registry.get(job_id)
     predicted = {s["name"]: s for s in job.sizing["predicted"]["stages"]}
     measured = job.sizing["measured"]
@@ -176,6 +177,43 @@ def test_the_job_records_predicted_and_measured_usage(backend: Backend) -> None:
     assert job.usage["cpu"]["value"] > 0
     logs = [e.message for e in backend.registry.logs(job.id)]
     assert any(m.startswith("Measured transform:") and "predicted" in m for m in logs)
+
+
+def test_a_small_job_runs_fused_with_the_same_result_as_its_stages(backend: Backend) -> None:
+    staged_id, staged = run_job(backend, cdse_ndvi_max(), options={"fuse-stages": False})
+    fused_id, fused = run_job(backend, cdse_ndvi_max(), options={})
+    job = backend.registry.get(fused_id)
+    assert job.sizing["predicted"]["fused"] is True
+    assert backend.registry.get(staged_id).sizing["predicted"]["fused"] is False
+    assert set(job.sizing["measured"]) == {"fused"}
+    assert job.usage["input_pixel"]["value"] == pytest.approx(19 * 3 * 52 * 46 / 1e6, abs=1e-3)
+    # nothing went through the intermediate store
+    assert not tasks.workspace(fused_id).source_cube("load").exists()
+    assert tasks.workspace(staged_id).source_cube("load").exists()
+    names = sorted(p.name for p in fused.glob("*.tif"))
+    assert names == sorted(p.name for p in staged.glob("*.tif")) and names
+    for name in names:
+        with rasterio.open(fused / name) as a, rasterio.open(staged / name) as b:
+            assert a.profile["crs"] == b.profile["crs"]
+            assert a.transform == b.transform
+            np.testing.assert_array_equal(a.read(), b.read())
+    logs = [e.message for e in backend.registry.logs(job.id)]
+    assert any(m.startswith("Measured fused run:") for m in logs)
+
+
+def test_a_fused_run_out_of_memory_falls_back_to_separate_stages(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exhausted(workspace: Any) -> Any:
+        raise MemoryError("Unable to allocate 12.0 GiB for an array")
+
+    monkeypatch.setattr(tiled, "run_fused", exhausted)
+    job_id, results = run_job(backend, cdse_ndvi_max(), options={})
+    job = backend.registry.get(job_id)
+    assert set(job.sizing["measured"]) == {"load:load", "transform", "save"}
+    assert any(results.glob("*.tif"))
+    logs = [e.message for e in backend.registry.logs(job.id)]
+    assert any("fused run ran out of memory" in m for m in logs)
 
 
 def test_a_memory_error_in_a_tile_is_a_stage_out_of_memory(

@@ -10,11 +10,14 @@ import pytest
 from openeo_airflow.core.errors import ProcessGraphComplexity, ProcessParameterInvalid
 from openeo_airflow.engine.planning import check_scale, graph_shape
 from openeo_airflow.sizing.model import (
+    FUSED_MAX_MB,
     TILE_BUDGET_MB,
     GraphShape,
     Limits,
     SourceShape,
+    choose_fused,
     choose_tile,
+    fused_peak_mb,
     load_tile_mb,
     shrink,
     size_job,
@@ -52,6 +55,7 @@ def test_memory_sizes(value: object, mb: int) -> None:
         ({"engine": "gpu"}, "one of inline, spark-local, spark-k8s"),
         ({"tile-size": 10}, "between 64 and 4096"),
         ({"soft-errors": 2}, "soft-errors"),
+        ({"fuse-stages": "yes"}, "fuse-stages"),
     ],
 )
 def test_nonsense_job_options_are_refused(options: dict[str, object], message: str) -> None:
@@ -247,3 +251,41 @@ def test_nonsense_job_options_are_an_openeo_error(client) -> None:  # type: igno
     assert response.status_code == 400
     assert response.json()["code"] == "ProcessParameterInvalid"
     assert "executor-memory" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("source", "options", "engine", "fused"),
+    [
+        (SMALL, {}, "inline", True),  # one tile per stage, under 100 MiB at once
+        (SMALL, {"fuse-stages": False}, "inline", False),
+        (SMALL, {"engine": "spark-local"}, "spark-local", False),
+        (SMALL, {"engine": "spark-local", "fuse-stages": True}, "spark-local", False),
+        (SMALL, {"tile-size": 128}, "inline", False),  # several tiles: the stages tile
+        (LONG, {"engine": "inline"}, "inline", False),  # 15 Gpx: far over the budget
+    ],
+)
+def test_only_small_inline_jobs_are_fused(
+    source: SourceShape, options: dict[str, object], engine: str, fused: bool
+) -> None:
+    sizing = size_job([source], GRAPH, Limits(), validate_job_options(dict(options)))
+    assert (sizing.engine, sizing.fused) == (engine, fused)
+    if fused:
+        assert fused_peak_mb(sizing.stages) <= FUSED_MAX_MB
+        assert "fused" in sizing.reason
+        # one Airflow task instead of three: the estimate is shorter than the stages' sum
+        assert sizing.seconds < sum(s.seconds for s in sizing.stages)
+
+
+def test_a_fused_job_over_the_memory_budget_is_not_fused() -> None:
+    one_tile = SourceShape("load", steps=10, bands=4, height=1500, width=1500, block_size=2048)
+    sizing = size_job([one_tile], GRAPH, Limits(), {"engine": "inline"})
+    assert all(s.tiles <= 1 for s in sizing.stages)
+    assert fused_peak_mb(sizing.stages) > FUSED_MAX_MB
+    assert not sizing.fused
+    assert choose_fused("inline", sizing.stages, True) == (True, "fuse-stages set in job_options")
+
+
+def test_a_resized_retry_is_never_fused() -> None:
+    sizing = size_job([SMALL], GRAPH, Limits(), {})
+    assert sizing.fused
+    assert not shrink(sizing, [SMALL], GRAPH, Limits(), {}, "transform").fused

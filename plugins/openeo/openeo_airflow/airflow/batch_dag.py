@@ -58,7 +58,8 @@ def _on_failure(context: Any) -> None:
 
 @task
 def size() -> list[str]:
-    """Compile and size the job; returns the source nodes that ``load`` maps over."""
+    """Compile and size the job; returns the source nodes that ``load`` maps over. A small job
+    the sizing fuses runs whole here instead, and the stage tasks are skipped."""
     from openeo_airflow.airflow import tasks
 
     context = get_current_context()
@@ -71,6 +72,8 @@ def size() -> list[str]:
         context["ti"].xcom_push(key="job_id", value=job_id)
     sizing = tasks.size(str(job_id))
     context["ti"].xcom_push(key="sizing", value=sizing)
+    if sizing.get("fused") and tasks.fused(str(job_id)):
+        return []  # done here: load (mapped over nothing), transform and save are skipped
     return list(sizing["sources"])
 
 

@@ -20,7 +20,7 @@ from openeo_airflow.engine.planning import JobShape, limits_of, size_plan
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.jobs.backend import Backend
 from openeo_airflow.jobs.joblog import job_logging
-from openeo_airflow.sizing.model import Sizing, shrink
+from openeo_airflow.sizing.model import Sizing, fused_peak_mb, shrink
 from openeo_airflow.sizing.resources import Resources, validate_job_options
 
 log = logging.getLogger(__name__)
@@ -270,12 +270,55 @@ def transform(job_id: str, context: Any = None) -> str:
 
 def save(job_id: str, context: Any = None) -> list[str]:
     run_stage(job_id, "save", None, context)
+    return _finish(job_id, "save")
+
+
+def fused(job_id: str) -> bool:
+    """Run a job the sizing fused (load, transform and save in this task, in memory). When it
+    runs out of memory, the job falls back to separate stages (``False``): they tile and
+    re-size themselves."""
+
+    def work() -> bool:
+        ws = workspace(job_id)
+        spec = ws.read_json(ws.stage_spec_file)
+        log.info("Small job: load, transform and save run in this task, in memory")
+        try:
+            measured = entrypoint.run_stage(
+                ws, "fused", None, spec["tile_size"], tiled.inline_mapper
+            )
+        except StageOutOfMemory as exc:
+            log.warning(
+                "The fused run ran out of memory (%s); running the stages separately",
+                exc.evidence or exc,
+            )
+            ws.write_json(ws.stage_spec_file, {**spec, "fused": False})
+            return False
+        ws.write_json(ws.measurement_file("fused"), measured.to_dict())
+        _record(job_id, ws, spec)
+        log.info(
+            "Measured fused run: %.1f s, peak %.0f MiB (predicted %.0f MiB), %.1f Mpx, "
+            "%.1f MB read",
+            measured.seconds,
+            measured.peak_mb,
+            fused_peak_mb(Sizing.from_dict(spec).stages),
+            measured.megapixels,
+            measured.bytes_read / 1e6,
+        )
+        return True
+
+    done = _guard(job_id, "fused", work)
+    if done:
+        _finish(job_id, "fused")
+    return done
+
+
+def _finish(job_id: str, stage_name: str) -> list[str]:
     ws = workspace(job_id)
     files = list((ws.read_result_metadata() or {}).get("assets", {}))
     # The run's note first: once the job is finished, its Airflow run already says so.
     run_notes.on_finished(backend(), job_id, files)
     backend().registry.set_status(job_id, JobStatus.FINISHED, only_from=ACTIVE, progress=100.0)
-    _guard(job_id, "save", lambda: log.info("Job finished"))
+    _guard(job_id, stage_name, lambda: log.info("Job finished"))
     return files
 
 

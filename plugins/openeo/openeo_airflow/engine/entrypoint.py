@@ -45,6 +45,8 @@ def run_stage(
             return tiled.run_transform(workspace, tile_size, mapper)
         if stage == "save":
             return tiled.run_save(workspace)
+        if stage == "fused":  # a small job's three stages in memory (inline only)
+            return tiled.run_fused(workspace)
         raise ValueError(f"Unknown stage {stage!r}; one of {', '.join(STAGES)}")
     except MemoryError as exc:
         raise StageOutOfMemory(

@@ -159,9 +159,12 @@ def encode(cube: Any, fmt: str, directory: Path) -> list[Path]:
     return write_gtiff(cube, directory, "openEO")
 
 
-def run_save(plan: Plan, workspace: JobWorkspace) -> list[Path]:
-    # Opened lazily: GeoTIFFs are written one time step at a time, so only that step is read.
-    cube = open_cube(workspace.result_cube)
+def run_save(plan: Plan, workspace: JobWorkspace, cube: xr.DataArray | None = None) -> list[Path]:
+    """Write the job's results (``cube``, or the transform's result in the store) and their
+    metadata into the workspace."""
+    if cube is None:
+        # Opened lazily: GeoTIFFs are written one time step at a time, so only that step is read.
+        cube = open_cube(workspace.result_cube)
     fmt, _options = output_format(plan)
     files = encode(cube, fmt, workspace.results_dir)
     metadata = result_metadata(cube, fmt, files)

@@ -305,6 +305,47 @@ def _run_whole(
     return measured
 
 
+# --- fused ----------------------------------------------------------------------------------------
+
+
+def run_fused(workspace: JobWorkspace) -> Measurement:
+    """A small job's three stages in one process and in memory, for jobs the sizing fuses: each
+    source read whole through its load plan (the loader the tiles use), the graph evaluated
+    as the single-tile transform does, the result saved as the save stage does, without the
+    intermediate store."""
+    started = time.perf_counter()
+    plan = workspace.read_plan()
+    usage: list[Measurement] = []
+    with meter() as measured:
+        cubes = {}
+        for source in plan.sources:
+            load_plan = LoadPlan.from_dict(
+                workspace.read_json(workspace.load_plan_file(source.node_id))
+            )
+            values, used = load_plan.read(load_plan.grid)
+            cubes[source.node_id] = _empty_source(load_plan).copy(data=values)
+            usage.append(Measurement(extra={"usage": used or {}}))
+            t, b, h, w = load_plan.shape
+            log.info(
+                "Loaded %s (node %s): t=%d, bands=%d, y=%d, x=%d, in memory",
+                load_plan.collection_id,
+                source.node_id,
+                t,
+                b,
+                h,
+                w,
+            )
+        measured.megapixels = sum(c.size for c in cubes.values()) / 1e6
+        result = stages.transform(plan, cubes, _resolver(workspace))
+        del cubes
+        files = stages.run_save(plan, workspace, result)
+    measured.seconds = time.perf_counter() - started
+    measured.extra = {"tiles": 1, "fused": True, "files": [f.name for f in files]}
+    if any(part.extra["usage"] for part in usage):
+        measured.extra["usage"] = _usage(usage)
+    return measured
+
+
 # --- save -----------------------------------------------------------------------------------------
 
 

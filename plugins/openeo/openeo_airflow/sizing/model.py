@@ -55,6 +55,8 @@ SPARK_TASK_SECONDS = 0.3  # per tile on the Spark engines
 TASK_SECONDS = 2.0
 SPARK_STARTUP_SECONDS = {"inline": 0.0, "spark-local": 25.0, "spark-k8s": 60.0}
 INLINE_MAX_MEGAPIXELS = 400.0  # above: the job goes to the configured Spark engine
+# A fused run holds every source, the transform's working set and the result at once.
+FUSED_MAX_MB = TILE_BUDGET_MB
 CREDITS_PER_CORE_HOUR = 1.0
 CREDITS_PER_GIB_HOUR = 0.1
 
@@ -126,6 +128,7 @@ class Sizing:
     megapixels: float = 0.0
     seconds: float = 0.0
     credits: float = 0.0
+    fused: bool = False  # load, transform and save in one task, in memory
 
     def stage(self, name: str) -> StageSize | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -223,6 +226,29 @@ def choose_engine(megapixels: float, limits: Limits, forced: str | None) -> tupl
     if megapixels <= INLINE_MAX_MEGAPIXELS:
         return "inline", f"{megapixels:,.0f} Mpx fits one worker (<= {INLINE_MAX_MEGAPIXELS:,.0f})"
     return limits.engine, f"{megapixels:,.0f} Mpx: parallel on {limits.engine}"
+
+
+def fused_peak_mb(stages: list[StageSize]) -> float:
+    """What a fused run holds at its peak: every loaded source, the transform's working set
+    and the saved result (the stages' per-tile peaks, added up: conservative)."""
+    return round(sum(s.peak_tile_mb for s in stages), 1)
+
+
+def choose_fused(engine: str, stages: list[StageSize], forced: bool | None) -> tuple[bool, str]:
+    """Whether a job runs its stages in one task without the intermediate store. Only inline
+    jobs whose every stage is one tile and which fit ``FUSED_MAX_MB``: for them, the store's
+    write and read and three more Airflow tasks cost more than the work (bench/README.md,
+    "Engine overhead"), and a retry redoes little. The user can force either way."""
+    if engine != "inline":
+        return False, f"stages run separately on {engine}"
+    if forced is not None:
+        return forced, "fuse-stages set in job_options"
+    peak = fused_peak_mb(stages)
+    if any(s.tiles > 1 for s in stages):
+        return False, "more than one tile per stage"
+    if peak > FUSED_MAX_MB:
+        return False, f"{peak:,.0f} MiB at once is over {FUSED_MAX_MB:,.0f} MiB"
+    return True, f"small job ({peak:,.0f} MiB at once): stages fused in memory"
 
 
 def _resources(
@@ -367,15 +393,20 @@ def size_job(
     if graph.align > 1:
         tile = -(-tile // graph.align) * graph.align
     stages = size_stages(sources, graph, engine, tile, limits, options)
+    fused, why = choose_fused(engine, stages, options.get("fuse-stages"))
+    seconds = sum(s.seconds for s in stages)
+    if fused:  # one Airflow task instead of one per stage
+        seconds -= TASK_SECONDS * (len(stages) - 1)
     return Sizing(
         engine=engine,
         tile_size=tile,
         sources=[s.node_id for s in sources],
-        reason=reason,
+        reason=f"{reason}; {why}" if engine == "inline" else reason,
         stages=stages,
         megapixels=round(megapixels, 3),
-        seconds=round(sum(s.seconds for s in stages), 2),
+        seconds=round(seconds, 2),
         credits=credits(stages),
+        fused=fused,
     )
 
 
@@ -397,7 +428,9 @@ def shrink(
     if before is not None:
         doubled = _doubled(before.resources, limits)
         stages = [replace(s, resources=doubled) if s.name == stage else s for s in stages]
-    return replace(sizing, tile_size=tile, stages=stages, reason=f"{stage} ran out of memory")
+    return replace(
+        sizing, tile_size=tile, stages=stages, reason=f"{stage} ran out of memory", fused=False
+    )
 
 
 def _doubled(resources: Resources, limits: Limits) -> Resources:

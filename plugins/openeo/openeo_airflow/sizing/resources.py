@@ -116,6 +116,13 @@ JOB_OPTIONS = (
         None,
     ),
     OptionSpec(
+        "fuse-stages",
+        "Run a small inline job's load, transform and save in one task, in memory (true), or "
+        "as separate tasks through the intermediate store (false); the sizing decides when unset.",
+        {"type": "boolean"},
+        None,
+    ),
+    OptionSpec(
         "soft-errors",
         "Share (0..1) of unreadable input files a job may skip.",
         {"type": "number", "minimum": 0, "maximum": 1},
@@ -158,6 +165,8 @@ def validate_job_options(options: dict[str, Any]) -> dict[str, Any]:
                 raise _invalid(name, value, f"must lie between {low} MiB and {high // 1024} GiB.")
             continue
         schema = spec.schema
+        if schema["type"] == "boolean" and not isinstance(value, bool):
+            raise _invalid(name, value, "must be true or false.")
         if schema.get("enum") and value not in schema["enum"]:
             raise _invalid(name, value, f"must be one of {', '.join(schema['enum'])}.")
         if schema["type"] in ("integer", "number"):
