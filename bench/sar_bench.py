@@ -14,6 +14,11 @@ direction to get closer to a full product's 25931 x 16854), written to a tempora
   (The project's generic loader cannot geocode GCP-only rasters yet: see the closing note.)
 
 Prints seconds per output megapixel (per band) for both, median of ``--runs``, and the ratio.
+
+With ``--tile N`` it also runs the batch load stage's way (a load plan, then one read per
+``N`` px output tile, inline) and prints its time and memory beside the whole-cube load's
+(``peak_mb``: resident memory above the start, sampled; per tile for the tiled run) and the
+largest difference between the two cubes.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import rasterio
@@ -36,8 +42,14 @@ from rasterio.warp import reproject
 
 from openeo_airflow.catalog.config import BandConfig, CollectionConfig, SarConfig
 from openeo_airflow.catalog.sentinel1 import grd_item, parse_annotation
+from openeo_airflow.compiler.plan import Source
 from openeo_airflow.cube import cube_crs, cube_transform
+from openeo_airflow.engine.loadplan import prepare_load
+from openeo_airflow.engine.measure import meter
+from openeo_airflow.engine.tiled import inline_mapper, run_load
+from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.io.sar import load_backscatter
+from openeo_airflow.io.store import read_cube
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PRODUCT = "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255"
@@ -105,6 +117,7 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=4)
     parser.add_argument("--resolution", type=float, default=40)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--tile", type=int, default=0, help="also load per tile of N px")
     args = parser.parse_args()
     # The bench's measurement files carry no georeferencing of their own (the XML does).
     warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -167,6 +180,38 @@ def main() -> None:
         )
         print(f"ratio backscatter / plain: {sar_s / plain_s:.2f}")
         assert plain.shape[0] == 2
+        if args.tile:
+            compare_tiled(cfg, arguments, root, args.tile)
+
+
+def compare_tiled(cfg: CollectionConfig, arguments: dict[str, Any], root: Path, tile: int) -> None:
+    """The whole-cube load against the batch load stage's tiled one (same plan, inline)."""
+    with meter() as whole_measured:
+        whole = load_backscatter(
+            cfg, spatial_extent=EXTENT, temporal_extent=None, bands=None, arguments=arguments
+        )
+    source = Source(
+        node_id="s1",
+        process_id="load_collection",
+        collection_id=cfg.id,
+        spatial_extent=EXTENT,
+        backscatter=arguments,
+    )
+    workspace = JobWorkspace(root / "job")
+    plan = prepare_load(source, cfg, "local", 0.0)
+    workspace.write_json(workspace.load_plan_file("s1"), plan.to_dict())
+    tiled_measured = run_load(workspace, "s1", tile, inline_mapper)
+    tiled = read_cube(workspace.source_cube("s1")).values
+    both = np.isfinite(tiled) & np.isfinite(whole.values) & (whole.values > 0)
+    relative = np.abs(tiled[both] - whole.values[both]) / whole.values[both]
+    tiles = -(-whole.sizes["y"] // tile) * -(-whole.sizes["x"] // tile)
+    print(
+        f"whole cube: {whole_measured.seconds:.2f} s, peak {whole_measured.peak_mb:.0f} MiB; "
+        f"tiled ({tiles} tiles of {tile} px, one after the other): "
+        f"{tiled_measured.seconds:.2f} s, peak {tiled_measured.peak_mb:.0f} MiB per tile; "
+        f"relative difference median {np.median(relative):.1e}, "
+        f"99th percentile {np.percentile(relative, 99):.1e}"
+    )
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import math
 import os
 import threading
 import urllib.request
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -541,18 +542,32 @@ def _terrain(product: GrdProduct, grid: Grid, located: np.ndarray, dem: str | No
 
 
 class _Products:
-    """Products opened once per load (their XML parsed once), shared by the tile threads."""
+    """Products opened once per worker process (XML parsed, geocoding fitted once), shared by
+    threads and by the tiles of a batch load that run one after the other in that process.
+    The few most recent are kept: tiles of one load follow each other."""
+
+    size = 4
+    opened: OrderedDict[tuple[Any, ...], GrdProduct] = OrderedDict()
+    locks: dict[tuple[Any, ...], threading.Lock] = {}
+    lock = threading.Lock()
 
     def __init__(self, bands: Sequence[BandConfig], sar: SarConfig) -> None:
         self.bands, self.sar = list(bands), sar
-        self.opened: dict[str, GrdProduct] = {}
-        self.locks: dict[str, threading.Lock] = {}
-        self.lock = threading.Lock()
 
     def get(self, item: StacItem) -> GrdProduct:
+        key = (item.id, tuple(item.assets.get(b.asset) for b in self.bands), self.sar)
         with self.lock:
-            lock = self.locks.setdefault(item.id, threading.Lock())
+            lock = self.locks.setdefault(key, threading.Lock())
         with lock:
-            if item.id not in self.opened:
-                self.opened[item.id] = open_product(item, self.bands, self.sar)
-            return self.opened[item.id]
+            with self.lock:
+                found = self.opened.get(key)
+                if found is not None:
+                    self.opened.move_to_end(key)
+                    return found
+            product = open_product(item, self.bands, self.sar)
+            with self.lock:
+                self.opened[key] = product
+                while len(self.opened) > self.size:
+                    dropped, _ = self.opened.popitem(last=False)
+                    self.locks.pop(dropped, None)
+            return product
