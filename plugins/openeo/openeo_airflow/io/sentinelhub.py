@@ -1,10 +1,11 @@
 """Collections served by the Sentinel Hub Process API, through the ``sentinelhub`` package.
 
-A load becomes: one Catalog API search (which days have data in the extent and period), then
-one Process API request per (day, chunk of the cube grid). Each request asks for exactly the
-chunk's grid (bbox in the cube's CRS, width x height pixels), so the returned GeoTIFF drops
-into the cube without resampling. Chunks are at most ``max_pixels`` (the service's limit,
-2500) a side. The evalscript is generated from the requested bands and their units; no-data
+A load becomes: one Catalog API search (which days have data in the extent and period;
+``prepare_sentinelhub``, in batch jobs by the size task), then one Process API request per
+(day, chunk of the grid read; ``read_sentinelhub``: the whole cube in synchronous processing,
+one output tile per load task in batch jobs). Each request asks for exactly the chunk's grid
+(bbox in the cube's CRS, width x height pixels), so the returned GeoTIFF drops into the cube
+without resampling. Chunks are at most ``max_pixels`` (the service's limit, 2500) a side. The evalscript is generated from the requested bands and their units; no-data
 (``dataMask`` 0) becomes NaN inside the evalscript (FLOAT32 output).
 
 Faults: the ``sentinelhub`` client waits as the service's ``Retry-After`` says (in
@@ -17,8 +18,8 @@ configuration, never from the YAML itself, and are never logged.
 Processing units (the ``X-ProcessingUnits-Spent`` response header) are summed per load and
 recorded on the cube (``USAGE_ATTR``) and in the log.
 
-A Batch Process API path for large areas would reuse ``evalscript`` / ``request_input`` and
-replace the per-chunk requests by one batch request writing tiles to object storage.
+A Batch Process API path for large areas would reuse ``ShLoad`` (evalscript, processing,
+days) and replace the per-tile requests by one batch request writing tiles to object storage.
 """
 
 from __future__ import annotations
