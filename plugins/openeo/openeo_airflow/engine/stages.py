@@ -20,7 +20,6 @@ from pyproj import Transformer
 
 from openeo_airflow.catalog.config import CollectionConfig
 from openeo_airflow.compiler.plan import Plan, Source
-from openeo_airflow.core.errors import ProcessParameterInvalid
 from openeo_airflow.cube import cube_crs, cube_transform
 from openeo_airflow.engine.sources import resolve_source
 from openeo_airflow.engine.workspace import RESULT_METADATA, JobWorkspace
@@ -32,6 +31,7 @@ from openeo_airflow.io.sentinelhub import load_sentinelhub
 from openeo_airflow.io.store import open_cube
 from openeo_airflow.processes.graph import Resolver, evaluate
 from openeo_airflow.processes.inline import dumps
+from openeo_airflow.sizing.resources import validate_job_options
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +40,9 @@ JSON_FORMAT = "JSON"
 
 
 def soft_error_ratio(job_options: Mapping[str, Any]) -> float:
-    """The ``soft-errors`` job option: the share of unreadable inputs a job may skip."""
-    value = job_options.get("soft-errors", 0.0)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ProcessParameterInvalid(
-            f"job_options 'soft-errors': {value!r} must be a number between 0 and 1."
-        )
-    return float(value)
+    """The ``soft-errors`` job option: the share of unreadable inputs a job may skip (checked
+    as every job option is, so synchronous requests get the same message as batch jobs)."""
+    return float(validate_job_options(dict(job_options)).get("soft-errors", 0.0))
 
 
 def load_source(
