@@ -108,8 +108,23 @@ def mosaic(server: RecordingServer, day: str, saved: rasterio.DatasetReader) -> 
     return out
 
 
+# 1280 m square around the WorldCereal patch's corner: 128 x 128 px, a quarter with data.
+WIDER = {"west": 500720, "south": 5628400, "east": 502000, "north": 5629680, "crs": 32631}
+# A small job runs fused (in memory, in the size task); forced apart and tiled, the load
+# stage makes each 64 px tile's own requests.
+RUNS = [
+    (EXTENT, None, 64, 64),
+    (WIDER, {"engine": "inline", "fuse-stages": False, "tile-size": 64}, 128, 64),
+]
+
+
+@pytest.mark.parametrize(("extent", "options", "side", "edge"), RUNS, ids=["fused", "tiled"])
 def test_batch_job_over_sentinelhub_saves_what_the_service_answered(
     setup: tuple[Backend, RecordingServer],
+    extent: dict[str, Any],
+    options: dict[str, Any] | None,
+    side: int,
+    edge: int,
 ) -> None:
     backend, server = setup
     server.process_bodies.clear()
@@ -119,7 +134,7 @@ def test_batch_job_over_sentinelhub_saves_what_the_service_answered(
             "load": load_node(
                 "load_collection",
                 id="S2_SH",
-                spatial_extent=EXTENT,
+                spatial_extent=extent,
                 temporal_extent=["2017-08-01", "2017-08-20"],
                 bands=["B04", "B08"],
             ),
@@ -141,7 +156,7 @@ def test_batch_job_over_sentinelhub_saves_what_the_service_answered(
             "save": save("scale", "GTiff"),
         }
     }
-    job_id, results = run_job(backend, process)
+    job_id, results = run_job(backend, process, options=options)
 
     days = sorted(
         {
@@ -155,15 +170,19 @@ def test_batch_job_over_sentinelhub_saves_what_the_service_answered(
         assert '"B04", "B08", "dataMask"' in body["evalscript"]
         assert body["input"]["bounds"]["properties"]["crs"].endswith("/32631")
         assert max(body["output"]["width"], body["output"]["height"]) <= 2500
+    per_day = [answered(server, day) for day in days]
+    tiles = (side // edge) ** 2
+    assert [len(answers) for answers in per_day] == [tiles, tiles]
+    assert {(b["output"]["width"], b["output"]["height"]) for b, _ in per_day[0]} == {(edge, edge)}
     files = sorted(results.glob("*.tif"))
     assert [f.name[-14:-4] for f in files] == days
     for day, path in zip(days, files, strict=True):
         with rasterio.open(path) as saved:
-            assert saved.count == 2 and (saved.width, saved.height) == (64, 64)
+            assert saved.count == 2 and (saved.width, saved.height) == (side, side)
             assert saved.descriptions == ("B04", "B08")
             expected = mosaic(server, day, saved) * 10000
             np.testing.assert_allclose(saved.read(), expected, rtol=1e-6, equal_nan=True)
-            assert np.isfinite(saved.read()).mean() > 0.9
+            assert np.isfinite(saved.read()).mean() > 0.9 * (64 / side) ** 2
     usage = backend.registry.get(job_id).usage or {}
     spent = usage["sentinelhub"]
     assert spent["unit"] == "processing units"
