@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -321,3 +323,58 @@ def test_cli_talks_to_the_api(
     assert [p["id"] for p in json.loads(capsys.readouterr().out)["products"]] == ["ndvi_monthly"]
     assert run("create", str(definition)) == 1
     assert "[ProductInvalid] Field 'id'" in capsys.readouterr().err
+
+
+class LockedAirflow(BaseHTTPRequestHandler):
+    """Airflow's answers to a backfill on SQLite while the scheduler writes: 503 ``locked``
+    ``locked_times`` times, then the backfill."""
+
+    locked_times = 0
+    posts = 0
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path == "/auth/token":
+            return self._answer(201, {"access_token": "t"})
+        type(self).posts += 1
+        if type(self).posts <= self.locked_times:
+            return self._answer(503, {"detail": "Database is locked."})
+        return self._answer(200, {"id": 3})
+
+    def _answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("locked_times", "answer"), [(2, 3), (9, None)])
+def test_backfill_waits_out_a_locked_airflow_database(
+    monkeypatch: pytest.MonkeyPatch, locked_times: int, answer: int | None
+) -> None:
+    from openeo_airflow.core.errors import InfrastructureBusy
+    from openeo_airflow.jobs import product_airflow
+
+    monkeypatch.setattr(product_airflow, "LOCK_RETRY_SECONDS", (0, 0, 0, 0))
+    handler = type("Handler", (LockedAirflow,), {"locked_times": locked_times, "posts": 0})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = product_airflow.ProductAirflow(f"http://127.0.0.1:{server.server_port}", "a", "b")
+        moment = datetime(2023, 10, 1, tzinfo=UTC)
+        if answer is not None:
+            assert client.backfill("d", moment, moment, "failed") == {"id": answer}
+            assert handler.posts == locked_times + 1
+        else:
+            with pytest.raises(InfrastructureBusy, match="Database is locked"):
+                client.backfill("d", moment, moment, "failed")
+            assert handler.posts == 5
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 import httpx
 
+from openeo_airflow.core.errors import InfrastructureBusy
 from openeo_airflow.core.products import PRODUCT_TAG, ProductNotReady
 from openeo_airflow.jobs.airflow_client import AirflowClient, _check
 
 PAGE = 100
+LOCK_RETRY_SECONDS = (1, 2, 4, 8)
 
 
 class ProductAirflow(AirflowClient):
@@ -57,6 +60,17 @@ class ProductAirflow(AirflowClient):
             "max_active_runs": 2,
         }
         response = self._request("POST", "/api/v2/backfills", json=body)
+        # On SQLite Airflow answers 503 while the scheduler holds the write lock; nothing was
+        # created (the transaction rolled back), so asking again is safe.
+        for pause in LOCK_RETRY_SECONDS:
+            if response.status_code != 503:
+                break
+            time.sleep(pause)
+            response = self._request("POST", "/api/v2/backfills", json=body)
+        if response.status_code == 503:
+            raise InfrastructureBusy(
+                f"Airflow could not create the backfill now: {_detail(response)} Try again shortly."
+            )
         if response.status_code == 404:
             raise ProductNotReady(
                 reason=f"Airflow has not registered the DAG '{dag_id}' yet "
