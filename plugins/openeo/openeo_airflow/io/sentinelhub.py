@@ -5,8 +5,9 @@ A load becomes: one Catalog API search (which days have data in the extent and p
 (day, chunk of the grid read; ``read_sentinelhub``: the whole cube in synchronous processing,
 one output tile per load task in batch jobs). Each request asks for exactly the chunk's grid
 (bbox in the cube's CRS, width x height pixels), so the returned GeoTIFF drops into the cube
-without resampling. Chunks are at most ``max_pixels`` (the service's limit, 2500) a side. The evalscript is generated from the requested bands and their units; no-data
-(``dataMask`` 0) becomes NaN inside the evalscript (FLOAT32 output).
+without resampling. Chunks are at most ``max_pixels`` (the service's limit, 2500) a side.
+The evalscript is generated from the requested bands and their units; no-data (``dataMask``
+0) becomes NaN inside the evalscript (FLOAT32 output).
 
 Faults: the ``sentinelhub`` client waits as the service's ``Retry-After`` says (in
 milliseconds, the service's convention) on 429, up to ``max_retries`` times, and retries 5xx
