@@ -329,7 +329,11 @@ def test_raw_scene_geocoded_like_gdal_gcp_warp(
     assert np.array_equal(mask == 1, np.isfinite(cube.sel(bands="VV").values[0]))
 
 
-def test_what_the_raw_scene_cannot_give_names_the_parameter(raw_scene: CollectionConfig) -> None:
+def test_what_the_raw_scene_cannot_give_names_the_parameter(
+    raw_scene: CollectionConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENEO_AIRFLOW_DEM", raising=False)  # no DEM in this deployment
+
     def load(**arguments: Any) -> Any:
         return load_backscatter(
             raw_scene,
