@@ -32,7 +32,9 @@ from .values import (
     LabeledArray,
     as_cube,
     broadcast_value,
+    callback,
     canonical_order,
+    check_reduced,
     temporal_dimension,
     to_datetime64,
 )
@@ -46,14 +48,7 @@ def _reduce(
     part = cube.isel({dim: positions})
     template = cube.isel({dim: 0}, drop=True) if cube.sizes[dim] else None
     result = reducer(data=LabeledArray(part, dim), context=context)
-    if isinstance(result, LabeledArray) or (
-        isinstance(result, xr.DataArray) and dim in result.dims
-    ):
-        raise ProcessParameterInvalid(
-            process="aggregate_temporal",
-            parameter="reducer",
-            reason="must return one value per pixel",
-        )
+    check_reduced("aggregate_temporal", result, dim, "pixel")
     if not isinstance(result, xr.DataArray) and template is not None:
         result = broadcast_value(result, template)
     return result
@@ -67,10 +62,7 @@ def _aggregate(
     reducer: Any,
     context: Any,
 ) -> xr.DataArray:
-    if not callable(reducer):
-        raise ProcessParameterInvalid(
-            process="aggregate_temporal", parameter="reducer", reason="not a process graph"
-        )
+    reducer = callback("aggregate_temporal", reducer, "reducer")
     parts = [_reduce(cube, dim, positions, reducer, context) for positions in groups]
     if not parts:
         return cube.isel({dim: []})

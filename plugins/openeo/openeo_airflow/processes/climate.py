@@ -35,7 +35,7 @@ from openeo_airflow.core.errors import ProcessParameterInvalid
 
 from .registry import process
 from .specs import process_spec
-from .values import as_cube, temporal_dimension, to_datetime64
+from .values import as_cube, one_of, temporal_dimension, to_datetime64
 
 SEASONS = {
     "season": ("djf", "mam", "jja", "son"),
@@ -162,12 +162,7 @@ def climatological_normal(
     """The mean of each period of the year over the climatology period (see the module)."""
     cube = as_cube("climatological_normal", data)
     dim = temporal_dimension("climatological_normal", cube, None)
-    if period not in NORMAL_LABELS:
-        raise ProcessParameterInvalid(
-            process="climatological_normal",
-            parameter="period",
-            reason=f"expected one of {', '.join(NORMAL_LABELS)}, got {period!r}",
-        )
+    period = one_of("climatological_normal", "period", period, NORMAL_LABELS)
     first, last = _years(climatology_period)
     times = _dates("climatological_normal", cube, dim)
     keep = _in_climatology(times, period, first, last)

@@ -25,7 +25,7 @@ from .exceptions import process_error
 from .registry import process
 from .space import Global
 from .specs import process_spec
-from .values import as_cube
+from .values import callback, raster_cube
 from .vector import geometries_of, pixel_mask, reproject
 
 AREAL = ("Polygon", "MultiPolygon")
@@ -96,17 +96,8 @@ def _apply_polygon_spec() -> dict[str, Any]:
 def apply_polygon(
     data: Any, geometries: Any, process: Any, mask_value: Any = None, context: Any = None
 ) -> Any:
-    cube = as_cube("apply_polygon", data)
-    if not {"x", "y"} <= set(cube.dims) or "spatial_ref" not in cube.coords:
-        raise ProcessParameterInvalid(
-            process="apply_polygon",
-            parameter="data",
-            reason="expected a raster cube with spatial dimensions 'x' and 'y'",
-        )
-    if not callable(process):
-        raise ProcessParameterInvalid(
-            process="apply_polygon", parameter="process", reason="not a process graph"
-        )
+    cube = raster_cube("apply_polygon", data)
+    process = callback("apply_polygon", process, "process")
     fill = _fill(mask_value)
     windows = [w for w in (_window(cube, p) for p in _polygons(cube, geometries)) if w]
     owners = np.zeros((cube.sizes["y"], cube.sizes["x"]), dtype=np.int32)

@@ -30,7 +30,16 @@ from openeo_airflow.cube import cube_crs, cube_resolution, spatial_ref
 from .exceptions import process_error
 from .registry import process
 from .space import LOCAL, NOT_LITERAL, SPATIAL_DIMS, Global, Space
-from .values import LabeledArray, as_cube, broadcast_value, label_to_json
+from .values import (
+    LabeledArray,
+    as_cube,
+    broadcast_value,
+    callback,
+    check_reduced,
+    label_to_json,
+    one_of,
+    raster_cube,
+)
 
 _CUBE = {"type": "object", "subtype": "datacube"}
 _SEPARATOR = {
@@ -319,17 +328,8 @@ def aggregate_spatial_window(
     align: Any = "upper-left",
     context: Any = None,
 ) -> Any:
-    cube = as_cube("aggregate_spatial_window", data)
-    if not {"x", "y"} <= set(cube.dims) or "spatial_ref" not in cube.coords:
-        raise ProcessParameterInvalid(
-            process="aggregate_spatial_window",
-            parameter="data",
-            reason="expected a raster cube with spatial dimensions 'x' and 'y'",
-        )
-    if not callable(reducer):
-        raise ProcessParameterInvalid(
-            process="aggregate_spatial_window", parameter="reducer", reason="not a process graph"
-        )
+    cube = raster_cube("aggregate_spatial_window", data)
+    reducer = callback("aggregate_spatial_window", reducer, "reducer")
     sx, sy = _window_size(size)
     if boundary not in ("pad", "trim"):
         raise ProcessParameterInvalid(
@@ -337,12 +337,7 @@ def aggregate_spatial_window(
             parameter="boundary",
             reason=f"expected 'pad' or 'trim', got {boundary!r}",
         )
-    if align not in ALIGNS:
-        raise ProcessParameterInvalid(
-            process="aggregate_spatial_window",
-            parameter="align",
-            reason=f"expected one of {', '.join(ALIGNS)}, got {align!r}",
-        )
+    align = one_of("aggregate_spatial_window", "align", align, ALIGNS)
     xres, yres = cube_resolution(cube)
     others = [str(d) for d in cube.dims if d not in ("y", "x")]
     ordered = cube.transpose(*others, "y", "x")
@@ -364,14 +359,7 @@ def aggregate_spatial_window(
     coords["spatial_ref"] = spatial_ref(cube_crs(cube), (xres * sx, yres * sy))
     stacked = xr.DataArray(windows, dims=[*others, "y", "x", WINDOW], coords=coords)
     result = reducer(data=LabeledArray(stacked, WINDOW), context=context)
-    if isinstance(result, LabeledArray) or (
-        isinstance(result, xr.DataArray) and WINDOW in result.dims
-    ):
-        raise ProcessParameterInvalid(
-            process="aggregate_spatial_window",
-            parameter="reducer",
-            reason="must return one value per window",
-        )
+    check_reduced("aggregate_spatial_window", result, WINDOW, "window")
     if not isinstance(result, xr.DataArray):
         result = broadcast_value(result, stacked.isel({WINDOW: 0}, drop=True))
     return result.transpose(*cube.dims)

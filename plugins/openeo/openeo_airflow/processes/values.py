@@ -15,7 +15,7 @@ Scalars keep the exact openEO semantics (``null`` is not NaN); arrays follow the
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -221,6 +221,50 @@ def as_cube(process_id: str, value: Any, parameter: str = "data") -> xr.DataArra
             process=process_id, parameter=parameter, reason=f"expected a data cube, got {value!r}"
         )
     return value
+
+
+def raster_cube(process_id: str, value: Any, parameter: str = "data") -> xr.DataArray:
+    """``value`` if it is a data cube with ``x``, ``y`` and a CRS (``spatial_ref``), else
+    ``ProcessParameterInvalid``."""
+    cube = as_cube(process_id, value, parameter)
+    if not {"x", "y"} <= set(cube.dims) or "spatial_ref" not in cube.coords:
+        raise ProcessParameterInvalid(
+            process=process_id,
+            parameter=parameter,
+            reason="expected a raster cube with spatial dimensions 'x' and 'y'",
+        )
+    return cube
+
+
+def callback(process_id: str, value: Any, parameter: str) -> Callable[..., Any]:
+    """``value`` if it is a callback (a process graph), else ``ProcessParameterInvalid``."""
+    if not callable(value):
+        raise ProcessParameterInvalid(
+            process=process_id, parameter=parameter, reason="not a process graph"
+        )
+    return value
+
+
+def check_reduced(process_id: str, result: Any, dim: str, per: str) -> None:
+    """Refuse a reducer's ``result`` that still holds values along ``dim``: one value ``per``
+    pixel (window...) was expected."""
+    if isinstance(result, LabeledArray) or (
+        isinstance(result, xr.DataArray) and dim in result.dims
+    ):
+        raise ProcessParameterInvalid(
+            process=process_id, parameter="reducer", reason=f"must return one value per {per}"
+        )
+
+
+def one_of(process_id: str, parameter: str, value: Any, choices: Collection[str]) -> str:
+    """``value`` if it is one of ``choices``, else ``ProcessParameterInvalid`` listing them."""
+    if value not in choices:
+        raise ProcessParameterInvalid(
+            process=process_id,
+            parameter=parameter,
+            reason=f"expected one of {', '.join(choices)}, got {value!r}",
+        )
+    return str(value)
 
 
 def dimension_of(process_id: str, cube: xr.DataArray, name: Any) -> str:
