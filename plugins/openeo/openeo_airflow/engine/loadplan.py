@@ -11,7 +11,7 @@ read (``backscatter``: each tile geocoded into the products' image windows it ne
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -206,7 +206,18 @@ def prepare_load(
         properties=source.properties,
         search=search,
     )
-    steps = time_steps(items, config.sentinel2)
+    return _archive_plan(source, config, options, time_steps(items, config.sentinel2), bands, grid)
+
+
+def _archive_plan(
+    source: Source,
+    config: CollectionConfig,
+    options: LoadOptions,
+    steps: Steps,
+    bands: list[BandConfig],
+    grid: Grid,
+) -> LoadPlan:
+    """A plan that reads the assets of archive items: ``steps`` holds each date's items."""
     return LoadPlan(
         node_id=source.node_id,
         collection_id=source.collection_id,
@@ -263,14 +274,8 @@ def _prepare_backscatter(
         properties=source.properties,
         dem=dem,
     )
-    return LoadPlan(
-        node_id=source.node_id,
-        collection_id=source.collection_id,
-        steps=steps,
-        bands=bands,
-        grid=grid,
-        options=options,
-        stats=_source_stats(steps, bands, options.gdal_profile, config.resolution),
+    return replace(
+        _archive_plan(source, config, options, steps, bands, grid),
         backscatter=arguments,
         sar=config.sar or SarConfig(),
         dem=dem,
