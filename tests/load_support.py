@@ -1,6 +1,7 @@
 """Shared pieces of the load_stac / GeoJSON extent / load_result tests: one backend over the
 catalogs derived from ``shared/data``, reachable both through the API (``POST /result``) and
-through the batch DAG's task functions (run without Airflow, as in ``test_engines``)."""
+through the batch DAG's task functions (run without Airflow, as in ``test_engines``); and the
+batch load stage's tiled reads of one source (Sentinel Hub, Sentinel-1 backscatter)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,14 @@ from fastapi.testclient import TestClient
 
 from openeo_airflow.airflow import tasks
 from openeo_airflow.catalog.adhoc import ROOTS_ENV
+from openeo_airflow.catalog.config import CollectionConfig
+from openeo_airflow.compiler.plan import Source as PlanSource
 from openeo_airflow.core.models import JobStatus
-from openeo_airflow.engine.measure import WORKER_MEMORY_ENV
+from openeo_airflow.engine.loadplan import prepare_load
+from openeo_airflow.engine.measure import WORKER_MEMORY_ENV, Measurement
+from openeo_airflow.engine.tiled import inline_mapper, run_load
+from openeo_airflow.engine.workspace import JobWorkspace
+from openeo_airflow.io.store import read_cube
 from openeo_airflow.jobs.backend import Backend
 from tests.api_support import PREFIX, USERS, bearer, build_test_collections, make_client
 
@@ -127,3 +134,33 @@ def assert_error(response: Any, code: str, *words: str) -> None:
     assert body["code"] == code, body
     for word in words:
         assert word in body["message"], body
+
+
+def backscatter_source(
+    collection_id: str,
+    extent: dict[str, Any],
+    period: list[str | None] | None,
+    bands: list[str],
+    arguments: dict[str, Any],
+) -> PlanSource:
+    """The planner's source for ``load_collection`` followed by ``sar_backscatter(arguments)``."""
+    return PlanSource(
+        node_id="load",
+        process_id="load_collection",
+        collection_id=collection_id,
+        spatial_extent=extent,
+        temporal_extent=period,
+        bands=bands,
+        backscatter=arguments,
+    )
+
+
+def load_tiled(
+    source: PlanSource, cfg: CollectionConfig, root: Path, tile_size: int
+) -> tuple[xr.DataArray, Measurement]:
+    """The batch load stage's way: a load plan, then one read per output tile (inline)."""
+    workspace = JobWorkspace(root)
+    plan = prepare_load(source, cfg, "local", 0.0)
+    workspace.write_json(workspace.load_plan_file(source.node_id), plan.to_dict())
+    measured = run_load(workspace, source.node_id, tile_size, inline_mapper)
+    return read_cube(workspace.source_cube(source.node_id)), measured

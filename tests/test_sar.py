@@ -32,7 +32,6 @@ from openeo_airflow.catalog.sentinel1 import (
     parse_noise,
 )
 from openeo_airflow.compiler.plan import Plan
-from openeo_airflow.compiler.plan import Source as PlanSource
 from openeo_airflow.core.errors import ProcessParameterInvalid, ProcessParameterUnsupported
 from openeo_airflow.cube import cube_crs, cube_transform
 from openeo_airflow.engine.planning import shape_job
@@ -45,7 +44,7 @@ from openeo_airflow.io.sar import (
     load_backscatter,
     tiff_geocoder,
 )
-from tests.test_sentinelhub import load_tiled
+from tests.load_support import backscatter_source, load_tiled
 
 P2021 = "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255"
 P2015 = "S1A_IW_GRDH_1SDV_20150203T043109_20150203T043134_004454_00574F_6D00"
@@ -430,15 +429,7 @@ def test_batch_loads_grd_per_tile_as_the_whole_cube(
     geocoding's exact nodes restart at every tile edge, so pixels between nodes may move by
     a bilinear interpolation error (far below a pixel), hence a tolerance."""
     arguments = {"coefficient": "sigma0-ellipsoid", "mask": True, "ellipsoid_incidence_angle": True}
-    source = PlanSource(
-        node_id="load",
-        process_id="load_collection",
-        collection_id=derived.id,
-        spatial_extent=DERIVED_EXTENT,
-        temporal_extent=None,
-        bands=["VV", "VH"],
-        backscatter=arguments,
-    )
+    source = backscatter_source(derived.id, DERIVED_EXTENT, None, ["VV", "VH"], arguments)
     whole = load_backscatter(
         derived,
         spatial_extent=DERIVED_EXTENT,
@@ -570,15 +561,7 @@ def test_batch_terrain_values_per_tile_with_the_deployments_dem(
     derived: CollectionConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     arguments = {"coefficient": "gamma0-terrain", "local_incidence_angle": True}
-    source = PlanSource(
-        node_id="load",
-        process_id="load_collection",
-        collection_id=derived.id,
-        spatial_extent=DERIVED_EXTENT,
-        temporal_extent=None,
-        bands=["VV"],
-        backscatter=arguments,
-    )
+    source = backscatter_source(derived.id, DERIVED_EXTENT, None, ["VV"], arguments)
     with pytest.raises(DigitalElevationModelInvalid, match="'coefficient'"):
         load_tiled(source, derived, tmp_path / "none", tile_size=96)  # no DEM configured
     grid = load_backscatter(

@@ -31,19 +31,14 @@ from rasterio.warp import Resampling, reproject
 from openeo_airflow.catalog.config import BandConfig, CollectionConfig, SentinelHubConfig
 from openeo_airflow.compiler.compile import compile_plan
 from openeo_airflow.compiler.plan import Plan
-from openeo_airflow.compiler.plan import Source as PlanSource
 from openeo_airflow.core.errors import InfrastructureBusy, ProcessParameterUnsupported
-from openeo_airflow.engine.loadplan import prepare_load
-from openeo_airflow.engine.measure import Measurement
 from openeo_airflow.engine.planning import shape_job
 from openeo_airflow.engine.stages import evaluate_plan, load_source
-from openeo_airflow.engine.tiled import inline_mapper, run_load
-from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.io.backscatter import DigitalElevationModelInvalid
 from openeo_airflow.io.sar import BACKSCATTER_ATTR
 from openeo_airflow.io.sentinelhub import USAGE_ATTR, load_sentinelhub
-from openeo_airflow.io.store import read_cube
 from openeo_airflow.processes import registry
+from tests.load_support import backscatter_source, load_tiled
 
 WC = "worldcereal_31UDS"
 S1_FILE = "S1_GRD-ASCENDING_20m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
@@ -610,30 +605,11 @@ def test_the_sync_size_check_needs_no_stac_catalog(server: ShServer) -> None:
     assert server.process_bodies == []
 
 
-def load_tiled(
-    source: PlanSource, cfg: CollectionConfig, root: Path, tile_size: int
-) -> tuple[xr.DataArray, Measurement]:
-    """The batch load stage's way: a load plan, then one read per output tile (inline)."""
-    workspace = JobWorkspace(root)
-    plan = prepare_load(source, cfg, "local", 0.0)
-    workspace.write_json(workspace.load_plan_file(source.node_id), plan.to_dict())
-    measured = run_load(workspace, source.node_id, tile_size, inline_mapper)
-    return read_cube(workspace.source_cube(source.node_id)), measured
-
-
 def test_batch_loads_per_tile_as_the_whole_cube(server: ShServer, tmp_path: Path) -> None:
     cfg = s1_collection(server)
     period: list[str | None] = ["2017-08-01", "2017-08-06"]
     arguments = {"coefficient": "sigma0-ellipsoid", "mask": True}
-    source = PlanSource(
-        node_id="load",
-        process_id="load_collection",
-        collection_id=cfg.id,
-        spatial_extent=EXTENT,
-        temporal_extent=period,
-        bands=["VV", "VH"],
-        backscatter=arguments,
-    )
+    source = backscatter_source(cfg.id, EXTENT, period, ["VV", "VH"], arguments)
     whole = load_sentinelhub(
         cfg, spatial_extent=EXTENT, temporal_extent=period, bands=None, backscatter=arguments
     )
