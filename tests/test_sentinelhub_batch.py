@@ -84,6 +84,22 @@ def setup(
     patch.undo()
 
 
+@pytest.fixture
+def fresh(setup: tuple[Backend, RecordingServer]) -> tuple[Backend, RecordingServer]:
+    """The module's backend and server, the server's records of earlier tests forgotten."""
+    _, server = setup
+    server.process_bodies.clear()
+    server.answers.clear()
+    return setup
+
+
+def assert_units_charged(backend: Backend, job_id: str, server: RecordingServer) -> None:
+    """The job's usage holds the processing units of every Process API request it made."""
+    spent = (backend.registry.get(job_id).usage or {})["sentinelhub"]
+    assert spent["unit"] == "processing units"
+    assert spent["value"] == pytest.approx(UNITS_PER_REQUEST * len(server.process_bodies))
+
+
 def answered(server: RecordingServer, day: str) -> list[tuple[dict[str, Any], np.ndarray]]:
     """The server's answers for ``day``: (request body, decoded GeoTIFF bands)."""
     found = []
@@ -120,15 +136,13 @@ RUNS = [
 
 @pytest.mark.parametrize(("extent", "options", "side", "edge"), RUNS, ids=["fused", "tiled"])
 def test_batch_job_over_sentinelhub_saves_what_the_service_answered(
-    setup: tuple[Backend, RecordingServer],
+    fresh: tuple[Backend, RecordingServer],
     extent: dict[str, Any],
     options: dict[str, Any] | None,
     side: int,
     edge: int,
 ) -> None:
-    backend, server = setup
-    server.process_bodies.clear()
-    server.answers.clear()
+    backend, server = fresh
     process = {
         "process_graph": {
             "load": load_node(
@@ -183,18 +197,13 @@ def test_batch_job_over_sentinelhub_saves_what_the_service_answered(
             expected = mosaic(server, day, saved) * 10000
             np.testing.assert_allclose(saved.read(), expected, rtol=1e-6, equal_nan=True)
             assert np.isfinite(saved.read()).mean() > 0.9 * (64 / side) ** 2
-    usage = backend.registry.get(job_id).usage or {}
-    spent = usage["sentinelhub"]
-    assert spent["unit"] == "processing units"
-    assert spent["value"] == pytest.approx(UNITS_PER_REQUEST * len(server.process_bodies))
+    assert_units_charged(backend, job_id, server)
 
 
 def test_batch_sar_backscatter_sends_the_backscatter_options(
-    setup: tuple[Backend, RecordingServer],
+    fresh: tuple[Backend, RecordingServer],
 ) -> None:
-    backend, server = setup
-    server.process_bodies.clear()
-    server.answers.clear()
+    backend, server = fresh
     process = {
         "process_graph": {
             "load": load_node(
@@ -235,7 +244,4 @@ def test_batch_sar_backscatter_sends_the_backscatter_options(
         expected = mosaic(server, path.name[-14:-4], saved)
     np.testing.assert_allclose(values, expected, rtol=1e-6, equal_nan=True)
     assert set(np.unique(values[2][np.isfinite(values[2])])) <= {0.0, 1.0}
-    usage = backend.registry.get(job_id).usage or {}
-    assert usage["sentinelhub"]["value"] == pytest.approx(
-        UNITS_PER_REQUEST * len(server.process_bodies)
-    )
+    assert_units_charged(backend, job_id, server)
