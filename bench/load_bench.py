@@ -22,7 +22,9 @@ process's). They run with the same thread count (``--threads``, default 2):
 It also decodes whole files with 1 and with ``--threads`` threads: the raw decode speed, the
 physical limit on this machine. The last line is ``SUMMARY {json}`` with medians over the
 sizes (``ours_over_floor``, ``ours_over_odc_stac``, ``peak_mem_ours_over_odc_stac``, and
-``ours_over_baseline`` with ``--baseline``) and per size under ``by_size``. Runs are
+``ours_over_baseline`` with ``--baseline``; ``*_cpu_*``: the same with CPU time of all threads,
+steadier than wall time when other work competes for the cores) and per size under
+``by_size``. Runs are
 interleaved (each round runs every implementation once) and the medians are compared.
 """
 
@@ -170,12 +172,14 @@ def worker(impl: str, catalog: Path, side: float, threads: int) -> dict[str, Any
     else:
         from openeo_airflow.io import reader  # noqa: F401
     import_rss = _vm_hwm()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     cube = RUNNERS[impl](catalog, box(side), threads)
     seconds = time.perf_counter() - start
     peak = _vm_hwm()
     return {
         "seconds": seconds,
+        # CPU time of all threads: the work done, steadier than wall time on a busy machine.
+        "cpu_seconds": time.process_time() - cpu,
         "peak_rss": peak,
         "import_rss": import_rss,
         "shape": list(cube.shape),
@@ -290,7 +294,10 @@ def main() -> None:
         results: dict[str, dict[str, Any]] = {}
         for impl, taken in samples.items():
             seconds = statistics.median(s["seconds"] for s in taken)
+            # (an older tree's worker may not report CPU time)
+            cpu = [s["cpu_seconds"] for s in taken if "cpu_seconds" in s]
             results[impl] = {**taken[-1], "seconds": seconds}
+            results[impl]["cpu_seconds"] = statistics.median(cpu) if cpu else None
         floor = results["floor"]["seconds"]
         for impl, r in results.items():
             mpx = r["pixels"] / 1e6 / r["seconds"]
@@ -312,12 +319,18 @@ def main() -> None:
             "ours_mpx_per_s": results["ours"]["pixels"] / 1e6 / results["ours"]["seconds"],
             "identical": same,
         }
+        cpu_of = {impl: r["cpu_seconds"] for impl, r in results.items()}
+        by_size[name]["ours_cpu_over_floor"] = cpu_of["ours"] / cpu_of["floor"]
         if args.baseline:
             by_size[name]["ours_over_baseline"] = (
                 results["ours"]["seconds"] / results["baseline"]["seconds"]
             )
+            if cpu_of["baseline"]:
+                by_size[name]["ours_cpu_over_baseline"] = cpu_of["ours"] / cpu_of["baseline"]
     keys: tuple[str, ...] = ("ours_over_floor", "ours_over_odc_stac", "peak_mem_ours_over_odc_stac")
+    keys += ("ours_cpu_over_floor",)
     keys += ("ours_over_baseline",) if args.baseline else ()
+    keys = tuple(k for k in keys if all(k in s for s in by_size.values()))
     summary: dict[str, Any] = {
         k: round(statistics.median(s[k] for s in by_size.values()), 3) for k in keys
     }
