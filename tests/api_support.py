@@ -7,8 +7,14 @@ goes through Airflow is tested end to end against the real local stack (test_e2e
 from __future__ import annotations
 
 import base64
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+import uvicorn
 import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -16,6 +22,7 @@ from fastapi.testclient import TestClient
 from openeo_airflow.api.app import create_app
 from openeo_airflow.core.settings import load_settings
 from openeo_airflow.jobs.backend import Backend
+from openeo_airflow.processes import registry
 from tests.fixtures.shared_catalogs import (
     build_29rkh_catalog,
     build_cdse_catalog,
@@ -65,11 +72,41 @@ def make_backend(
     return backend
 
 
-def make_client(backend: Backend) -> TestClient:
+def mounted_app(backend: Backend) -> FastAPI:
     """The app mounted under /openeo, as Airflow's api-server mounts the plugin."""
     host = FastAPI()
     host.mount("/openeo", create_app(lambda: backend))
-    return TestClient(host, raise_server_exceptions=False)
+    return host
+
+
+def make_client(backend: Backend) -> TestClient:
+    return TestClient(mounted_app(backend), raise_server_exceptions=False)
+
+
+@contextmanager
+def served(backend: Backend) -> Iterator[str]:
+    """The API served by uvicorn on a loopback port, for clients that need a real URL (the
+    openEO client, STAC readers); yields the API's URL (``.../openeo/1.2``)."""
+    server = uvicorn.Server(
+        uvicorn.Config(mounted_app(backend), host="127.0.0.1", port=0, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/openeo/1.2"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def implementation(process_id: str) -> Any:
+    """The function the API runs for ``process_id``."""
+    function = registry.get(process_id)
+    assert function is not None, process_id
+    return function
 
 
 def basic_header(user: str, password: str) -> dict[str, str]:

@@ -5,8 +5,6 @@ WorldCereal time series; tiled as untiled."""
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,13 +12,10 @@ import numpy as np
 import openeo
 import pandas as pd
 import pytest
-import uvicorn
 import xarray as xr
 from affine import Affine
-from fastapi import FastAPI
 from openeo.rest.datacube import THIS
 
-from openeo_airflow.api.app import create_app
 from openeo_airflow.core.errors import OpenEOError, ProcessParameterInvalid
 from openeo_airflow.cube import make_cube
 from openeo_airflow.jobs.backend import DEFAULT_COLLECTIONS
@@ -29,15 +24,8 @@ from openeo_airflow.processes.graph import evaluate
 from openeo_airflow.processes.inline import to_json
 from openeo_airflow.processes.space import LOCAL
 from openeo_airflow.processes.tiling import evaluate_tiled
-from tests.api_support import USERS, make_backend
+from tests.api_support import USERS, implementation, make_backend, served
 from tests.conftest import SHARED
-
-
-def implementation(process_id: str) -> Any:
-    function = registry.get(process_id)
-    assert function is not None, process_id
-    return function
-
 
 normal = implementation("climatological_normal")
 anomaly = implementation("anomaly")
@@ -266,19 +254,8 @@ def test_anomaly_errors_name_the_parameter(change: str, parameter: str, words: s
 def alice(tmp_path_factory: pytest.TempPathFactory) -> Iterator[openeo.Connection]:
     """The openEO API served by uvicorn on a loopback port, and alice's connection."""
     backend = make_backend(tmp_path_factory.mktemp("home"), DEFAULT_COLLECTIONS)
-    host = FastAPI()
-    host.mount("/openeo", create_app(lambda: backend))
-    server = uvicorn.Server(uvicorn.Config(host, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield openeo.connect(f"http://127.0.0.1:{port}/openeo/1.2").authenticate_basic(
-        "alice", USERS["alice"]
-    )
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(backend) as url:
+        yield openeo.connect(url).authenticate_basic("alice", USERS["alice"])
 
 
 def test_normal_and_anomaly_through_post_result(alice: openeo.Connection) -> None:

@@ -16,19 +16,11 @@ from affine import Affine
 from openeo_airflow.core.errors import OpenEOError, ProcessParameterInvalid
 from openeo_airflow.cube import make_cube
 from openeo_airflow.jobs.backend import DEFAULT_COLLECTIONS
-from openeo_airflow.processes import registry
 from openeo_airflow.processes.graph import evaluate
 from openeo_airflow.processes.inline import to_json
 from openeo_airflow.processes.space import LOCAL
 from openeo_airflow.processes.tiling import evaluate_tiled, node_space
-from tests.api_support import PREFIX, bearer, make_backend, make_client
-
-
-def implementation(process_id: str) -> Any:
-    function = registry.get(process_id)
-    assert function is not None, process_id
-    return function
-
+from tests.api_support import PREFIX, bearer, implementation, make_backend, make_client
 
 flatten = implementation("flatten_dimensions")
 unflatten = implementation("unflatten_dimension")
