@@ -92,6 +92,8 @@ WIDENED = {
     "climatological_normal": "climatology_period as integer years (2.0) or texts (1.x)",
     "apply_polygon": "geometries also as GeoJSON, as its description says",
 }
+# Official ids whose installed spec is an older draft than what clients send (processes/ml.py).
+OWN_SPEC = {"fit_regr_random_forest", "predict_random_forest"}
 
 
 def test_listing_is_exactly_the_implemented_processes_with_their_specs() -> None:
@@ -114,7 +116,7 @@ def test_listing_is_exactly_the_implemented_processes_with_their_specs() -> None
             names = [p["name"] for p in listed["parameters"]]
             assert names == [p["name"] for p in spec["parameters"]]
             assert listed["returns"] == spec["returns"]
-        elif entry["id"] in official:
+        elif entry["id"] in official and entry["id"] not in OWN_SPEC:
             spec = process_spec(entry["id"])
             assert listed == {k: v for k, v in spec.items() if k in listed}
     additions = {e["id"] for e in listing if e.get(registry.ADDITION_FLAG)}

@@ -25,7 +25,7 @@ from openeo_airflow.core.errors import ProcessParameterInvalid
 from .exceptions import process_error
 from .registry import process
 from .values import is_number
-from .vector import GEOMETRY_DIM, WGS84, _vector_cube, geometries_of, load_geojson, reproject
+from .vector import GEOMETRY_DIM, WGS84, geometries_of, load_geojson, reproject
 
 Operation = Callable[[Any], Any]
 
@@ -159,26 +159,22 @@ def cube_crs(cube: xr.DataArray) -> CRS:
     return geometries_of("vector", cube, "data")[1]
 
 
-def with_geometries(cube: xr.DataArray, geometries: list[Any], crs: CRS) -> xr.DataArray:
-    """``cube`` with new geometry labels (one per label, same order) in ``crs``."""
-    if not geometries:
-        return _empty_like(cube, crs)
-    return _vector_cube(
-        [cube.isel({GEOMETRY_DIM: i}) for i in range(len(geometries))], geometries, crs
-    )
-
-
-def _empty_like(cube: xr.DataArray, crs: CRS) -> xr.DataArray:
-    empty = cube.isel({GEOMETRY_DIM: slice(0, 0)})
-    empty.coords[GEOMETRY_DIM].attrs.update(type="geometry", crs_wkt=crs.to_wkt())
-    return empty
+def with_geometries(
+    cube: xr.DataArray, geometries: list[Any], crs: CRS, rows: list[int] | None = None
+) -> xr.DataArray:
+    """The labels ``rows`` of ``cube`` (all by default) with new geometries in ``crs``."""
+    picked = cube.isel({GEOMETRY_DIM: list(range(len(geometries))) if rows is None else rows})
+    labels = np.empty(len(geometries), dtype=object)
+    labels[:] = geometries
+    picked = picked.assign_coords({GEOMETRY_DIM: labels})
+    picked.coords[GEOMETRY_DIM].attrs.update(type="geometry", crs_wkt=crs.to_wkt())
+    return picked
 
 
 def _exploded(cube: xr.DataArray, points: list[list[Any]], crs: CRS) -> xr.DataArray:
     """One label per point (``group: false``), each with its source geometry's values."""
-    parts = [cube.isel({GEOMETRY_DIM: i}) for i, found in enumerate(points) for _ in found]
-    flat = [p for found in points for p in found]
-    return _vector_cube(parts, flat, crs) if flat else _empty_like(cube, crs)
+    rows = [i for i, found in enumerate(points) for _ in found]
+    return with_geometries(cube, [p for found in points for p in found], crs, rows)
 
 
 # --- metres -------------------------------------------------------------------------------------
@@ -469,6 +465,4 @@ def filter_vector(data: Any, geometries: Any, relation: Any = "intersects") -> A
         for i, g in enumerate(candidates)
         if not g.is_empty and bool(RELATIONS[relation](g, union))
     ]
-    if not keep:
-        return _empty_like(cube, crs)
-    return with_geometries(cube.isel({GEOMETRY_DIM: keep}), [candidates[i] for i in keep], crs)
+    return with_geometries(cube, [candidates[i] for i in keep], crs, keep)
