@@ -5,11 +5,13 @@ is re-sized and retried. The DAG's task functions run here without Airflow's sch
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyproj
 import pytest
 import rasterio
 import xarray as xr
@@ -154,6 +156,75 @@ def test_inline_and_spark_local_agree_on_real_data(backend: Backend) -> None:
     assert compared == 4
     job = backend.registry.get(spark_job)
     assert job.sizing["measured"]["transform"]["extra"]["tiles"] >= 9
+
+
+def rkh_zonal_means() -> dict[str, Any]:
+    """Mean of two bands over four polygons (in lon/lat) that cross the 128 px tile edges."""
+    to_lonlat = pyproj.Transformer.from_crs(32629, 4326, always_xy=True)
+    polygons = []
+    for x0, y0, side in (
+        (211000, 2751000, 9000),
+        (222000, 2760000, 15000),
+        (230000, 2752000, 8000),
+        (213000, 2768000, 11000),
+    ):
+        ring = [(x0, y0), (x0 + side, y0), (x0 + side, y0 + side), (x0, y0 + side), (x0, y0)]
+        polygons.append([list(to_lonlat.transform(x, y)) for x, y in ring])
+    geometries = {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {},
+                "geometry": {"type": "Polygon", "coordinates": [p]},
+            }
+            for p in polygons
+        ],
+    }
+    return {
+        "process_graph": {
+            "load": {
+                "process_id": "load_collection",
+                "arguments": {
+                    "id": "TEST_29RKH_S2",
+                    "spatial_extent": RKH_EXTENT,
+                    "temporal_extent": ["2020-02-01", "2020-03-01"],
+                    "bands": ["B04", "B08"],
+                },
+            },
+            "zones": {
+                "process_id": "aggregate_spatial",
+                "arguments": {
+                    "data": {"from_node": "load"},
+                    "geometries": geometries,
+                    "reducer": _reducer("mean"),
+                },
+            },
+            "save": {
+                "process_id": "save_result",
+                "arguments": {"data": {"from_node": "zones"}, "format": "JSON"},
+                "result": True,
+            },
+        }
+    }
+
+
+@pytest.mark.timeout(600)
+def test_global_partials_run_on_spark_and_agree_with_inline(backend: Backend) -> None:
+    # 3 x 3 tiles (plus edge tiles): the pixels under each polygon are gathered per tile in
+    # Spark tasks (all but the driver's first tile) and reduced on the stage's driver.
+    options = {"tile-size": 128, "fuse-stages": False}
+    _, inline = run_job(backend, rkh_zonal_means(), options={**options, "engine": "inline"})
+    spark_job, spark = run_job(
+        backend, rkh_zonal_means(), options={**options, "engine": "spark-local"}
+    )
+    expected = json.loads(next(inline.glob("*.json")).read_text())
+    got = json.loads(next(spark.glob("*.json")).read_text())
+    values = np.asarray(expected["data"], dtype="float64")  # geometry x t x bands
+    assert values.shape == (4, 1, 2) and np.isfinite(values).all()
+    np.testing.assert_allclose(np.asarray(got["data"], dtype="float64"), values, rtol=1e-6)
+    measured = backend.registry.get(spark_job).sizing["measured"]["transform"]["extra"]
+    assert measured["partial_tiles"] >= 8
 
 
 def test_inline_tiles_agree_with_one_whole_cube(backend: Backend) -> None:

@@ -39,7 +39,13 @@ from openeo_airflow.io.grid import tiles as grid_tiles
 from openeo_airflow.io.store import create_cube, open_cube, publish, read_cube, write_cube
 from openeo_airflow.io.store import write_tile as store_write_tile
 from openeo_airflow.processes.graph import Resolver
-from openeo_airflow.processes.tiling import Tile, evaluate_tiled, is_raster, tiling_plan
+from openeo_airflow.processes.tiling import (
+    Tile,
+    evaluate_tiled,
+    is_raster,
+    tile_partial,
+    tiling_plan,
+)
 from openeo_airflow.processes.tiling import tiles as crs_tiles
 
 log = logging.getLogger(__name__)
@@ -185,7 +191,9 @@ def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Me
     if grid is not None and tile_size >= max(grid.sizes["y"], grid.sizes["x"]):
         return _run_in_one(workspace, plan, started)
     if tiling.global_nodes or grid is None:
-        return _run_whole(workspace, plan, tile_size, started, "the graph has global processes")
+        return _run_whole(
+            workspace, plan, tile_size, started, "the graph has global processes", mapper
+        )
     size = -(-tile_size // tiling.align) * tiling.align
     rows = crs_tiles(grid, size)
     pieces_dir = workspace.root / "intermediate" / "pieces"
@@ -278,15 +286,62 @@ def _run_in_one(workspace: JobWorkspace, plan: Plan, started: float) -> Measurem
     return measured
 
 
+def _passthrough(args: dict[str, Any], _node: str) -> Any:
+    return args["data"]
+
+
+SAVE_PASSES_DATA = {"save_result": _passthrough}
+
+
+def partial_tile(descriptor: Descriptor) -> dict[str, Any]:
+    """One tile's partial result of a global process (e.g. the pixels under each polygon for
+    aggregate_spatial), computed from the stored sources; the driver combines them."""
+    workspace = JobWorkspace(Path(descriptor["workspace"]))
+    plan = workspace.read_plan()
+    with meter() as measured:
+        cubes = {s.node_id: open_cube(workspace.source_cube(s.node_id)) for s in plan.sources}
+        partial = tile_partial(
+            plan.process_graph,
+            cubes,
+            descriptor["node"],
+            Tile(*descriptor["bounds"]),
+            tile_size=int(descriptor["tile_size"]),
+            hooks=SAVE_PASSES_DATA,
+            resolver=_resolver(workspace),
+        )
+    return {**measured.to_dict(), "partial": partial}
+
+
 def _run_whole(
-    workspace: JobWorkspace, plan: Plan, tile_size: int, started: float, why: str
+    workspace: JobWorkspace,
+    plan: Plan,
+    tile_size: int,
+    started: float,
+    why: str,
+    mapper: Mapper = inline_mapper,
 ) -> Measurement:
-    """The transform on this stage's driver, for graphs the tiles cannot run alone (global
-    processes, results off the source grid). Still tile by tile where it can: sources stay on
-    disk and are read per tile, global processes combine per-tile partial results (e.g. the
-    pixels under each polygon for aggregate_spatial), so memory follows the partials and one
-    tile rather than the whole input."""
-    log.info("Transform runs on this stage's driver: %s", why)
+    """The transform driven from this stage's driver, for graphs the tiles cannot run alone
+    (global processes, results off the source grid). Still tile by tile: sources stay on disk
+    and are read per tile; the per-tile partial results of global processes (e.g. the pixels
+    under each polygon for aggregate_spatial) are computed by the mapper (Spark tasks) and
+    combined here, so memory follows the partials and one tile rather than the whole input."""
+    log.info("Transform combines per-tile results on this stage's driver: %s", why)
+    parts: list[Measurement] = []
+
+    def map_partials(node_id: str, tiles: list[Tile]) -> list[Any]:
+        descriptors = [
+            {
+                "workspace": str(workspace.root),
+                "node": node_id,
+                "bounds": [t.left, t.right, t.bottom, t.top],
+                "tile_size": tile_size,
+            }
+            for t in tiles
+        ]
+        results = mapper(partial_tile, descriptors)
+        parts.extend(Measurement.from_dict(r) for r in results)
+        return [r["partial"] for r in results]
+
     with meter() as measured:
         cubes = {s.node_id: open_cube(workspace.source_cube(s.node_id)) for s in plan.sources}
         measured.megapixels = sum(c.size for c in cubes.values()) / 1e6
@@ -294,15 +349,18 @@ def _run_whole(
             plan.process_graph,
             cubes,
             tile_size=tile_size,
-            hooks={"save_result": lambda args, _node: args["data"]},
+            hooks=SAVE_PASSES_DATA,
             resolver=_resolver(workspace),
+            # inline, the tiles would run in this process anyway: no need to reopen sources
+            map_partials=None if mapper is inline_mapper else map_partials,
         )
         if not isinstance(result, xr.DataArray):
             result = xr.DataArray(np.asarray(result, dtype="float32"))
         write_cube(result, workspace.result_cube)
-    measured.seconds = time.perf_counter() - started
-    measured.extra = {"tiles": 0, "driver": why}
-    return measured
+    total = combine([measured, *parts], time.perf_counter() - started)
+    total.megapixels = measured.megapixels
+    total.extra = {"tiles": 0, "driver": why, "partial_tiles": len(parts)}
+    return total
 
 
 # --- fused ----------------------------------------------------------------------------------------

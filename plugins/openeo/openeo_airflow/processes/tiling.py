@@ -22,7 +22,7 @@ How it runs:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,6 +183,9 @@ def mosaic(rows: list[list[xr.DataArray]]) -> xr.DataArray:
 # --- tiled evaluation -----------------------------------------------------------------------------
 
 
+PartialsMapper = Callable[[str, list["Tile"]], list[Any]]
+
+
 class _TiledRun:
     def __init__(
         self,
@@ -192,8 +195,11 @@ class _TiledRun:
         hooks: Mapping[str, Hook],
         resolver: Resolver | None,
         arguments: dict[str, Any],
+        map_partials: PartialsMapper | None = None,
     ) -> None:
         self.graph, self.hooks, self.resolver, self.arguments = graph, hooks, resolver, arguments
+        self.map_partials = map_partials
+        self.sources = frozenset(sources)
         self.known: dict[str, Any] = dict(sources)
         self.plan = tiling_plan(graph)
         self.rows: list[list[Tile]] = []
@@ -247,24 +253,42 @@ class _TiledRun:
         stop = frozenset(k for k in self.known if k != target)
         return _margin(self.graph, self.plan.spaces, target, stop)
 
+    def partial(self, node_id: str, tile: Tile, reduction: Reduction) -> tuple[Any, dict[str, Any]]:
+        """One tile's partial result of the global node ``node_id``, and the node's arguments
+        on that tile (what ``finish`` needs besides the partials)."""
+        arguments: dict[str, Any] = {}
+
+        def partial(args: dict[str, Any], _node: str) -> Any:
+            arguments.update(args)
+            return reduction.partial(
+                {k: tile.crop(v) if is_raster(v) else v for k, v in args.items()}
+            )
+
+        return self._run(node_id, tile, self._margin(node_id), {node_id: partial}), arguments
+
+    def _from_sources(self, node_id: str) -> bool:
+        """Whether ``node_id`` needs only the sources (no global value computed before it):
+        then a tile's partial can be computed anywhere the sources can be opened."""
+        stop = frozenset(k for k in self.known if k != node_id)
+        return all(
+            k in self.sources for k in _upstream(self.graph, node_id, stop) if k in self.known
+        )
+
     def global_value(self, node_id: str) -> Any:
         if not self._tiled(node_id):
             return self._run(node_id, None, 0, {})
         widths = [len(row) for row in self.rows]
         space = self.plan.spaces[node_id]
         reduction = space.reduction or gather(node_id, self.graph[node_id], widths)
-        halo = self._margin(node_id)
-        partials: list[Any] = []
-        arguments: dict[str, Any] = {}
-        for row in self.rows:
-            for tile in row:
-
-                def partial(args: dict[str, Any], _node: str, tile: Tile = tile) -> Any:
-                    arguments.update(args)
-                    core = {k: tile.crop(v) if is_raster(v) else v for k, v in args.items()}
-                    return reduction.partial(core)
-
-                partials.append(self._run(node_id, tile, halo, {node_id: partial}))
+        flat = [tile for row in self.rows for tile in row]
+        # The first tile here also gives the arguments; a declared reduction's partials are
+        # plain data, so the other tiles may run elsewhere (``map_partials``: Spark tasks).
+        first, arguments = self.partial(node_id, flat[0], reduction)
+        rest = flat[1:]
+        if self.map_partials and space.reduction and rest and self._from_sources(node_id):
+            partials = [first, *self.map_partials(node_id, rest)]
+        else:
+            partials = [first, *(self.partial(node_id, tile, reduction)[0] for tile in rest)]
         return reduction.finish(reduction.combine(partials), arguments)
 
     def result(self) -> Any:
@@ -327,10 +351,33 @@ def evaluate_tiled(
     hooks: Mapping[str, Hook] | None = None,
     resolver: Resolver | None = None,
     arguments: dict[str, Any] | None = None,
+    map_partials: PartialsMapper | None = None,
 ) -> Any:
     """Evaluate a graph tile by tile; ``sources`` gives the value of source nodes by node id
-    (e.g. the loaded cube of each ``load_collection``)."""
+    (e.g. the loaded cube of each ``load_collection``). ``map_partials(node_id, tiles)``, when
+    given, computes the partials of a global node with a declared reduction on those tiles
+    (in order) elsewhere, each with ``tile_partial``."""
     graph, scope = split_process(process_graph)
     scope.update(arguments or {})
-    run = _TiledRun(graph, sources, tile_size, dict(hooks or {}), resolver, scope)
+    run = _TiledRun(graph, sources, tile_size, dict(hooks or {}), resolver, scope, map_partials)
     return run.result()
+
+
+def tile_partial(
+    process_graph: Mapping[str, Any],
+    sources: Mapping[str, Any],
+    node_id: str,
+    tile: Tile,
+    *,
+    tile_size: int,
+    hooks: Mapping[str, Hook] | None = None,
+    resolver: Resolver | None = None,
+) -> Any:
+    """The partial result of the global node ``node_id`` on one tile (what ``map_partials``
+    computes per tile, e.g. in a Spark task that opened the stored sources)."""
+    graph, scope = split_process(process_graph)
+    run = _TiledRun(graph, sources, tile_size, dict(hooks or {}), resolver, scope)
+    reduction = run.plan.spaces[node_id].reduction
+    if reduction is None:
+        raise ValueError(f"Node '{node_id}' has no declared reduction to compute per tile")
+    return run.partial(node_id, tile, reduction)[0]

@@ -335,9 +335,10 @@ def _transform_stage(
     options: dict[str, Any],
     startup: float,
 ) -> StageSize:
-    """Tiles run on executors; with global processes the driver runs the tiles one by one and
-    also holds their partial results (about one value per pixel and date); a single tile is
-    evaluated by the driver at once."""
+    """Tiles run on executors. With global processes the executors compute the tiles'
+    partial results and the driver computes the first tile itself and holds all partials
+    (about one value per pixel and date); inline, the driver runs every tile, one by one. A
+    single tile is evaluated by the driver at once."""
     tiles = _tile_count(sources, tile)
     on_driver = graph.global_nodes > 0 and tiles > 1  # one tile: evaluated at once anyway
     inputs_mb = sum(s.megapixels for s in sources) * 1e6 * FLOAT / MB
@@ -350,12 +351,13 @@ def _transform_stage(
     else:
         driver_mb = result_mb(sources, graph) * 2
     resources = apply_overrides(_resources(engine, tiles, tile_mb, driver_mb, limits), options)
-    parallel = 1 if on_driver else min(tiles, resources.executor_cores * resources.max_executors)
+    serial = on_driver and engine == "inline"
+    parallel = 1 if serial else min(tiles, resources.executor_cores * resources.max_executors)
     per_tile = UDF_SECONDS * graph.udfs + (SPARK_TASK_SECONDS if engine != "inline" else 0.0)
     work = inputs_mb * MB / FLOAT / 1e6 / TRANSFORM_MPX_PER_SECOND + tiles * per_tile
     return StageSize(
         name="transform",
-        tiles=0 if on_driver else tiles,
+        tiles=0 if serial else tiles,
         peak_tile_mb=round(driver_mb if on_driver else tile_mb, 1),
         peak_executor_mb=round(PYTHON_BASE_MB + tile_mb * resources.executor_cores, 1),
         peak_driver_mb=round(driver_mb, 1),
