@@ -39,7 +39,8 @@ NOT_LITERAL: Any = _NotLiteral()
 @dataclass(frozen=True)
 class Reduction:
     """Per-tile partials of a global process: ``partial(arguments)`` on each tile (the core of
-    the tile, no halo), ``combine(partials)`` and ``finish(combined, arguments)``."""
+    the tile, no halo), ``combine(partials)`` and ``finish(combined, arguments)``. Partials
+    must be plain data (arrays, lists): the engine may compute them in other processes."""
 
     partial: Callable[[dict[str, Any]], Any]
     combine: Callable[[list[Any]], Any]
