@@ -1,13 +1,16 @@
 """Random forests: training on vector cubes, prediction as a ``reduce_dimension`` reducer over
 bands, bad input, a classification of real Sentinel-2 data (labels from NDVI classes, checked
-against every pixel), and tiled against untiled prediction."""
+against every pixel), tiled against untiled prediction, and the openEO client's random
+forest methods through ``POST /result``."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import openeo
 import pytest
 import xarray as xr
 from affine import Affine
@@ -19,7 +22,9 @@ from openeo_airflow.processes.ml import RandomForest, predict_random_forest
 from openeo_airflow.processes.tiling import evaluate_tiled
 from openeo_airflow.processes.values import LabeledArray, LabeledList
 from openeo_airflow.processes.vector import load_geojson
-from tests.test_processes_vectors import expect_error
+from tests.api_support import USERS
+from tests.load_support import CDSE_EXTENT, OCTOBER, backend_over_catalogs
+from tests.test_processes_vectors import expect_error, served
 
 WORLDCEREAL_S2 = "worldcereal_31UDS/S2_L2A_10m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 BANDS = ["B02", "B03", "B04", "B08"]
@@ -336,3 +341,49 @@ def test_tiled_prediction_equals_untiled(shared_data: Path, tile_size: int) -> N
     assert tiled.dims == reference.dims
     np.testing.assert_array_equal(tiled.values, reference.values)
     np.testing.assert_array_equal(tiled.x.values, reference.x.values)
+
+
+# --- through the API with the openEO client -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):  # type: ignore[no-untyped-def]
+    yield from backend_over_catalogs(tmp_path_factory, shared_data, "ml")
+
+
+def test_classification_through_post_result(backend: Any) -> None:
+    """The client's random forest methods over the CDSE cube's October median: NDVI above
+    0.5 learnt from 120 random points, predicted for every pixel."""
+    west, south, east, north = (CDSE_EXTENT[k] for k in ("west", "south", "east", "north"))
+    corners = [(west, south), (east, south), (east, north), (west, north), (west, south)]
+    area = {"type": "Polygon", "coordinates": [[list(LONLAT.transform(*c)) for c in corners]]}
+    with served(backend[0]) as url:
+        connection = openeo.connect(url).authenticate_basic("alice", USERS["alice"])
+        cube = connection.load_collection(
+            "TEST_CDSE_S2", spatial_extent=CDSE_EXTENT, temporal_extent=OCTOBER, bands=BANDS
+        ).reduce_dimension(dimension="t", reducer="median")
+        classes = cube.ndvi(nir="B08", red="B04") > 0.5
+        sites = connection.load_geojson(area)
+        points = sites.process(
+            "vector_to_random_points", data=sites, total_count=120, group=False, seed=5
+        )
+        model = cube.aggregate_spatial(points, "mean").fit_class_random_forest(
+            target=classes.aggregate_spatial(points, "mean"), num_trees=30, seed=2
+        )
+        predicted = cube.predict_random_forest(model, dimension="bands")
+        guess = xr.open_dataset(io.BytesIO(predicted.download(format="netCDF")))
+        truth = xr.open_dataset(io.BytesIO(classes.download(format="netCDF")))
+        bad = cube.aggregate_spatial(points, "mean").fit_class_random_forest(
+            target=classes.aggregate_spatial(points, "mean"), max_variables=9
+        )
+        with pytest.raises(openeo.rest.OpenEoApiError) as failed:
+            cube.predict_random_forest(bad, dimension="bands").download(format="netCDF")
+    assert failed.value.http_status_code == 400
+    assert failed.value.code == "ProcessParameterInvalid"
+    assert "max_variables" in failed.value.message and "4 predictors" in failed.value.message
+    g = next(iter(guess.data_vars.values())).values.ravel()
+    t = next(iter(truth.data_vars.values())).values.ravel()
+    valid = np.isfinite(g) & np.isfinite(t)
+    assert valid.mean() > 0.5
+    accuracy = np.mean(g[valid] == t[valid])
+    assert accuracy > 0.9, accuracy
