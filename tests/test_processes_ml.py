@@ -6,6 +6,7 @@ forest methods through ``POST /result``."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from affine import Affine
 from pyproj import Transformer
 
 from openeo_airflow.cube import make_cube
+from openeo_airflow.jobs.backend import Backend
 from openeo_airflow.processes.graph import evaluate
 from openeo_airflow.processes.ml import RandomForest, predict_random_forest
 from openeo_airflow.processes.tiling import evaluate_tiled
@@ -347,11 +349,13 @@ def test_tiled_prediction_equals_untiled(shared_data: Path, tile_size: int) -> N
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory: pytest.TempPathFactory, shared_data: Path):  # type: ignore[no-untyped-def]
+def backend(
+    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+) -> Iterator[tuple[Backend, Path]]:
     yield from backend_over_catalogs(tmp_path_factory, shared_data, "ml")
 
 
-def test_classification_through_post_result(backend: Any) -> None:
+def test_classification_through_post_result(backend: tuple[Backend, Path]) -> None:
     """The client's random forest methods over the CDSE cube's October median: NDVI above
     0.5 learnt from 120 random points, predicted for every pixel."""
     west, south, east, north = (CDSE_EXTENT[k] for k in ("west", "south", "east", "north"))
@@ -362,19 +366,21 @@ def test_classification_through_post_result(backend: Any) -> None:
         cube = connection.load_collection(
             "TEST_CDSE_S2", spatial_extent=CDSE_EXTENT, temporal_extent=OCTOBER, bands=BANDS
         ).reduce_dimension(dimension="t", reducer="median")
-        classes = cube.ndvi(nir="B08", red="B04") > 0.5
+        classes: openeo.DataCube = cube.ndvi(nir="B08", red="B04") > 0.5
         sites = connection.load_geojson(area)
         points = sites.process(
             "vector_to_random_points", data=sites, total_count=120, group=False, seed=5
         )
+        # The client types `target` as GeoJSON; the proposal (and we) take a vector cube too.
+        target: Any = classes.aggregate_spatial(points, "mean")
         model = cube.aggregate_spatial(points, "mean").fit_class_random_forest(
-            target=classes.aggregate_spatial(points, "mean"), num_trees=30, seed=2
+            target=target, num_trees=30, seed=2
         )
-        predicted = cube.predict_random_forest(model, dimension="bands")
+        predicted: openeo.DataCube = cube.predict_random_forest(model, dimension="bands")
         guess = xr.open_dataset(io.BytesIO(predicted.download(format="netCDF")))
         truth = xr.open_dataset(io.BytesIO(classes.download(format="netCDF")))
         bad = cube.aggregate_spatial(points, "mean").fit_class_random_forest(
-            target=classes.aggregate_spatial(points, "mean"), max_variables=9
+            target=target, max_variables=9
         )
         with pytest.raises(openeo.rest.OpenEoApiError) as failed:
             cube.predict_random_forest(bad, dimension="bands").download(format="netCDF")
