@@ -220,15 +220,11 @@ def _max_features(process_id: str, max_variables: Any, task: str, n: int) -> Any
     return named[max_variables]
 
 
-def _count(process_id: str, parameter: str, value: Any, *, nullable: bool) -> int | None:
-    if value is None and nullable:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or (parameter == "num_trees" and value < 1)
-    ):
+def _integer(process_id: str, parameter: str, value: Any, minimum: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(process_id, parameter, f"expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise _invalid(process_id, parameter, f"expected at least {minimum}, got {value}")
     return value
 
 
@@ -244,8 +240,8 @@ def fit(
             "target",
             f"has {values.size} values for {features.shape[0]} predictor geometries",
         )
-    trees = _count(process_id, "num_trees", num_trees, nullable=False)
-    random_state = _count(process_id, "seed", seed, nullable=True)
+    trees = _integer(process_id, "num_trees", num_trees, 1)
+    random_state = None if seed is None else _integer(process_id, "seed", seed, None)
     max_features = _max_features(process_id, max_variables, task, len(names))
     usable = np.isfinite(features).all(axis=1) & np.isfinite(values)
     if not usable.any():
