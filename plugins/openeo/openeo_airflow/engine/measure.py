@@ -24,6 +24,7 @@ import psutil
 
 MB = 1024 * 1024
 SAMPLE_SECONDS = 0.005
+CHILDREN_EVERY = 20  # samples between two listings of child processes (every 0.1 s)
 # Set by the spark-local engine for its Python workers: their memory limit in MiB. On
 # Kubernetes the container limit plays this role (the kernel kills the container).
 WORKER_MEMORY_ENV = "OPENEO_AIRFLOW_WORKER_MEMORY_MB"
@@ -67,9 +68,16 @@ def meter() -> Iterator[Measurement]:
 
     limit = int(os.environ.get(WORKER_MEMORY_ENV, "0") or 0) * MB
 
+    children: list[psutil.Process] = []
+
     def sample() -> None:
+        ticks = 0
         while not done.wait(SAMPLE_SECONDS):
-            rss = process.memory_info().rss
+            if ticks % CHILDREN_EVERY == 0:  # listing processes costs more than one sample
+                children[:] = _children(process)
+            ticks += 1
+            # Child processes (a UDF's) count, as they do against a container's limit.
+            rss = process.memory_info().rss + sum(_rss(child) for child in children)
             if rss > peak[0]:
                 peak[0] = rss
             if limit and rss > limit:
@@ -93,6 +101,20 @@ def meter() -> Iterator[Measurement]:
         result.bytes_read = max(0, _read_chars(process) - start_read)
         result.peak_mb = (peak[0] - start_rss) / MB
         result.peak_rss_mb = peak[0] / MB
+
+
+def _children(process: psutil.Process) -> list[psutil.Process]:
+    try:
+        return process.children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _rss(process: psutil.Process) -> int:
+    try:
+        return int(process.memory_info().rss)
+    except psutil.Error:  # it ended between listing and reading
+        return 0
 
 
 def _kill_over_limit(rss: int, limit: int) -> None:
