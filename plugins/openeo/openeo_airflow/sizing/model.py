@@ -11,7 +11,8 @@ the seven workflows of ``bench/sizing_bench.py`` (bench/README.md has the measur
   encoder's copy of a chunk at a time), plus the reader's buffers (at most 48 MiB) and 2 MiB;
 - transform: 32 MiB plus the inputs cut to the tile (with halo) times a working-set weight:
   3.4 for pixel-wise chains, 1.7 for neighbourhood processes (they work on chunks), +3.6 per
-  ``merge_cubes``, +0.6 for temporal aggregation;
+  ``merge_cubes``, +0.6 for temporal aggregation; with ``run_udf``, its child process
+  (``UDF_CHILD_MB`` plus the inputs once more);
 - small transforms need at least ``FLOOR_MB``, saves ``SAVE_FLOOR_MB``, whatever the size.
 """
 
@@ -47,6 +48,10 @@ LOAD_FIXED_SECONDS = 0.3
 TRANSFORM_MPX_PER_SECOND = 10.0  # input megapixels per core, whatever the number of processes
 TRANSFORM_FIXED_SECONDS = 0.3
 UDF_SECONDS = 0.6  # per run_udf call and tile: a child Python process
+# run_udf's child process (one at a time): its interpreter with numpy, xarray and openeo.udf
+# (145 MiB measured) plus its copies of the data it gets and returns.
+UDF_CHILD_MB = 150.0
+UDF_DATA_WEIGHT = 1.0
 SAVE_MPX_PER_SECOND = 6.0
 SAVE_FIXED_SECONDS = 0.2
 SPARK_TASK_SECONDS = 0.3  # per tile on the Spark engines
@@ -166,15 +171,19 @@ def transform_weight(graph: GraphShape) -> float:
 
 
 def transform_tile_mb(sources: list[SourceShape], graph: GraphShape, tile: int) -> float:
-    inputs = sum(
-        s.steps
-        * s.bands
-        * min(tile + 2 * graph.halo, s.height)
-        * min(tile + 2 * graph.halo, s.width)
-        * FLOAT
-        for s in sources
+    inputs_mb = (
+        sum(
+            s.steps
+            * s.bands
+            * min(tile + 2 * graph.halo, s.height)
+            * min(tile + 2 * graph.halo, s.width)
+            * FLOAT
+            for s in sources
+        )
+        / MB
     )
-    return max(FLOOR_MB, TRANSFORM_FIXED_MB + inputs * transform_weight(graph) / MB)
+    udf_mb = UDF_CHILD_MB + inputs_mb * UDF_DATA_WEIGHT if graph.udfs else 0.0
+    return max(FLOOR_MB, TRANSFORM_FIXED_MB + inputs_mb * transform_weight(graph) + udf_mb)
 
 
 def result_mb(sources: list[SourceShape], graph: GraphShape) -> float:
