@@ -105,20 +105,25 @@ def cdse_ndvi_max() -> dict[str, Any]:
     }
 
 
+def rkh_load(bands: list[str]) -> dict[str, Any]:
+    """``bands`` of the real 100 m Sentinel-2 tile 29RKH (February 2020)."""
+    return {
+        "process_id": "load_collection",
+        "arguments": {
+            "id": "TEST_29RKH_S2",
+            "spatial_extent": RKH_EXTENT,
+            "temporal_extent": ["2020-02-01", "2020-03-01"],
+            "bands": bands,
+        },
+    }
+
+
 def rkh_smoothed() -> dict[str, Any]:
     """A real 100 m Sentinel-2 tile: a 5x5 mean filter over four bands (a halo of 2 px)."""
     kernel = [[1] * 5 for _ in range(5)]
     return {
         "process_graph": {
-            "load": {
-                "process_id": "load_collection",
-                "arguments": {
-                    "id": "TEST_29RKH_S2",
-                    "spatial_extent": RKH_EXTENT,
-                    "temporal_extent": ["2020-02-01", "2020-03-01"],
-                    "bands": ["B02", "B03", "B04", "B08"],
-                },
-            },
+            "load": rkh_load(["B02", "B03", "B04", "B08"]),
             "smooth": {
                 "process_id": "apply_kernel",
                 "arguments": {"data": {"from_node": "load"}, "kernel": kernel, "factor": 1 / 25},
@@ -183,15 +188,7 @@ def rkh_zonal_means() -> dict[str, Any]:
     }
     return {
         "process_graph": {
-            "load": {
-                "process_id": "load_collection",
-                "arguments": {
-                    "id": "TEST_29RKH_S2",
-                    "spatial_extent": RKH_EXTENT,
-                    "temporal_extent": ["2020-02-01", "2020-03-01"],
-                    "bands": ["B04", "B08"],
-                },
-            },
+            "load": rkh_load(["B04", "B08"]),
             "zones": {
                 "process_id": "aggregate_spatial",
                 "arguments": {
