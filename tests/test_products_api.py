@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +11,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from openeo_airflow.jobs.backend import Backend
-from tests.api_support import PREFIX, bearer, build_test_collections, make_backend, make_client
+from tests.api_support import (
+    PREFIX,
+    JsonHandler,
+    bearer,
+    build_test_collections,
+    http_served,
+    make_backend,
+    make_client,
+)
 
 COLLECTION = "TEST_CDSE_S2"
 GRAPH = {
@@ -325,7 +331,7 @@ def test_cli_talks_to_the_api(
     assert "[ProductInvalid] Field 'id'" in capsys.readouterr().err
 
 
-class LockedAirflow(BaseHTTPRequestHandler):
+class LockedAirflow(JsonHandler):
     """Airflow's answers to a backfill on SQLite while the scheduler writes: 503 ``locked``
     ``locked_times`` times, then the backfill."""
 
@@ -335,22 +341,11 @@ class LockedAirflow(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/auth/token":
-            return self._answer(201, {"access_token": "t"})
+            return self.answer(201, {"access_token": "t"})
         type(self).posts += 1
         if type(self).posts <= self.locked_times:
-            return self._answer(503, {"detail": "Database is locked."})
-        return self._answer(200, {"id": 3})
-
-    def _answer(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+            return self.answer(503, {"detail": "Database is locked."})
+        return self.answer(200, {"id": 3})
 
 
 @pytest.mark.parametrize(("locked_times", "answer"), [(2, 3), (9, None)])
@@ -362,11 +357,8 @@ def test_backfill_waits_out_a_locked_airflow_database(
 
     monkeypatch.setattr(product_airflow, "LOCK_RETRY_SECONDS", (0, 0, 0, 0))
     handler = type("Handler", (LockedAirflow,), {"locked_times": locked_times, "posts": 0})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        client = product_airflow.ProductAirflow(f"http://127.0.0.1:{server.server_port}", "a", "b")
+    with http_served(handler) as url:
+        client = product_airflow.ProductAirflow(url, "a", "b")
         moment = datetime(2023, 10, 1, tzinfo=UTC)
         if answer is not None:
             assert client.backfill("d", moment, moment, "failed") == {"id": answer}
@@ -375,6 +367,3 @@ def test_backfill_waits_out_a_locked_airflow_database(
             with pytest.raises(InfrastructureBusy, match="Database is locked"):
                 client.backfill("d", moment, moment, "failed")
             assert handler.posts == 5
-    finally:
-        server.shutdown()
-        server.server_close()

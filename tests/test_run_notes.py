@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +15,7 @@ import pytest
 from openeo_airflow.airflow import run_notes
 from openeo_airflow.core.settings import load_settings
 from openeo_airflow.jobs.backend import Backend
+from tests.api_support import JsonHandler, http_served
 
 NDVI = {
     "process_graph": {
@@ -173,7 +172,7 @@ def airflow() -> Iterator[Recorded]:
     """Airflow's token endpoint and DAG run PATCH, recording every request."""
     recorded = Recorded(url="")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def _record(self) -> tuple[int, dict[str, Any]]:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"null")
@@ -194,29 +193,14 @@ def airflow() -> Iterator[Recorded]:
             return 404, {"detail": "Not Found"}
 
         def do_POST(self) -> None:
-            self._answer(*self._record())
+            self.answer(*self._record())
 
         def do_PATCH(self) -> None:
-            self._answer(*self._record())
+            self.answer(*self._record())
 
-        def _answer(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    recorded.url = f"http://127.0.0.1:{server.server_address[1]}"
-    yield recorded
-    server.shutdown()
-    server.server_close()
+    with http_served(Handler) as url:
+        recorded.url = url
+        yield recorded
 
 
 @pytest.fixture
