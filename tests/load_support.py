@@ -101,6 +101,23 @@ class Api:
         return xr.open_dataset(io.BytesIO(response.content), engine="h5netcdf").load()
 
 
+def backend_fixtures(name: str) -> tuple[Any, Any]:
+    """A test module's fixtures ``setup`` (``backend_over_catalogs`` in a folder ``name``) and
+    ``api`` (an ``Api`` on it), both module-scoped: ``setup, api = backend_fixtures("name")``."""
+
+    @pytest.fixture(scope="module")
+    def setup(
+        tmp_path_factory: pytest.TempPathFactory, shared_data: Path
+    ) -> Iterator[tuple[Backend, Path]]:
+        yield from backend_over_catalogs(tmp_path_factory, shared_data, name)
+
+    @pytest.fixture(scope="module")
+    def api(setup: tuple[Backend, Path]) -> Api:
+        return Api(setup[0])
+
+    return setup, api
+
+
 def run_job(
     backend: Backend,
     process: dict[str, Any],

@@ -7,7 +7,6 @@ an independent computation (pixel centres tested in lon/lat with shapely), throu
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from tests.load_support import (
     OCTOBER,
     Api,
     assert_error,
-    backend_over_catalogs,
+    backend_fixtures,
     graph,
     load_node,
     read_nc,
@@ -58,16 +57,7 @@ COLLECTION = {
 }
 
 
-@pytest.fixture(scope="module")
-def setup(
-    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
-) -> Iterator[tuple[Backend, Path]]:
-    yield from backend_over_catalogs(tmp_path_factory, shared_data, "geojson")
-
-
-@pytest.fixture(scope="module")
-def api(setup: tuple[Backend, Path]) -> Api:
-    return Api(setup[0])
+setup, api = backend_fixtures("geojson")
 
 
 def load(extent: Any, process_id: str = "load_collection", **source: Any) -> dict[str, Any]:

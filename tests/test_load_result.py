@@ -5,7 +5,6 @@ an unfinished one is refused, each error naming the parameter ``id``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from tests.load_support import (
     OCTOBER,
     Api,
     assert_error,
-    backend_over_catalogs,
+    backend_fixtures,
     graph,
     load_node,
     read_nc,
@@ -28,16 +27,7 @@ from tests.load_support import (
 BANDS = ["B04", "B08"]
 
 
-@pytest.fixture(scope="module")
-def setup(
-    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
-) -> Iterator[tuple[Backend, Path]]:
-    yield from backend_over_catalogs(tmp_path_factory, shared_data, "load-result")
-
-
-@pytest.fixture(scope="module")
-def api(setup: tuple[Backend, Path]) -> Api:
-    return Api(setup[0])
+setup, api = backend_fixtures("load-result")
 
 
 def collection(fmt: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ folders are refused."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +25,14 @@ from tests.load_support import (
     OCTOBER,
     Api,
     assert_error,
-    backend_over_catalogs,
+    backend_fixtures,
     graph,
     load_node,
     read_nc,
     run_job,
 )
 
-
-@pytest.fixture(scope="module")
-def setup(
-    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
-) -> Iterator[tuple[Backend, Path]]:
-    yield from backend_over_catalogs(tmp_path_factory, shared_data, "load-stac")
-
-
-@pytest.fixture(scope="module")
-def api(setup: tuple[Backend, Path]) -> Api:
-    return Api(setup[0])
+setup, api = backend_fixtures("load-stac")
 
 
 def cdse_args(**extra: Any) -> dict[str, Any]:

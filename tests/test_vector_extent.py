@@ -5,7 +5,6 @@ Sentinel-2 cube. A vector cube that needs loaded data is refused naming ``spatia
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from tests.load_support import (
     OCTOBER,
     Api,
     assert_error,
-    backend_over_catalogs,
+    backend_fixtures,
     graph,
     load_node,
     read_nc,
@@ -26,17 +25,7 @@ from tests.load_support import (
 )
 from tests.test_geojson_extent import COLLECTION, TRIANGLE
 
-
-@pytest.fixture(scope="module")
-def setup(
-    tmp_path_factory: pytest.TempPathFactory, shared_data: Path
-) -> Iterator[tuple[Backend, Path]]:
-    yield from backend_over_catalogs(tmp_path_factory, shared_data, "vector-extent")
-
-
-@pytest.fixture(scope="module")
-def api(setup: tuple[Backend, Path]) -> Api:
-    return Api(setup[0])
+setup, api = backend_fixtures("vector-extent")
 
 
 def load(extent: Any) -> dict[str, Any]:
