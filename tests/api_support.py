@@ -94,7 +94,9 @@ def served(backend: Backend) -> Iterator[str]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    deadline = time.monotonic() + 30
     while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:

@@ -24,24 +24,13 @@ from openeo_airflow.processes.ml import RandomForest, predict_random_forest
 from openeo_airflow.processes.tiling import evaluate_tiled
 from openeo_airflow.processes.values import LabeledArray, LabeledList
 from openeo_airflow.processes.vector import load_geojson
-from tests.api_support import USERS
+from tests.api_support import USERS, served
 from tests.load_support import CDSE_EXTENT, OCTOBER, backend_over_catalogs
-from tests.test_processes_vectors import expect_error, served
+from tests.test_processes_tiling import callback, node, ref
+from tests.test_processes_vectors import expect_error
 
 WORLDCEREAL_S2 = "worldcereal_31UDS/S2_L2A_10m_00002806639B424A_32631_2017-08-01_2018-11-30.nc"
 BANDS = ["B02", "B03", "B04", "B08"]
-
-
-def node(process_id: str, result: bool = False, **arguments: Any) -> dict[str, Any]:
-    return {"process_id": process_id, "arguments": arguments, "result": result}
-
-
-def ref(node_id: str) -> dict[str, str]:
-    return {"from_node": node_id}
-
-
-def callback(process_id: str, **arguments: Any) -> dict[str, Any]:
-    return {"process_graph": {"p": node(process_id, True, **arguments)}}
 
 
 # --- small vector cubes ---------------------------------------------------------------------------

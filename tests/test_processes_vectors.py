@@ -4,9 +4,6 @@ openEO client against the app served over HTTP."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,16 +13,13 @@ import numpy as np
 import openeo
 import pytest
 import shapely
-import uvicorn
 import xarray as xr
-from fastapi import FastAPI
 from pyproj import CRS, Transformer
 
-from openeo_airflow.api.app import create_app
 from openeo_airflow.core.errors import OpenEOError
 from openeo_airflow.jobs.backend import Backend
 from openeo_airflow.processes.graph import evaluate
-from tests.api_support import USERS, make_backend
+from tests.api_support import USERS, make_backend, served
 
 UTM = 32631
 TO_LONLAT = Transformer.from_crs(UTM, 4326, always_xy=True)
@@ -288,32 +282,6 @@ def test_filter_vector_with_a_projected_base_cube_and_bad_relation() -> None:
 
 
 # --- through the API with the openEO client -------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def served(backend: Backend) -> Iterator[str]:
-    """The API served over HTTP (uvicorn in a thread), as the openEO client needs; its URL."""
-    host = FastAPI()
-    host.mount("/openeo", create_app(lambda: backend))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(host, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the API did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/openeo/1.2"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def empty_backend(root: Path) -> Backend:
