@@ -24,7 +24,7 @@ from openeo_airflow.core.errors import ProcessParameterInvalid
 
 from .exceptions import process_error
 from .registry import process
-from .values import is_number
+from .values import is_number, one_of
 from .vector import GEOMETRY_DIM, WGS84, geometries_of, load_geojson, reproject
 
 Operation = Callable[[Any], Any]
@@ -450,12 +450,7 @@ def filter_vector(data: Any, geometries: Any, relation: Any = "intersects") -> A
     (``within``: candidates inside the base; ``contains``: candidates holding the base).
     Empty candidates are dropped."""
     process_id = "filter_vector"
-    if relation not in RELATIONS:
-        raise ProcessParameterInvalid(
-            process=process_id,
-            parameter="relation",
-            reason=f"expected one of {', '.join(RELATIONS)}, got {relation!r}",
-        )
+    relation = one_of(process_id, "relation", relation, RELATIONS)
     cube = vector_cube(process_id, data, "data")
     candidates, crs = geometries_of(process_id, cube, "data")
     base, base_crs = geometries_of(process_id, geometries, "geometries")
