@@ -24,7 +24,9 @@ import psutil
 
 MB = 1024 * 1024
 SAMPLE_SECONDS = 0.005
-CHILDREN_EVERY = 20  # samples between two listings of child processes (every 0.1 s)
+# Samples between two listings of child processes (every 0.25 s: listing reads every process
+# in /proc, ~6 ms; a UDF child takes longer than that to start, so its peak is still seen).
+CHILDREN_EVERY = 50
 # Set by the spark-local engine for its Python workers: their memory limit in MiB. On
 # Kubernetes the container limit plays this role (the kernel kills the container).
 WORKER_MEMORY_ENV = "OPENEO_AIRFLOW_WORKER_MEMORY_MB"
