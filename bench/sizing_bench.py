@@ -116,20 +116,17 @@ def run_job(graph: dict[str, Any], options: dict[str, Any], session: Any = None)
     spec = timed("size", tasks.size)
     error = None
     try:
-        if spec["fused"] and timed("fused", tasks.fused):
-            spec = {**spec, "sources": []}  # done: the DAG skips the stage tasks
-        for node in spec["sources"]:
+        # a fused job is done in one task: the DAG skips the stage tasks
+        if not (spec["fused"] and timed("fused", tasks.fused)):
+            for node in spec["sources"]:
+                if run_spark:
+                    timed(f"load:{node}", run_spark, "load", node)
+                else:
+                    timed(f"load:{node}", tasks.load, node)
             if run_spark:
-                timed(f"load:{node}", run_spark, "load", node)
+                timed("transform", run_spark, "transform")
             else:
-                timed(f"load:{node}", tasks.load, node)
-        if not spec["sources"]:
-            pass
-        elif run_spark:
-            timed("transform", run_spark, "transform")
-            timed("save", tasks.save)
-        else:
-            timed("transform", tasks.transform)
+                timed("transform", tasks.transform)
             timed("save", tasks.save)
     except Exception as exc:  # the stages that ran are still reported
         error = f"{type(exc).__name__}: {str(exc)[:300]}"

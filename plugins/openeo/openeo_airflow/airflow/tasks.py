@@ -15,7 +15,7 @@ from openeo_airflow.core.models import JobStatus
 from openeo_airflow.core.settings import load_settings
 from openeo_airflow.engine import entrypoint, spark_local, tiled
 from openeo_airflow.engine.errors import StageOutOfMemory
-from openeo_airflow.engine.measure import Measurement
+from openeo_airflow.engine.measure import Measurement, sum_usage
 from openeo_airflow.engine.planning import JobShape, limits_of, size_plan
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.jobs.backend import Backend
@@ -248,11 +248,10 @@ def _record(job_id: str, ws: JobWorkspace, spec: dict[str, Any]) -> None:
         "input_pixel": {"value": round(sum(p.megapixels for p in parts), 3), "unit": "mega-pixel"},
         "network": {"value": round(sum(p.bytes_read for p in parts) / 1e6, 2), "unit": "mb"},
     }
-    for part in parts:  # what loaders report themselves (Sentinel Hub processing units)
-        for name, entry in (part.extra.get("usage") or {}).items():
-            before = float(usage.get(name, {}).get("value", 0))
-            value = round(before + float(entry.get("value", 0)), 3)
-            usage[name] = {"value": value, "unit": entry.get("unit")}
+    # what loaders report themselves (Sentinel Hub processing units)
+    for name, entry in sum_usage(p.extra.get("usage") for p in parts).items():
+        before = float(usage.get(name, {}).get("value", 0))
+        usage[name] = {"value": round(before + entry["value"], 3), "unit": entry["unit"]}
     backend().registry.update(
         job_id, usage=usage, sizing={"predicted": predicted.to_dict(), "measured": measured}
     )

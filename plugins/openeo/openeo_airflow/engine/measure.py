@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -103,6 +103,20 @@ def meter() -> Iterator[Measurement]:
         result.bytes_read = max(0, _read_chars(process) - start_read)
         result.peak_mb = (peak[0] - start_rss) / MB
         result.peak_rss_mb = peak[0] / MB
+
+
+def sum_usage(usages: Iterable[Mapping[str, Any] | None]) -> dict[str, Any]:
+    """The usage that loaders report themselves (e.g. Sentinel Hub processing units), summed
+    by name over the parts of a stage or job."""
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for name, entry in (usage or {}).items():
+            before = total.get(name, {}).get("value", 0.0)
+            total[name] = {
+                "value": before + float(entry.get("value", 0)),
+                "unit": entry.get("unit"),
+            }
+    return total
 
 
 def _children(process: psutil.Process) -> list[psutil.Process]:

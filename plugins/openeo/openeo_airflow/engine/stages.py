@@ -95,6 +95,11 @@ def load_source(
     return cube
 
 
+def pass_data_on(args: dict[str, Any], _node_id: str) -> Any:
+    """A hook for ``save_result`` where the stage itself writes the result: its data."""
+    return args["data"]
+
+
 def evaluate_plan(
     plan: Plan, sources: Mapping[str, xr.DataArray], resolver: Resolver | None = None
 ) -> Any:
@@ -104,16 +109,13 @@ def evaluate_plan(
     def from_sources(_args: dict[str, Any], node_id: str) -> xr.DataArray:
         return sources[node_id]
 
-    def passthrough(args: dict[str, Any], _node_id: str) -> Any:
-        return args["data"]
-
     return evaluate(
         plan.process_graph,
         hooks={
             "load_collection": from_sources,
             "load_stac": from_sources,
             "load_result": from_sources,
-            "save_result": passthrough,
+            "save_result": pass_data_on,
         },
         resolver=resolver,
     )

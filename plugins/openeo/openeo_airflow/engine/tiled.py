@@ -33,7 +33,7 @@ from openeo_airflow.compiler.plan import Plan
 from openeo_airflow.cube import cube_resolution, make_cube
 from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
-from openeo_airflow.engine.measure import Measurement, combine, meter
+from openeo_airflow.engine.measure import Measurement, combine, meter, sum_usage
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.io.grid import tiles as grid_tiles
 from openeo_airflow.io.store import create_cube, open_cube, publish, read_cube, write_cube
@@ -117,20 +117,10 @@ def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapp
     )
     measured = [Measurement.from_dict(p) for p in parts]
     total = combine(measured, time.perf_counter() - started)
-    usage = _usage(measured)
+    usage = sum_usage(m.extra.get("usage") for m in measured)
     if usage:
         total.extra = {"usage": usage}
     return total
-
-
-def _usage(parts: list[Measurement]) -> dict[str, Any]:
-    """The tiles' self-reported usage (e.g. Sentinel Hub processing units), summed."""
-    usage: dict[str, Any] = {}
-    for part in parts:
-        for name, entry in (part.extra.get("usage") or {}).items():
-            before = usage.get(name, {}).get("value", 0.0)
-            usage[name] = {"value": before + float(entry["value"]), "unit": entry.get("unit")}
-    return usage
 
 
 def _empty_source(plan: LoadPlan) -> xr.DataArray:
@@ -286,13 +276,6 @@ def _run_in_one(workspace: JobWorkspace, plan: Plan, started: float) -> Measurem
     return measured
 
 
-def _passthrough(args: dict[str, Any], _node: str) -> Any:
-    return args["data"]
-
-
-SAVE_PASSES_DATA = {"save_result": _passthrough}
-
-
 def partial_tile(descriptor: Descriptor) -> dict[str, Any]:
     """One tile's partial result of a global process (e.g. the pixels under each polygon for
     aggregate_spatial), computed from the stored sources; the driver combines them."""
@@ -306,7 +289,7 @@ def partial_tile(descriptor: Descriptor) -> dict[str, Any]:
             descriptor["node"],
             Tile(*descriptor["bounds"]),
             tile_size=int(descriptor["tile_size"]),
-            hooks=SAVE_PASSES_DATA,
+            hooks={"save_result": stages.pass_data_on},
             resolver=_resolver(workspace),
         )
     return {**measured.to_dict(), "partial": partial}
@@ -349,7 +332,7 @@ def _run_whole(
             plan.process_graph,
             cubes,
             tile_size=tile_size,
-            hooks=SAVE_PASSES_DATA,
+            hooks={"save_result": stages.pass_data_on},
             resolver=_resolver(workspace),
             # inline, the tiles would run in this process anyway: no need to reopen sources
             map_partials=None if mapper is inline_mapper else map_partials,
@@ -373,7 +356,7 @@ def run_fused(workspace: JobWorkspace) -> Measurement:
     intermediate store."""
     started = time.perf_counter()
     plan = workspace.read_plan()
-    usage: list[Measurement] = []
+    usage: list[dict[str, Any]] = []
     with meter() as measured:
         cubes = {}
         for source in plan.sources:
@@ -382,7 +365,7 @@ def run_fused(workspace: JobWorkspace) -> Measurement:
             )
             values, used = load_plan.read(load_plan.grid)
             cubes[source.node_id] = _empty_source(load_plan).copy(data=values)
-            usage.append(Measurement(extra={"usage": used or {}}))
+            usage.append(used)
             t, b, h, w = load_plan.shape
             log.info(
                 "Loaded %s (node %s): t=%d, bands=%d, y=%d, x=%d, in memory",
@@ -399,8 +382,8 @@ def run_fused(workspace: JobWorkspace) -> Measurement:
         files = stages.run_save(plan, workspace, result)
     measured.seconds = time.perf_counter() - started
     measured.extra = {"tiles": 1, "fused": True, "files": [f.name for f in files]}
-    if any(part.extra["usage"] for part in usage):
-        measured.extra["usage"] = _usage(usage)
+    if any(usage):
+        measured.extra["usage"] = sum_usage(usage)
     return measured
 
 
