@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
-from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from openeo_airflow.core.errors import ProcessParameterInvalid
 
@@ -27,6 +26,9 @@ from .registry import process
 from .space import Global
 from .values import LabeledArray, is_number
 from .vector import GEOMETRY_DIM, geometries_of
+
+if TYPE_CHECKING:
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 # Pixels predicted per call: bounds the (pixels x trees) work arrays scikit-learn allocates.
@@ -248,6 +250,9 @@ def fit(
         raise _invalid(
             process_id, "predictors", "no geometry has both predictor values and a target"
         )
+    # Imported here: scikit-learn takes ~1.7 s to import, paid by every task process otherwise.
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
     kind = RandomForestClassifier if task == CLASSIFICATION else RandomForestRegressor
     # One job: the machine's cores are shared with the engine's other work.
     estimator = kind(

@@ -22,7 +22,7 @@ from rasterio.features import geometry_mask
 from shapely.geometry import mapping, shape
 
 from openeo_airflow.core.errors import ProcessParameterInvalid
-from openeo_airflow.cube import cube_crs, cube_transform
+from openeo_airflow.cube import cube_crs, cube_resolution, cube_transform
 
 from .exceptions import process_error
 from .registry import process
@@ -137,10 +137,26 @@ def filter_spatial(data: Any, geometries: Any) -> Any:
 # --- aggregate_spatial ----------------------------------------------------------------------------
 
 
+def _covering(coords: np.ndarray, low: float, high: float, margin: float) -> slice:
+    """The index range of ``coords`` (pixel centres) within ``[low, high]`` plus ``margin``."""
+    hits = np.flatnonzero((coords >= low - margin) & (coords <= high + margin))
+    return slice(int(hits[0]), int(hits[-1]) + 1) if hits.size else slice(0, 0)
+
+
 def _pixels(cube: xr.DataArray, geometry: Any) -> xr.DataArray:
-    """The cube's values at the pixels of one geometry, along a ``__pixels__`` dimension."""
-    inside = pixel_mask(cube, [geometry]).values.ravel()
-    stacked = cube.stack({PIXELS: ("y", "x")}).drop_vars(["x", "y", PIXELS], errors="ignore")
+    """The cube's values at the pixels of one geometry, along a ``__pixels__`` dimension.
+
+    Only the window around the geometry's bounds is rasterised and stacked: doing it for the
+    whole cube made each geometry cost as much as the cube (50 polygons, 50 full copies)."""
+    xres, yres = cube_resolution(cube)
+    minx, miny, maxx, maxy = geometry.bounds
+    window = {
+        "x": _covering(cube.x.values, minx, maxx, abs(xres)),
+        "y": _covering(cube.y.values, miny, maxy, abs(yres)),
+    }
+    part = cube.isel(window)
+    inside = pixel_mask(part, [geometry]).values.ravel()
+    stacked = part.stack({PIXELS: ("y", "x")}).drop_vars(["x", "y", PIXELS], errors="ignore")
     return stacked.isel({PIXELS: np.flatnonzero(inside)})
 
 
