@@ -36,7 +36,7 @@ from bench.workloads import SCALING_KM, SIZES_KM, WORKLOADS
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CACHE = Path.home() / ".cache" / "openeo-airflow-bench"
-PATHS = ("floor", "local", "sync", "batch")
+PATHS = ("decode", "floor", "local", "sync", "batch")
 # For every path (the stack too): glibc returns freed arrays of 1 MiB or more to the system
 # at once (a fixed mmap threshold turns off glibc's growing one), so that the memory a run
 # adds to a long-lived process (our API server, for sync) can be measured as an RSS delta.
@@ -70,7 +70,9 @@ class Bench:
         index, retries = 0, self.args.retries
         while index < self.args.warmup + self.args.runs:
             warm = index < self.args.warmup
-            seconds, peak, error, tasks = self._once(path, workload, side_km, target, polygons)
+            seconds, peak, error, tasks, work = self._once(
+                path, workload, side_km, target, polygons
+            )
             label = "warm-up" if warm else f"run {index - self.args.warmup + 1}"
             shown = f"{seconds:.2f} s" if seconds is not None else f"FAILED: {error}"
             log(f"{workload} {tag} {path} {label}: {shown}, peak {peak / 2**20:.0f} MB")
@@ -91,6 +93,8 @@ class Bench:
                 result.seconds.append(seconds)
                 if tasks:
                     result.tasks.append(tasks)
+                if work is not None:
+                    result.work.append(work)
         result.output = target
         return result
 
@@ -102,21 +106,22 @@ class Bench:
 
     def _once(
         self, path: str, workload: str, side_km: float, target: Path, polygons: Path
-    ) -> tuple[float | None, int, str | None, dict[str, float]]:
+    ) -> tuple[float | None, int, str | None, dict[str, float], float | None]:
         target.unlink(missing_ok=True)
         common = ["--workload", workload, "--side-km", str(side_km), "--out", str(target)]
         if workload == "W3":
             common += ["--polygons", str(polygons)]
-        if path in ("floor", "local"):
-            if path == "floor":
+        if path in ("decode", "floor", "local"):
+            if path in ("decode", "floor"):
                 command = [sys.executable, str(REPO / "bench" / "floor.py"), *common]
                 command += ["--catalog", str(self.archive.catalog)]
+                command += ["--decode"] if path == "decode" else []
             else:
                 assert self.peer_python is not None and self.stac is not None
                 command = [str(self.peer_python), str(REPO / "bench" / "peer.py"), *common]
                 command += ["--stac", self.stac.collection_url]
             run = run_measured(command, self.env, self.args.timeout)
-            return run.seconds, run.peak_rss, run.error, {}
+            return run.seconds, run.peak_rss, run.error, {}, None
         assert self.stack is not None
         if not self.stack.alive():
             log("the local stack is down (see its logs); restarting it")
@@ -124,7 +129,7 @@ class Bench:
         data = json.loads(polygons.read_text()) if workload == "W3" else None
         engine = path.partition("-")[2] or "inline"
         ours = run_ours(self.stack, path.partition("-")[0], workload, side_km, target, data, engine)
-        return ours.seconds, ours.peak_rss_delta, ours.error, ours.tasks
+        return ours.seconds, ours.peak_rss_delta, ours.error, ours.tasks, ours.work_seconds
 
     # ---------------------------------------------------------------- the whole invocation
 
@@ -184,7 +189,7 @@ class Bench:
             return
         kind = WORKLOADS[workload].output
         for name, result in paths.items():
-            if name != "floor" and result.ok:
+            if name not in ("floor", "decode") and result.ok:
                 assert floor.output is not None and result.output is not None
                 try:
                     result.comparison = compare(floor.output, result.output, kind)

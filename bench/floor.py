@@ -1,6 +1,10 @@
 """The floor: what a skilled person writes by hand with rasterio + numpy for each workload.
 
     python bench/floor.py --workload W1 --side-km 1 --catalog CATALOG --out FILE [--polygons F]
+    python bench/floor.py --decode --workload W1 --side-km 1 --catalog CATALOG --out FILE
+
+``--decode`` only decodes the workload's input windows (native dtype, one thread, nothing
+computed or written): the physical limit of reading them here, the yardstick for "work time".
 
 One thread, streaming over dates (one date's window in memory at a time), GDAL block cache
 capped at 64 MB, windowed reads of exactly the requested pixels. Prints one JSON line
@@ -140,6 +144,15 @@ def w4(catalog: Path, box: dict[str, Any]) -> tuple[np.ndarray, Any]:
     return np.stack(layers), transform
 
 
+def decode(workload: str, catalog: Path, box: dict[str, Any]) -> float:
+    """Decodes every input window of the workload once; returns the megapixels decoded."""
+    pixels = 0
+    for _, hrefs in items(catalog, WORKLOADS[workload].period):
+        for band in WORKLOADS[workload].bands:
+            pixels += read(hrefs[band], box)[0].size
+    return pixels / 1e6
+
+
 def write_tif(data: np.ndarray, transform: Any, path: Path) -> None:
     profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
                "count": data.shape[0], "dtype": "float32", "crs": f"EPSG:{EPSG}",
@@ -166,11 +179,16 @@ def main() -> None:
     parser.add_argument("--catalog", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--polygons", type=Path)
+    parser.add_argument("--decode", action="store_true", help="only decode the input windows")
     args = parser.parse_args()
     started = time.perf_counter()
+    report: dict[str, float] = {}
     with rasterio.Env(GDAL_NUM_THREADS=1):
-        run(args.workload, args.side_km, args.catalog, args.out, args.polygons)
-    print(json.dumps({"seconds": time.perf_counter() - started}))
+        if args.decode:
+            report["megapixels"] = decode(args.workload, args.catalog, extent(args.side_km))
+        else:
+            run(args.workload, args.side_km, args.catalog, args.out, args.polygons)
+    print(json.dumps({"seconds": time.perf_counter() - started, **report}))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ class PathResult:
     error: str | None = None
     comparison: dict[str, Any] = field(default_factory=dict)
     tasks: list[dict[str, float]] = field(default_factory=list)
+    work: list[float] = field(default_factory=list)  # batch: the stages' measured seconds
     output: Path | None = None  # the last run's result file
     failures: list[str] = field(default_factory=list)  # runs that failed (retried or final)
 
@@ -53,8 +54,9 @@ def summarize(results: dict[str, dict[str, dict[str, PathResult]]]) -> dict[str,
     summary: dict[str, Any] = {}
     for workload, sizes in results.items():
         for size, paths in sizes.items():
-            floor, local = paths.get("floor"), paths.get("local")
+            floor, local, decode = paths.get("floor"), paths.get("local"), paths.get("decode")
             floor_s = floor.median if floor and floor.ok else None
+            decode_s = decode.median if decode and decode.ok else None
             local_s = local.median if local and local.ok else None
             local_mb = local.peak_mb if local and local.ok else None
             entry: dict[str, Any] = {}
@@ -80,6 +82,10 @@ def summarize(results: dict[str, dict[str, dict[str, PathResult]]]) -> dict[str,
                         figures["airflow_task_seconds"] = {k: round(v, 2) for k, v in tasks.items()}
                         work = sum(tasks.values())
                         figures["scheduling_overhead_seconds"] = round(result.median - work, 2)
+                    if result.work:
+                        work_s = statistics.median(result.work)
+                        figures["work_seconds"] = round(work_s, 3)
+                        figures["work_over_decode"] = _ratio(work_s, decode_s)
                 if result.comparison:
                     figures.update(result.comparison)
                 entry[name] = figures
@@ -105,6 +111,8 @@ def table(summary: dict[str, Any]) -> str:
                 if "scheduling_overhead_seconds" in f:
                     note = f"tasks {f['airflow_task_seconds']} overhead "
                     note += f"{f['scheduling_overhead_seconds']} s {f.get('compare_note', '')}"
+                if "work_seconds" in f:
+                    note += f" work {f['work_seconds']} s = {_fmt(f['work_over_decode'])} x decode"
                 lines.append(
                     f"{workload:8} {size:6} {path:14} {f['seconds']:9.2f} "
                     f"{f['peak_mem_mb']:8.0f} {_fmt(over_floor):>7} "
