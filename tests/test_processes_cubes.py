@@ -10,11 +10,13 @@ import pytest
 import xarray as xr
 from affine import Affine
 from pyproj import Transformer
+from shapely.geometry import LineString, box, shape
 
 from openeo_airflow.core.errors import OpenEOError
 from openeo_airflow.cube import cube_resolution, make_cube
 from openeo_airflow.processes.graph import evaluate
 from openeo_airflow.processes.inline import to_json
+from openeo_airflow.processes.vector import pixel_mask
 
 CRS = 32633
 TRANSFORM = Affine(10, 0, 500_000, 0, -10, 5_000_000)
@@ -338,3 +340,57 @@ def test_inspect_logs_a_summary_and_passes_the_data_on(caplog: pytest.LogCapture
         result = run({"i": node("inspect", True, data=LC, message="after loading", code="dbg")})
     assert result.shape == source().shape
     assert "[dbg] after loading data cube (t=4, bands=2, y=6, x=8)" in caplog.text
+
+
+def test_aggregate_spatial_windows_match_whole_cube_masks() -> None:
+    """Each geometry is rasterised in the window of its bounds only; that must select the same
+    pixels as a mask over the whole cube, also for geometries at or beyond the cube's edges,
+    lines (all touched pixels) and a geometry outside the cube (no-data)."""
+    to_lonlat = Transformer.from_crs(CRS, 4326, always_xy=True)
+    native = [
+        box(499_985, 4_999_935, 500_026, 5_000_013),  # over the top-left corner
+        box(500_052, 4_999_922, 500_095, 4_999_990),  # over the right edge
+        LineString([(500_003, 4_999_999), (500_071, 4_999_941)]),  # diagonal line
+        box(500_031, 4_999_961, 500_049, 4_999_979),  # one pixel centre inside
+        box(501_000, 4_999_000, 501_050, 4_999_050),  # outside the cube
+    ]
+    features = [
+        {
+            "type": "Feature",
+            "properties": {},
+            "geometry": {
+                "type": g.geom_type,
+                "coordinates": [to_lonlat.transform(*p) for p in g.coords]
+                if g.geom_type == "LineString"
+                else [[to_lonlat.transform(*p) for p in g.exterior.coords]],
+            },
+        }
+        for g in native
+    ]
+    cube = source()
+    result = run(
+        {
+            "a": node(
+                "aggregate_spatial",
+                True,
+                data=LC,
+                geometries={"type": "FeatureCollection", "features": features},
+                reducer=callback("sum", data=DATA),
+            )
+        }
+    )
+    from_lonlat = Transformer.from_crs(4326, CRS, always_xy=True)
+    for index, feature in enumerate(features):
+        geometry = shape(feature["geometry"])
+        projected = type(geometry)(
+            [from_lonlat.transform(*p) for p in geometry.coords]
+            if geometry.geom_type == "LineString"
+            else [from_lonlat.transform(*p) for p in geometry.exterior.coords]
+        )
+        inside = pixel_mask(cube, [projected]).values
+        expected = (
+            np.nansum(cube.values[:, :, inside], axis=2)
+            if inside.any()
+            else np.full(cube.shape[:2], np.nan)
+        )
+        np.testing.assert_allclose(result.values[index], expected, err_msg=f"geometry {index}")
