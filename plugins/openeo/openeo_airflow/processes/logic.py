@@ -17,12 +17,18 @@ import xarray as xr
 
 from .registry import process
 from .values import (
+    BOOL_DTYPE,
     LabeledArray,
     as_bool_array,
+    boolean_nulls,
+    has_nan,
     is_array,
     is_number,
     null_mask,
+    numeric_operands,
+    on_data,
     reject_labeled,
+    remember_boolean,
     stack_list,
     to_python,
     where,
@@ -43,10 +49,41 @@ def _eq_scalar(x: Any, y: Any, delta: Any, case_sensitive: bool) -> bool:
     return bool(x == y)
 
 
-def _eq_array(x: Any, y: Any, delta: Any) -> Any:
+def _compared(
+    ufunc: np.ufunc, delta: Any = None, *, negate: bool = False
+) -> Callable[[Any, Any], np.ndarray]:
+    """A comparison of numpy operands, written straight into a new float32 1/0/NaN array."""
+
+    def compare(x: Any, y: Any) -> np.ndarray:
+        result = _new_boolean(x, y)
+        if delta is None:
+            ufunc(x, y, out=result)
+        else:
+            difference = np.asarray(np.subtract(x, y))
+            np.less_equal(np.abs(difference, out=difference), delta, out=result)
+        if negate:
+            np.subtract(1, result, out=result)
+        nulls = False
+        for operand in (x, y):
+            if isinstance(operand, np.ndarray) and has_nan(operand):
+                np.copyto(result, np.nan, where=np.isnan(operand))
+                nulls = True
+        return remember_boolean(result, nulls=nulls)
+
+    return compare
+
+
+def _new_boolean(x: Any, y: Any) -> np.ndarray:
+    return np.empty(np.broadcast_shapes(np.shape(x), np.shape(y)), BOOL_DTYPE)
+
+
+def _eq_array(x: Any, y: Any, delta: Any, *, negate: bool = False) -> Any:
+    if numeric_operands(x, y):
+        return on_data(_compared(np.equal, delta, negate=negate), x, y, operator=True)
     with np.errstate(all="ignore"):
         equal = abs(x - y) <= delta if delta is not None else x == y
-    return as_bool_array(equal, null_mask(x, y))
+    result = as_bool_array(equal, null_mask(x, y))
+    return 1 - result if negate else result
 
 
 def _checked(process_id: str, x: Any, y: Any) -> tuple[Any, Any, bool]:
@@ -69,14 +106,16 @@ def eq(x: Any, y: Any, delta: Any = None, case_sensitive: bool = True) -> Any:
 def neq(x: Any, y: Any, delta: Any = None, case_sensitive: bool = True) -> Any:
     x, y, arrays = _checked("neq", x, y)
     if arrays:
-        return 1 - _eq_array(x, y, delta)
+        return _eq_array(x, y, delta, negate=True)
     if x is None or y is None:
         return None
     return not _eq_scalar(x, y, delta, case_sensitive)
 
 
-def _order(process_id: str, op: Callable[[Any, Any], Any], x: Any, y: Any) -> Any:
+def _order(process_id: str, op: Callable[[Any, Any], Any], ufunc: np.ufunc, x: Any, y: Any) -> Any:
     x, y, arrays = _checked(process_id, x, y)
+    if arrays and numeric_operands(x, y):
+        return on_data(_compared(ufunc), x, y, operator=True)
     if arrays:
         with np.errstate(all="ignore"):
             return as_bool_array(op(x, y), null_mask(x, y))
@@ -89,39 +128,57 @@ def _order(process_id: str, op: Callable[[Any, Any], Any], x: Any, y: Any) -> An
 
 @process("gt")
 def gt(x: Any, y: Any) -> Any:
-    return _order("gt", operator.gt, x, y)
+    return _order("gt", operator.gt, np.greater, x, y)
 
 
 @process("gte")
 def gte(x: Any, y: Any) -> Any:
-    return _order("gte", operator.ge, x, y)
+    return _order("gte", operator.ge, np.greater_equal, x, y)
 
 
 @process("lt")
 def lt(x: Any, y: Any) -> Any:
-    return _order("lt", operator.lt, x, y)
+    return _order("lt", operator.lt, np.less, x, y)
 
 
 @process("lte")
 def lte(x: Any, y: Any) -> Any:
-    return _order("lte", operator.le, x, y)
+    return _order("lte", operator.le, np.less_equal, x, y)
 
 
 # --- logical operators ------------------------------------------------------------------------
 
 
-def _truth(process_id: str, name: str, value: Any) -> Any:
-    """A boolean operand as 1.0/0.0/NaN (float or float32 array); non-zero numbers are true."""
+def _operand(process_id: str, name: str, value: Any) -> Any:
+    """A boolean operand: arrays as they are, scalars as 1.0/0.0/NaN (non-zero is true)."""
     reject_labeled(process_id, name, value)
     if value is None:
         return np.nan
     if is_array(value):
-        if value.dtype.kind == "b":
-            return value.astype(np.float32)
-        return np.abs(np.sign(value.astype(np.float32, copy=False)))
+        return value
     if isinstance(value, bool | np.bool_) or is_number(value):
         return float(bool(value)) if not np.isnan(value) else np.nan
     raise ValueError(f"{name} must be a boolean, got {value!r}")
+
+
+def _truth(value: Any) -> tuple[Any, bool]:
+    """An operand as 1.0/0.0/NaN (a float or a float32 array) and whether it may hold null.
+
+    Booleans the boolean processes made are used as they are; other arrays cost a pass.
+    """
+    if not isinstance(value, np.ndarray):  # a number, or the value of a 0-d cube
+        number = np.nan if np.isnan(value) else float(bool(value))
+        return number, bool(np.isnan(number))
+    nulls = boolean_nulls(value)
+    if nulls is not None:
+        return value, nulls
+    if value.dtype.kind == "b":
+        return value.astype(BOOL_DTYPE), False
+    if value.dtype.kind not in "iuf":
+        value = value.astype(BOOL_DTYPE)
+    truth = np.asarray(np.sign(value, dtype=BOOL_DTYPE))  # cast first: float32 decides what is 0
+    np.abs(truth, out=truth)
+    return truth, value.dtype.kind == "f" and has_nan(truth)
 
 
 def _to_bool(value: Any) -> Any:
@@ -132,50 +189,79 @@ def _to_bool(value: Any) -> Any:
     return None if np.isnan(value) else bool(value)
 
 
-def _logic(process_id: str, fn: Callable[[Any, Any], Any], x: Any, y: Any) -> Any:
-    a, b = _truth(process_id, "x", x), _truth(process_id, "y", y)
+def _logic(
+    process_id: str, kernel: Callable[[Any, Any], np.ndarray], x: Any, y: Any, *, operator: bool
+) -> Any:
+    """``operator``: the metadata of cubes follow xarray's operators, not its numpy functions
+    (see ``values.on_data``), as the earlier implementation of that process did."""
+    a, b = _operand(process_id, "x", x), _operand(process_id, "y", y)
+    if isinstance(a, xr.DataArray) or isinstance(b, xr.DataArray):
+        return on_data(kernel, a, b, operator=operator)
     with np.errstate(all="ignore"):
-        return _to_bool(fn(a, b))
+        return _to_bool(kernel(a, b))
 
 
 # On 1/0/NaN operands, without branches (np.where is several times slower than these ufuncs):
 # ``np.minimum`` is the answer unless a NaN hides a decisive false (and: 0) or true (or: 1);
 # ``np.fmin``/``np.fmax`` ignore NaN, so they find that decisive value, which then wins.
+# Without null the first ufunc alone is the answer. Each writes into arrays made here only.
 
 
-def _and(a: Any, b: Any) -> Any:
-    decisive_false = 0 / (1 - np.fmin(a, b))  # 0 where either is 0, else NaN
-    return np.fmin(np.minimum(a, b), decisive_false)
+def _and(x: Any, y: Any) -> np.ndarray:
+    (a, a_nulls), (b, b_nulls) = _truth(x), _truth(y)
+    result = np.minimum(a, b, out=_new_boolean(a, b))
+    if not (a_nulls or b_nulls):
+        return remember_boolean(result, nulls=False)
+    decisive_false = np.fmin(a, b, out=_new_boolean(a, b))
+    np.subtract(1, decisive_false, out=decisive_false)
+    np.divide(0, decisive_false, out=decisive_false)  # 0 where either is 0, else NaN
+    return remember_boolean(np.fmin(result, decisive_false, out=result), nulls=True)
 
 
-def _or(a: Any, b: Any) -> Any:
-    any_true = np.fmax(a, b)
-    decisive_true = any_true / any_true  # 1 where either is 1, else NaN
-    return np.fmax(np.maximum(a, b), decisive_true)
+def _or(x: Any, y: Any) -> np.ndarray:
+    (a, a_nulls), (b, b_nulls) = _truth(x), _truth(y)
+    result = np.maximum(a, b, out=_new_boolean(a, b))
+    if not (a_nulls or b_nulls):
+        return remember_boolean(result, nulls=False)
+    decisive_true = np.fmax(a, b, out=_new_boolean(a, b))
+    np.divide(decisive_true, decisive_true, out=decisive_true)  # 1 where either is 1, else NaN
+    return remember_boolean(np.fmax(result, decisive_true, out=result), nulls=True)
 
 
-def _xor(a: Any, b: Any) -> Any:
-    return np.abs(a - b)
+def _xor(x: Any, y: Any) -> np.ndarray:
+    (a, a_nulls), (b, b_nulls) = _truth(x), _truth(y)
+    result = np.subtract(a, b, out=_new_boolean(a, b))
+    return remember_boolean(np.abs(result, out=result), nulls=a_nulls or b_nulls)
+
+
+def _negated(x: Any) -> np.ndarray:
+    a, nulls = _truth(x)
+    result = np.subtract(1, a, out=_new_boolean(a, a))
+    return remember_boolean(result, nulls=nulls)
 
 
 @process("and")
 def and_(x: Any, y: Any) -> Any:
-    return _logic("and", _and, x, y)
+    return _logic("and", _and, x, y, operator=False)
 
 
 @process("or")
 def or_(x: Any, y: Any) -> Any:
-    return _logic("or", _or, x, y)
+    return _logic("or", _or, x, y, operator=False)
 
 
 @process("xor")
 def xor(x: Any, y: Any) -> Any:
-    return _logic("xor", _xor, x, y)
+    return _logic("xor", _xor, x, y, operator=True)
 
 
 @process("not")
 def not_(x: Any) -> Any:
-    return _to_bool(1 - _truth("not", "x", x))
+    value = _operand("not", "x", x)
+    if isinstance(value, xr.DataArray):
+        return on_data(_negated, value, operator=True)
+    with np.errstate(all="ignore"):
+        return _to_bool(_negated(value))
 
 
 # --- value checks -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ Scalars keep the exact openEO semantics (``null`` is not NaN); arrays follow the
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
@@ -165,12 +166,85 @@ def as_bool_array(value: Any, mask: Any) -> Any:
     """A boolean result (numpy/xarray bool) as float32 1/0 with NaN where ``mask`` is set."""
     result = value.astype(BOOL_DTYPE) if is_array(value) else BOOL_DTYPE(value)
     if mask is None or mask is False:
-        return result
+        return remember_boolean(result, nulls=False)
     if mask is True:
-        return BOOL_DTYPE(np.nan) + result * 0
+        return remember_boolean(BOOL_DTYPE(np.nan) + result * 0, nulls=True)
     if not bool(mask.any()):  # cheap test, spares a costly where() on null-free data
-        return result
-    return where(mask, BOOL_DTYPE(np.nan), result)
+        return remember_boolean(result, nulls=False)
+    return remember_boolean(where(mask, BOOL_DTYPE(np.nan), result), nulls=True)
+
+
+# --- known booleans ----------------------------------------------------------------------------
+# Logic on arrays first turns each operand into 1/0/NaN, then deals with null: several passes
+# over the data. Arrays the boolean processes create are remembered (weakly, by identity, with
+# whether they may hold null), so that work is skipped for them. Sound because values are never
+# modified in place once a process has returned them; only arrays created here are remembered.
+
+_BOOLEANS: dict[int, tuple[weakref.ref[np.ndarray], bool]] = {}
+
+
+def _numpy_data(value: Any) -> np.ndarray | None:
+    data = value.data if isinstance(value, xr.DataArray) else value
+    return data if isinstance(data, np.ndarray) else None
+
+
+def remember_boolean(value: Any, *, nulls: bool) -> Any:
+    """Note that ``value`` holds only 1.0/0.0 (and NaN if ``nulls``); returns ``value``."""
+    data = _numpy_data(value)
+    if data is not None and data.dtype == BOOL_DTYPE:
+        key = id(data)
+        _BOOLEANS[key] = (weakref.ref(data, lambda ref: _forget(key, ref)), nulls)
+    return value
+
+
+def _forget(key: int, ref: weakref.ref[np.ndarray]) -> None:
+    entry = _BOOLEANS.get(key)
+    if entry is not None and entry[0] is ref:
+        _BOOLEANS.pop(key, None)
+
+
+def boolean_nulls(value: Any) -> bool | None:
+    """For a remembered boolean array whether it may hold null; ``None`` if not one."""
+    data = _numpy_data(value)
+    entry = _BOOLEANS.get(id(data)) if data is not None else None
+    if entry is None or entry[0]() is not data:
+        return None
+    return entry[1]
+
+
+def has_nan(data: np.ndarray) -> bool:
+    """Whether a numpy array holds a NaN: one pass, no temporary (``min`` propagates NaN)."""
+    return data.dtype.kind in "fc" and data.size > 0 and bool(np.isnan(np.min(data)))
+
+
+def numeric_operands(*values: Any) -> bool:
+    """At least one cube, and otherwise only numeric cubes (not 0-d), numbers and booleans."""
+    if not any(isinstance(v, xr.DataArray) for v in values):
+        return False
+    return all(
+        v.dtype.kind in "biuf" and v.ndim > 0
+        if isinstance(v, xr.DataArray)
+        else is_number(v) or isinstance(v, bool | np.bool_)
+        for v in values
+    )
+
+
+def on_data(fn: Callable[..., np.ndarray], *operands: Any, operator: bool) -> xr.DataArray:
+    """``fn`` on the numpy data of cubes (and scalars), rewrapped with their coordinates.
+
+    Cubes are aligned and broadcast as xarray arithmetic does. The name and attributes follow
+    the xarray operation ``fn`` replaces: an ``operator`` (``x == y``, ``x - y``) keeps the
+    name the cubes share and their attributes that do not conflict; a numpy function on cubes
+    (``np.fmax(x, y)``) keeps the first cube's name and attributes.
+    """
+    join = xr.get_options()["arithmetic_join"]
+    keep_attrs = "drop_conflicts" if operator else "override"
+    with np.errstate(all="ignore"):
+        result = xr.apply_ufunc(fn, *operands, join=join, keep_attrs=keep_attrs)
+    if operator:
+        names = {v.name for v in operands if isinstance(v, xr.DataArray)}
+        result.name = names.pop() if len(names) == 1 else None
+    return result
 
 
 def label_position(index: pd.Index, label: Any) -> int | None:
