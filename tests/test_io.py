@@ -398,7 +398,7 @@ def test_gtiff_per_date_round_trip(real_cube: xr.DataArray, tmp_path: Path) -> N
         np.testing.assert_array_equal(src.read(), real_cube.values[1])
 
 
-def test_gtiff_without_time_is_a_cog_with_overviews(rkh: dict[str, Any], tmp_path: Path) -> None:
+def test_gtiff_without_time_is_a_cog(rkh: dict[str, Any], tmp_path: Path) -> None:
     cube = load(
         rkh["cfg"],
         utm_extent(0, 0, 1098, 1098),
@@ -409,10 +409,27 @@ def test_gtiff_without_time_is_a_cog_with_overviews(rkh: dict[str, Any], tmp_pat
     assert path.name == "red.tif"
     with rasterio.open(path) as src:
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-        assert src.block_shapes == [(512, 512)] and src.overviews(1) == [2, 4]
+        assert src.tags(ns="IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
+        # At most 4 x 4 tiles: read whole faster than overviews are built.
+        assert src.block_shapes == [(512, 512)] and src.overviews(1) == []
         np.testing.assert_array_equal(src.read(1), cube.values[0, 0])
     with pytest.raises(FeatureUnsupported):
         write_gtiff(cube.expand_dims(level=[1]), tmp_path, "bad")
+
+
+def test_gtiff_larger_than_4_by_4_tiles_has_overviews(tmp_path: Path) -> None:
+    values = np.random.default_rng(0).random((1, 1, 600, 2100), dtype=np.float32)
+    cube = make_cube(
+        values,
+        times=[np.datetime64("2022-07-01")],
+        bands=["B08"],
+        transform=Affine(10, 0, 500000, 0, -10, 5900000),
+        crs="EPSG:32629",
+    ).isel(t=0)
+    (path,) = write_gtiff(cube, tmp_path, "wide")
+    with rasterio.open(path) as src:
+        assert src.overviews(1) == [2, 4, 8]
+        np.testing.assert_array_equal(src.read(1), values[0, 0])
 
 
 def test_netcdf_round_trip(real_cube: xr.DataArray, tmp_path: Path) -> None:
