@@ -45,13 +45,21 @@ TIME_OF_DAY = re.compile(r"^\d{2}:\d{2}:\d{2}$")
 def _reduce(
     cube: xr.DataArray, dim: str, positions: np.ndarray, reducer: Any, context: Any
 ) -> xr.DataArray:
-    part = cube.isel({dim: positions})
+    part = cube.isel({dim: _selection(positions)})
     template = cube.isel({dim: 0}, drop=True) if cube.sizes[dim] else None
     result = reducer(data=LabeledArray(part, dim), context=context)
     check_reduced("aggregate_temporal", result, dim, "pixel")
     if not isinstance(result, xr.DataArray) and template is not None:
         result = broadcast_value(result, template)
     return result
+
+
+def _selection(positions: np.ndarray) -> slice | np.ndarray:
+    """Consecutive positions (the usual case: labels in time order) as a slice, which selects
+    a view of the cube instead of a copy."""
+    if positions.size and np.array_equal(np.diff(positions), np.ones(positions.size - 1)):
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return positions
 
 
 def _aggregate(

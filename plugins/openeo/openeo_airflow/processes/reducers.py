@@ -45,11 +45,39 @@ def _valid_count(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
     return np.full(np.delete(values.shape, axis), values.shape[axis])
 
 
-def _total(values: np.ndarray, axis: int, skip: bool, *, neutral: float, prod: bool) -> np.ndarray:
-    data = np.where(np.isnan(values), neutral, values) if skip else values
-    fn = np.prod if prod else np.sum
-    total = fn(data, axis=axis, dtype=np.float64)
+def _product(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
+    data = np.where(np.isnan(values), 1.0, values) if skip else values
+    total = np.prod(data, axis=axis, dtype=np.float64)
     return np.where(_valid_count(values, axis, skip) > 0, total, np.nan)
+
+
+def _sum_and_count(values: np.ndarray, axis: int, skip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The float64 sum of the valid values along ``axis`` (0 where none is) and their count."""
+    if skip and values.dtype.kind == "f" and _adds_slice_by_slice(values, axis):
+        return _sum_slices(np.moveaxis(values, axis, 0))
+    data = np.where(np.isnan(values), 0.0, values) if skip else values
+    return np.asarray(np.sum(data, axis=axis, dtype=np.float64)), _valid_count(values, axis, skip)
+
+
+def _adds_slice_by_slice(values: np.ndarray, axis: int) -> bool:
+    """Whether numpy sums along ``axis`` one whole slice after the other (not pairwise, as it
+    does along the innermost axis), so that ``_sum_slices`` gives the very same floats."""
+    inner = int(np.prod(values.shape[axis + 1 :]))
+    return values.flags.c_contiguous and inner > 1
+
+
+def _sum_slices(slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and count of the non-NaN values over the first axis, without the NaN-free copy of
+    the cube (which cost more than the sum). numpy's sum starts from 0.0, so skipping a NaN
+    gives the same float as adding the 0 that replaced it."""
+    total = np.zeros(slices.shape[1:], np.float64)
+    count = np.zeros(slices.shape[1:], np.int_)
+    valid = np.empty(slices.shape[1:], bool)
+    for part in slices:
+        np.logical_not(np.isnan(part, out=valid), out=valid)
+        np.add(total, part, out=total, where=valid)
+        count += valid
+    return total, count
 
 
 def _max(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
@@ -61,16 +89,13 @@ def _min(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
 
 
 def _sum(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
-    return _total(values, axis, skip, neutral=0.0, prod=False)
-
-
-def _product(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
-    return _total(values, axis, skip, neutral=1.0, prod=True)
+    total, count = _sum_and_count(values, axis, skip)
+    return np.where(count > 0, total, np.nan)
 
 
 def _mean(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
-    count = _valid_count(values, axis, skip)
-    return _sum(values, axis, skip) / np.where(count > 0, count, np.nan)
+    total, count = _sum_and_count(values, axis, skip)
+    return np.where(count > 0, total, np.nan) / np.where(count > 0, count, np.nan)
 
 
 def _variance(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
