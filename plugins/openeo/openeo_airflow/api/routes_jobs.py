@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from openeo_airflow.api.deps import BackendDep, UserDep
+from openeo_airflow.api.downloads import transfer_headers
 from openeo_airflow.api.models import JobCreateBody, JobUpdateBody
 from openeo_airflow.api.routes_general import STAC_VERSION, api_root
 from openeo_airflow.api.signing import is_valid, signature
@@ -222,7 +223,7 @@ def download_asset(
         raise ResultAssetNotFound(file=name)
     assets = (workspace.read_result_metadata() or {}).get("assets", {})
     media = assets.get(name, {}).get("type", "application/octet-stream")
-    return FileResponse(path, media_type=media, filename=name)
+    return FileResponse(path, media_type=media, filename=name, headers=transfer_headers(media))
 
 
 @router.get("/jobs/{job_id}/logs")

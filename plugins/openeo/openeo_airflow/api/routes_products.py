@@ -16,6 +16,7 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from openeo_airflow.api.deps import BackendDep, UserDep
+from openeo_airflow.api.downloads import transfer_headers
 from openeo_airflow.api.routes_general import STAC_VERSION, api_root
 from openeo_airflow.api.signing import is_valid, signature
 from openeo_airflow.core.errors import ResultAssetNotFound
@@ -245,4 +246,4 @@ def download_product_asset(
     if path is None or item is None:
         raise ResultAssetNotFound(file=name)
     media = item.get("assets", {}).get(name, {}).get("type", "application/octet-stream")
-    return FileResponse(path, media_type=media, filename=name)
+    return FileResponse(path, media_type=media, filename=name, headers=transfer_headers(media))

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 
 from openeo_airflow.api.deps import BackendDep, UserDep
+from openeo_airflow.api.downloads import transfer_headers
 from openeo_airflow.api.models import SyncBody
 from openeo_airflow.engine.sync import execute
 
@@ -33,5 +34,8 @@ async def process_sync(
     return Response(
         content=result.content,
         media_type=result.media_type,
-        headers={"Content-Disposition": f'attachment; filename="{result.filename}"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="{result.filename}"',
+            **transfer_headers(result.media_type),
+        },
     )
