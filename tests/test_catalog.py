@@ -328,6 +328,25 @@ def test_search_items_temporal_semantics_and_order(tmp_path: Path) -> None:
     assert ids(bbox_wgs84=(1.0, 1.0, 2.0, 2.0)) == []  # touching edges only
 
 
+def test_catalog_files_are_read_again_only_when_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from openeo_airflow.catalog import stac
+
+    catalog = str(build_tree_catalog(tmp_path))
+    first = read_catalog(catalog)
+    reads: list[str] = []
+    read_json = stac._read_json
+    monkeypatch.setattr(stac, "_read_json", lambda href: reads.append(href) or read_json(href))
+    assert read_catalog(catalog) == first and reads == []
+    item = item_document("a", "2020-02-22T10:00:00Z", [0.5, 0.5, 1.5, 1.5], {"B04": "new.tif"})
+    write_json(tmp_path / "s2" / "items" / "a.json", item)
+    items = {item.id: item for item in read_catalog(catalog)}
+    assert reads == [str(tmp_path / "s2" / "items" / "a.json")]
+    assert items["a"].assets["B04"] == str(tmp_path / "s2" / "items" / "new.tif")
+    assert items["a"].datetime == datetime(2020, 2, 22, 10, tzinfo=UTC)
+
+
 def test_feature_collection_and_geometry_bbox(tmp_path: Path) -> None:
     item = item_document("g", "2021-05-01T00:00:00Z", [], {"x": "x.tif"})
     del item["bbox"]
