@@ -12,15 +12,27 @@ from openeo_airflow.core.errors import ProcessParameterInvalid
 from .bands import band_labels, match_bands
 from .exceptions import process_error
 from .registry import process
-from .values import canonical_order, elementwise, where
+from .values import canonical_order, elementwise, on_data, where
 
 
 def _normalized_difference(x: Any, y: Any) -> Any:
+    if all(isinstance(v, xr.DataArray) and v.dtype.kind == "f" and v.ndim for v in (x, y)):
+        return on_data(_normalized_difference_of_floats, x, y, operator=True)
     total = x + y
     zero = total == 0
     if bool(np.any(zero)):  # rare: spare the where() otherwise
         total = where(zero, np.nan, total)
     return (x - y) / total
+
+
+def _normalized_difference_of_floats(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The same floats as above, dividing in place: one cube-sized array fewer."""
+    total = np.add(x, y)
+    zero = total == 0
+    if bool(zero.any()):
+        np.copyto(total, np.nan, where=zero)
+    difference = np.subtract(x, y)
+    return np.divide(difference, total, out=difference)
 
 
 @process("normalized_difference")

@@ -233,17 +233,27 @@ def on_data(fn: Callable[..., np.ndarray], *operands: Any, operator: bool) -> xr
     """``fn`` on the numpy data of cubes (and scalars), rewrapped with their coordinates.
 
     Cubes are aligned and broadcast as xarray arithmetic does. The name and attributes follow
-    the xarray operation ``fn`` replaces: an ``operator`` (``x == y``, ``x - y``) keeps the
-    name the cubes share and their attributes that do not conflict; a numpy function on cubes
-    (``np.fmax(x, y)``) keeps the first cube's name and attributes.
+    the xarray operation ``fn`` replaces: an ``operator`` (``x == y``, ``x - y``) or a numpy
+    function on cubes (``np.fmax(x, y)``: the first cube's name and attributes).
     """
     join = xr.get_options()["arithmetic_join"]
-    keep_attrs = "drop_conflicts" if operator else "override"
     with np.errstate(all="ignore"):
-        result = xr.apply_ufunc(fn, *operands, join=join, keep_attrs=keep_attrs)
+        result = xr.apply_ufunc(fn, *operands, join=join, keep_attrs="override")
     if operator:
-        names = {v.name for v in operands if isinstance(v, xr.DataArray)}
-        result.name = names.pop() if len(names) == 1 else None
+        like = _operator_result(operands)
+        result.name, result.attrs = like.name, dict(like.attrs)
+    return result
+
+
+def _operator_result(operands: tuple[Any, ...]) -> Any:
+    """The name and attributes an xarray operator gives: its result on 0-d stand-ins."""
+    stand_ins = [
+        xr.DataArray(0, name=v.name, attrs=v.attrs) if isinstance(v, xr.DataArray) else 0
+        for v in operands
+    ]
+    result = stand_ins[0]
+    for stand_in in stand_ins[1:]:
+        result = result + stand_in
     return result
 
 
