@@ -88,14 +88,20 @@ def _min(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
     return (np.fmin if skip else np.minimum).reduce(values, axis=axis)
 
 
+# ``_sum_and_count`` returns new arrays: they are finished in place.
+
+
 def _sum(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
     total, count = _sum_and_count(values, axis, skip)
-    return np.where(count > 0, total, np.nan)
+    np.copyto(total, np.nan, where=count == 0)
+    return total
 
 
 def _mean(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
     total, count = _sum_and_count(values, axis, skip)
-    return np.where(count > 0, total, np.nan) / np.where(count > 0, count, np.nan)
+    np.divide(total, count, out=total)
+    np.copyto(total, np.nan, where=count == 0)
+    return total
 
 
 def _variance(values: np.ndarray, axis: int, skip: bool) -> np.ndarray:
