@@ -445,6 +445,10 @@ def test_netcdf_round_trip(real_cube: xr.DataArray, tmp_path: Path) -> None:
         for band in ("B04", "B08", "SCL"):
             np.testing.assert_array_equal(ds[band].values, real_cube.sel(bands=band).values)
             assert ds[band].dtype == np.float32
+            assert ds[band].encoding["zlib"] and ds[band].encoding["shuffle"]
+    # netCDF-C (GDAL's netCDF driver) reads the compressed variables too.
+    with rasterio.open(f"netcdf:{path}:B08") as src:
+        np.testing.assert_array_equal(src.read(), real_cube.sel(bands="B08").values)
 
 
 def test_png_preview(real_cube: xr.DataArray, tmp_path: Path) -> None:

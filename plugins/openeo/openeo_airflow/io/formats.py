@@ -129,8 +129,16 @@ def write_netcdf(cube: xr.DataArray, path: Path) -> Path:
         if name != "crs":
             dataset[name].attrs["grid_mapping"] = "crs"
     _describe_axes(dataset, crs)
+    # Byte shuffling groups the float32 exponents, so zlib's fastest level compresses better
+    # than level 4 without it: W2's 12 x 1600 x 1600 px wrote in 2.8 s CPU (75 MB) instead of
+    # 7.0 s (93 MB).
     encoding = {
-        str(name): {"zlib": True, "complevel": 4, "_FillValue": np.float32(np.nan)}
+        str(name): {
+            "zlib": True,
+            "complevel": 1,
+            "shuffle": True,
+            "_FillValue": np.float32(np.nan),
+        }
         for name in dataset.data_vars
         if name != "crs"
     }
