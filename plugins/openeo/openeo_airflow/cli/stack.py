@@ -24,6 +24,7 @@ REPO_ROOT = PLUGINS_FOLDER.parents[1]
 DAGS_FOLDER = REPO_ROOT / "dags"
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 SERVICE_USER = "openeo-service"
+SCHEDULER_IDLE_SLEEP = "0.25"  # seconds
 ADMIN_USER = "admin"
 
 
@@ -98,6 +99,12 @@ def stack_env(config: StackConfig) -> dict[str, str]:
             "OPENEO_AIRFLOW_AIRFLOW_PASSWORD": service_password,
         }
     )
+    # An idle scheduler sleeps this long between loops (Airflow's default: 1 s), and a job
+    # waits for it at every step: the triggered run, then each task after the previous one
+    # ended. Measured side by side (2 cores, busy): trigger to run start 0.95 -> 0.47 s
+    # (medians), the three steps between a staged job's tasks 1.49 -> 0.76 s; the idle
+    # stack's CPU 0.09 -> 0.18 cores (at 0.1 s: 0.26). An operator's own value wins.
+    env.setdefault("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", SCHEDULER_IDLE_SLEEP)
     if config.collections:
         env["OPENEO_AIRFLOW_COLLECTIONS"] = str(config.collections.resolve())
     return env
