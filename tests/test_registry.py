@@ -105,3 +105,12 @@ def test_expired_tokens_are_rejected(engine) -> None:  # type: ignore[no-untyped
     token = accounts.login("alice", "pw")
     with pytest.raises(TokenInvalid):
         accounts.user_for_token(token)
+
+
+def test_sqlite_commits_without_fsync_in_wal_mode(tmp_path: Path) -> None:
+    """Every job log line is a commit: WAL with synchronous=NORMAL (no fsync per commit)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'registry.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    engine.dispose()
