@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from openeo_airflow.processes.cube import mask
 from openeo_airflow.processes.logic import and_, eq, gt, neq, not_, or_, xor
 from openeo_airflow.processes.values import boolean_nulls
 
@@ -114,3 +115,18 @@ def test_zero_dimensional_cubes_and_scalars() -> None:
     np.testing.assert_array_equal(or_(_cube([1, 0]), single).values, [1, N])
     np.testing.assert_array_equal(eq(_cube([1, 0]), single).values, [N, N])
     assert float(not_(xr.DataArray(np.float32(5)))) == 0.0
+
+
+def test_mask_with_a_known_boolean_masks_like_a_plain_number_cube() -> None:
+    """``mask`` tests a boolean the processes made with one comparison (``!= 1``); a cube of
+    the same 1/0/NaN values that is not known as a boolean goes the general way. Same result."""
+    data = _cube([float(i) for i in range(len(PAIRS))])
+    known = or_(X, Y)
+    assert boolean_nulls(known) is not None
+    plain = known.copy(data=np.array(known.values))
+    assert boolean_nulls(plain) is None
+    for replacement in (None, -1.0):
+        fast, general = mask(data, known, replacement), mask(data, plain, replacement)
+        np.testing.assert_array_equal(fast.values, general.values)
+    expected = np.where(known.values == 1, np.nan, data.values)
+    np.testing.assert_array_equal(mask(data, known).values, expected)

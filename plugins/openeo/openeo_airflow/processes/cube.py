@@ -23,6 +23,7 @@ from .space import along_dimension
 from .values import (
     LabeledArray,
     as_cube,
+    boolean_nulls,
     broadcast_value,
     canonical_order,
     dimension_of,
@@ -249,9 +250,14 @@ def mask(data: Any, mask: Any, replacement: Any = None) -> Any:
     """
     cube = as_cube("mask", data)
     aligned = _align_mask(cube, as_cube("mask", mask, "mask"))
-    masked = aligned if aligned.dtype.kind == "b" else (aligned != 0) & ~np.isnan(aligned)
+    if aligned.dtype.kind == "b":
+        keep = ~aligned
+    elif boolean_nulls(aligned) is not None:
+        keep = aligned != 1  # a boolean the processes made (1/0/NaN): one pass
+    else:
+        keep = (aligned == 0) | np.isnan(aligned)
     fill = np.nan if replacement is None else replacement
-    return canonical_order(cube.where(~masked, fill))
+    return canonical_order(cube.where(keep, fill))
 
 
 # --- dimensions and labels -------------------------------------------------------------------
