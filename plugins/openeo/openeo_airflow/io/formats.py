@@ -116,7 +116,9 @@ def write_netcdf(cube: xr.DataArray, path: Path) -> Path:
     ``(geometry, t)`` and its geometries as WKT in a ``geometry`` variable."""
     if VECTOR_DIM in cube.dims:
         return _write_vector_netcdf(cube, Path(path))
-    cube = _standard_order(cube).astype(np.float32)
+    # A float32 cube is written as it is: a copy raised the peak memory of writing W2's
+    # 12 x 1600 x 1600 px (123 MB) from 337 to 455 MB.
+    cube = _standard_order(cube).astype(np.float32, copy=False)
     crs = cube_crs(cube)
     cube = cube.drop_vars("spatial_ref")
     if "bands" in cube.dims:
@@ -219,10 +221,10 @@ def _write_one_tiff(cube: xr.DataArray, path: Path, label: Any) -> Path:
     """One COG: bands as raster bands with descriptions, float32, NaN no-data; overviews only
     on images larger than 4 x 4 tiles."""
     if "bands" in cube.dims:
-        data = cube.values.astype(np.float32)
+        data = np.ascontiguousarray(cube.values, dtype=np.float32)
         names = [str(b) for b in cube.bands.values]
     else:
-        data = cube.values.astype(np.float32)[np.newaxis]
+        data = np.ascontiguousarray(cube.values, dtype=np.float32)[np.newaxis]
         names = [str(cube.name or "band_1")]
     large = max(data.shape[1:]) > _OVERVIEWS_ABOVE
     profile = {
