@@ -171,6 +171,7 @@ class _Entries:
 # every document: 30 ms for the 29 documents of the benchmark catalog. A changed file is read
 # again; remote documents are always read.
 _LOCAL_ENTRIES: dict[str, tuple[tuple[int, int], _Entries]] = {}
+_MAX_LOCAL_DOCUMENTS = 50_000
 
 
 def _local_entries(path: str) -> _Entries:
@@ -183,6 +184,8 @@ def _local_entries(path: str) -> _Entries:
     if cached is not None and cached[0] == version:
         return cached[1]
     entries = _entries(path)
+    if len(_LOCAL_ENTRIES) >= _MAX_LOCAL_DOCUMENTS:
+        _LOCAL_ENTRIES.clear()  # bounded memory in a long-lived API process; simply start over
     _LOCAL_ENTRIES[path] = (version, entries)
     return entries
 
