@@ -3,6 +3,9 @@
 from airflow.plugins_manager import AirflowPlugin
 
 from openeo_airflow.api.app import create_app
+from openeo_airflow.compiler import specs
+
+specs.preload()
 
 
 class OpenEOApiPlugin(AirflowPlugin):

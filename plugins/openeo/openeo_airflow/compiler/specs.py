@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
+from contextlib import suppress
 from functools import cache
 from importlib.resources import files
 from importlib.resources.abc import Traversable
@@ -94,6 +95,15 @@ def _load(process_id: str) -> dict[str, Any]:
         p for p in AMENDMENTS.get(process_id, []) if p["name"] not in known
     ]
     return spec
+
+
+def preload() -> None:
+    """Parses every spec now (~0.2 s). Airflow's task processes are forked from the process
+    that imported the plugin, so they find the specs parsed instead of each sizing task
+    parsing them again."""
+    for process_id in spec_ids():
+        with suppress(KeyError):
+            _load(process_id)
 
 
 def process_spec(process_id: str) -> dict[str, Any]:
