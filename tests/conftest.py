@@ -23,6 +23,22 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="module")
+def collections_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test collections (static catalogs over the real samples), once per test module."""
+    from tests.api_support import build_test_collections
+
+    return build_test_collections(shared_data, tmp_path_factory.mktemp("catalogs"))
+
+
+@pytest.fixture
+def backend(tmp_path: Path, collections_file: Path):  # type: ignore[no-untyped-def]
+    """A backend (SQLite registry, local workspace) over the test collections."""
+    from tests.api_support import make_backend
+
+    return make_backend(tmp_path / "home", collections_file)
+
+
 def _pg_bin() -> Path | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     return found[-1].parent if found else None

@@ -14,8 +14,6 @@ from tests.api_support import (
     PREFIX,
     basic_header,
     bearer,
-    build_test_collections,
-    make_backend,
     make_client,
 )
 from tests.openapi_check import SPEC, assert_valid
@@ -58,16 +56,6 @@ def graph(collection: str = COLLECTION, **extra_nodes: dict) -> dict:
     }
     nodes.update(extra_nodes)
     return {"process_graph": nodes}
-
-
-@pytest.fixture(scope="module")
-def collections_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_collections(shared_data, tmp_path_factory.mktemp("catalogs"))
-
-
-@pytest.fixture
-def backend(tmp_path: Path, collections_file: Path) -> Backend:
-    return make_backend(tmp_path / "home", collections_file)
 
 
 @pytest.fixture

@@ -15,9 +15,7 @@ from tests.api_support import (
     PREFIX,
     JsonHandler,
     bearer,
-    build_test_collections,
     http_served,
-    make_backend,
     make_client,
 )
 
@@ -71,16 +69,6 @@ class FakeAirflow:
     def delete_dag(self, dag_id: str) -> bool:
         self.calls.append(("delete", dag_id))
         return True
-
-
-@pytest.fixture(scope="module")
-def collections_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_collections(shared_data, tmp_path_factory.mktemp("catalogs"))
-
-
-@pytest.fixture
-def backend(tmp_path: Path, collections_file: Path) -> Backend:
-    return make_backend(tmp_path / "home", collections_file)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from openeo_airflow.api.app import create_app
 from openeo_airflow.api.downloads import transfer_headers
 from openeo_airflow.jobs.backend import Backend
-from tests.api_support import PREFIX, bearer, build_test_collections, make_backend
+from tests.api_support import PREFIX, bearer
 from tests.test_api import CDSE_CUBE_EXTENT, graph
 
 MAX = {
@@ -26,16 +26,6 @@ MAX = {
         }
     }
 }
-
-
-@pytest.fixture(scope="module")
-def collections_file(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_collections(shared_data, tmp_path_factory.mktemp("catalogs"))
-
-
-@pytest.fixture
-def backend(tmp_path: Path, collections_file: Path) -> Backend:
-    return make_backend(tmp_path / "home", collections_file)
 
 
 @pytest.fixture
