@@ -277,7 +277,7 @@ def test_only_small_inline_jobs_are_fused(
 
 
 def test_a_fused_job_over_the_memory_budget_is_not_fused() -> None:
-    one_tile = SourceShape("load", steps=10, bands=4, height=1500, width=1500, block_size=2048)
+    one_tile = SourceShape("load", steps=20, bands=4, height=1500, width=1500, block_size=2048)
     sizing = size_job([one_tile], GRAPH, Limits(), {"engine": "inline"})
     assert all(s.tiles <= 1 for s in sizing.stages)
     assert fused_peak_mb(sizing.stages) > FUSED_MAX_MB

@@ -30,10 +30,14 @@ LOAD_CUBE_WEIGHT = 1.2
 LOAD_BUFFERS_MAX_MB = 48.0
 LOAD_FIXED_MB = 2.0
 TRANSFORM_FIXED_MB = 32.0
-WEIGHT_PIXELWISE = 3.4
-WEIGHT_NEIGHBOURHOOD = 1.7
-WEIGHT_PER_MERGE = 3.6
-WEIGHT_TEMPORAL_AGGREGATION = 0.6
+# Transform working set per MiB of input. Pixel-wise graphs: a base plus a share per process,
+# since a longer graph keeps more intermediates alive (fitted on bench/sizing_bench.py: 0.86x
+# the input for 5 processes, 1.62x for 15, after the evaluator stopped copying its operands).
+WEIGHT_PIXELWISE = 0.55
+WEIGHT_PER_NODE = 0.08
+WEIGHT_NEIGHBOURHOOD = 1.3
+WEIGHT_PER_MERGE = 6.0
+WEIGHT_TEMPORAL_AGGREGATION = 0.7
 FLOOR_MB = 40.0
 SAVE_FLOOR_MB = 56.0  # a netCDF time series needs 49-58 MiB
 # A Spark Python worker with our stack imported: 311-475 MiB measured (a plain interpreter:
@@ -51,7 +55,7 @@ UDF_SECONDS = 0.6  # per run_udf call and tile: a child Python process
 # run_udf's child process (one at a time): its interpreter with numpy, xarray and openeo.udf
 # (145 MiB measured) plus its copies of the data it gets and returns.
 UDF_CHILD_MB = 150.0
-UDF_DATA_WEIGHT = 1.0
+UDF_DATA_WEIGHT = 3.2
 SAVE_MPX_PER_SECOND = 6.0
 SAVE_FIXED_SECONDS = 0.2
 SPARK_TASK_SECONDS = 0.3  # per tile on the Spark engines
@@ -163,7 +167,10 @@ def load_tile_mb(source: SourceShape, tile: int) -> float:
 
 
 def transform_weight(graph: GraphShape) -> float:
-    weight = WEIGHT_NEIGHBOURHOOD if graph.halo > 0 else WEIGHT_PIXELWISE
+    if graph.halo > 0:
+        weight = WEIGHT_NEIGHBOURHOOD
+    else:
+        weight = WEIGHT_PIXELWISE + WEIGHT_PER_NODE * graph.nodes
     weight += WEIGHT_PER_MERGE * graph.merges
     if graph.temporal_aggregation:
         weight += WEIGHT_TEMPORAL_AGGREGATION
