@@ -10,13 +10,13 @@ import pytest
 from openeo_airflow.core.errors import ProcessGraphComplexity, ProcessParameterInvalid
 from openeo_airflow.engine.planning import check_scale, graph_shape
 from openeo_airflow.sizing.model import (
-    FUSED_MAX_MB,
     TILE_BUDGET_MB,
     GraphShape,
     Limits,
     SourceShape,
     choose_fused,
     choose_tile,
+    fused_budget_mb,
     fused_peak_mb,
     load_tile_mb,
     shrink,
@@ -270,7 +270,7 @@ def test_only_small_inline_jobs_are_fused(
     sizing = size_job([source], GRAPH, Limits(), validate_job_options(dict(options)))
     assert (sizing.engine, sizing.fused) == (engine, fused)
     if fused:
-        assert fused_peak_mb(sizing.stages) <= FUSED_MAX_MB
+        assert fused_peak_mb(sizing.stages) <= fused_budget_mb(Limits())
         assert "fused" in sizing.reason
         # one Airflow task instead of three: the estimate is shorter than the stages' sum
         assert sizing.seconds < sum(s.seconds for s in sizing.stages)
@@ -278,11 +278,35 @@ def test_only_small_inline_jobs_are_fused(
 
 def test_a_fused_job_over_the_memory_budget_is_not_fused() -> None:
     one_tile = SourceShape("load", steps=20, bands=4, height=1500, width=1500, block_size=2048)
-    sizing = size_job([one_tile], GRAPH, Limits(), {"engine": "inline"})
+    small_worker = Limits(local_memory_mb=2048)
+    sizing = size_job([one_tile], GRAPH, small_worker, {"engine": "inline"})
     assert all(s.tiles <= 1 for s in sizing.stages)
-    assert fused_peak_mb(sizing.stages) > FUSED_MAX_MB
+    assert fused_peak_mb(sizing.stages) > fused_budget_mb(small_worker)
     assert not sizing.fused
-    assert choose_fused("inline", sizing.stages, True) == (True, "fuse-stages set in job_options")
+    assert choose_fused("inline", sizing.stages, True, fused_budget_mb(small_worker)) == (
+        True,
+        "fuse-stages set in job_options",
+    )
+
+
+def test_a_tiled_job_that_fits_the_worker_whole_is_fused_in_one_piece() -> None:
+    """A year of dates over 1600 px: the tile budget cuts it into 4 tiles, but in one piece it
+    fits half the worker's memory, so it runs fused with a tile covering the extent; on a
+    small worker it stays tiled, and the user's tile size or fuse-stages are respected."""
+    year = SourceShape("load", steps=28, bands=3, height=1600, width=1600, block_size=512)
+    graph = GraphShape(nodes=15, reduces_time=True, temporal_aggregation=True)
+    assert choose_tile([year], graph, 1) < 1600  # the tile budget alone would tile it
+    sizing = size_job([year], graph, Limits(), {"engine": "inline"})
+    assert sizing.fused and sizing.tile_size == 2048
+    assert all(s.tiles == 1 for s in sizing.stages)
+    assert fused_peak_mb(sizing.stages) <= fused_budget_mb(Limits())
+    small = size_job([year], graph, Limits(local_memory_mb=4096), {"engine": "inline"})
+    assert not small.fused and small.tile_size < 1600
+    for options in ({"tile-size": 1024}, {"fuse-stages": False}):
+        chosen = size_job(
+            [year], graph, Limits(), validate_job_options({"engine": "inline", **options})
+        )
+        assert not chosen.fused
 
 
 def test_a_resized_retry_is_never_fused() -> None:

@@ -64,8 +64,9 @@ SPARK_TASK_SECONDS = 0.3  # per tile on the Spark engines
 TASK_SECONDS = 2.0
 SPARK_STARTUP_SECONDS = {"inline": 0.0, "spark-local": 25.0, "spark-k8s": 60.0}
 INLINE_MAX_MEGAPIXELS = 400.0  # above: the job goes to the configured Spark engine
-# A fused run holds every source, the transform's working set and the result at once.
-FUSED_MAX_MB = TILE_BUDGET_MB
+# A fused run holds every source, the transform's working set and the result at once; it may
+# take this share of the local worker's memory (Limits.local_memory_mb).
+FUSED_MEMORY_SHARE = 0.5
 CREDITS_PER_CORE_HOUR = 1.0
 CREDITS_PER_GIB_HOUR = 0.1
 
@@ -250,9 +251,15 @@ def fused_peak_mb(stages: list[StageSize]) -> float:
     return round(sum(s.peak_tile_mb for s in stages), 1)
 
 
-def choose_fused(engine: str, stages: list[StageSize], forced: bool | None) -> tuple[bool, str]:
+def fused_budget_mb(limits: Limits) -> float:
+    return limits.local_memory_mb * FUSED_MEMORY_SHARE
+
+
+def choose_fused(
+    engine: str, stages: list[StageSize], forced: bool | None, budget_mb: float
+) -> tuple[bool, str]:
     """Whether a job runs its stages in one task without the intermediate store. Only inline
-    jobs whose every stage is one tile and which fit ``FUSED_MAX_MB``: for them, the store's
+    jobs whose every stage is one tile and which fit ``budget_mb``: for them, the store's
     write and read and three more Airflow tasks cost more than the work (bench/README.md,
     "Engine overhead"), and a retry redoes little. The user can force either way."""
     if engine != "inline":
@@ -262,9 +269,19 @@ def choose_fused(engine: str, stages: list[StageSize], forced: bool | None) -> t
     peak = fused_peak_mb(stages)
     if any(s.tiles > 1 for s in stages):
         return False, "more than one tile per stage"
-    if peak > FUSED_MAX_MB:
-        return False, f"{peak:,.0f} MiB at once is over {FUSED_MAX_MB:,.0f} MiB"
+    if peak > budget_mb:
+        return False, f"{peak:,.0f} MiB at once is over {budget_mb:,.0f} MiB"
     return True, f"small job ({peak:,.0f} MiB at once): stages fused in memory"
+
+
+def whole_tile(sources: list[SourceShape], graph: GraphShape) -> int | None:
+    """The smallest tile (a multiple of the block and the alignment) that covers the whole
+    extent, if there is one within ``MAX_TILE``."""
+    block = max((s.block_size for s in sources), default=512)
+    unit = block * graph.align // math.gcd(block, graph.align)
+    extent = max((max(s.height, s.width) for s in sources), default=unit)
+    tile = -(-extent // unit) * unit
+    return tile if tile <= MAX_TILE else None
 
 
 def _resources(
@@ -411,7 +428,18 @@ def size_job(
     if graph.align > 1:
         tile = -(-tile // graph.align) * graph.align
     stages = size_stages(sources, graph, engine, tile, limits, options)
-    fused, why = choose_fused(engine, stages, options.get("fuse-stages"))
+    budget = fused_budget_mb(limits)
+    fused, why = choose_fused(engine, stages, options.get("fuse-stages"), budget)
+    whole = whole_tile(sources, graph)
+    if not fused and engine == "inline" and not options.get("tile-size") and whole:
+        # Tiled to fit the tile budget, but the whole job may still fit the worker in one
+        # piece: in memory it runs in a fraction of the staged time (no store, one task).
+        whole_stages = size_stages(sources, graph, engine, whole, limits, options)
+        whole_fused, whole_why = choose_fused(
+            engine, whole_stages, options.get("fuse-stages"), budget
+        )
+        if whole_fused:
+            tile, stages, fused, why = whole, whole_stages, True, whole_why
     seconds = sum(s.seconds for s in stages)
     if fused:  # one Airflow task instead of one per stage
         seconds -= TASK_SECONDS * (len(stages) - 1)
