@@ -211,9 +211,7 @@ def choose_tile(sources: list[SourceShape], graph: GraphShape, slots: int) -> in
     the tile budget, but small enough that every slot gets a tile when the extent allows.
     When not even one block fits (long time series), a half, quarter, ... of the block: each
     block is then decoded more than once, but the tile fits in memory."""
-    block = max((s.block_size for s in sources), default=512)
-    unit = block * graph.align // math.gcd(block, graph.align)
-    extent = max((max(s.height, s.width) for s in sources), default=unit)
+    unit, extent = _tile_unit_and_extent(sources, graph)
     multiples = [unit * k for k in range(1, MAX_TILE // unit + 1)] or [unit]
     fractions = [unit >> j for j in range(1, 8) if (unit >> j) >= max(MIN_TILE, graph.align)]
 
@@ -229,6 +227,14 @@ def choose_tile(sources: list[SourceShape], graph: GraphShape, slots: int) -> in
     while tile > fitting[0] and _tile_count(sources, tile) < slots and tile >= extent / 2:
         tile = max(t for t in fitting if t < tile)
     return tile
+
+
+def _tile_unit_and_extent(sources: list[SourceShape], graph: GraphShape) -> tuple[int, int]:
+    """Tiles are multiples of the unit (the source block and the graph's alignment); the
+    extent is the sources' longest side in pixels."""
+    block = max((s.block_size for s in sources), default=512)
+    unit = block * graph.align // math.gcd(block, graph.align)
+    return unit, max((max(s.height, s.width) for s in sources), default=unit)
 
 
 def _tile_count(sources: list[SourceShape], tile: int) -> int:
@@ -277,9 +283,7 @@ def choose_fused(
 def whole_tile(sources: list[SourceShape], graph: GraphShape) -> int | None:
     """The smallest tile (a multiple of the block and the alignment) that covers the whole
     extent, if there is one within ``MAX_TILE``."""
-    block = max((s.block_size for s in sources), default=512)
-    unit = block * graph.align // math.gcd(block, graph.align)
-    extent = max((max(s.height, s.width) for s in sources), default=unit)
+    unit, extent = _tile_unit_and_extent(sources, graph)
     tile = -(-extent // unit) * unit
     return tile if tile <= MAX_TILE else None
 
@@ -430,14 +434,13 @@ def size_job(
     stages = size_stages(sources, graph, engine, tile, limits, options)
     budget = fused_budget_mb(limits)
     fused, why = choose_fused(engine, stages, options.get("fuse-stages"), budget)
-    whole = whole_tile(sources, graph)
-    if not fused and engine == "inline" and not options.get("tile-size") and whole:
+    chosen_freely = options.get("fuse-stages") is None and not options.get("tile-size")
+    whole = whole_tile(sources, graph) if not fused and chosen_freely else None
+    if whole and engine == "inline":
         # Tiled to fit the tile budget, but the whole job may still fit the worker in one
         # piece: in memory it runs in a fraction of the staged time (no store, one task).
         whole_stages = size_stages(sources, graph, engine, whole, limits, options)
-        whole_fused, whole_why = choose_fused(
-            engine, whole_stages, options.get("fuse-stages"), budget
-        )
+        whole_fused, whole_why = choose_fused(engine, whole_stages, None, budget)
         if whole_fused:
             tile, stages, fused, why = whole, whole_stages, True, whole_why
     seconds = sum(s.seconds for s in stages)
