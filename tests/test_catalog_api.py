@@ -13,7 +13,7 @@ import json
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from openeo_airflow.catalog.properties import evaluate, parse_properties
 from openeo_airflow.catalog.stac import parse_datetime, search_items
 from openeo_airflow.core.errors import FeatureUnsupported, InfrastructureBusy
 from openeo_airflow.io.reader import load_cube
+from tests.api_support import JsonHandler
 
 RKH = Path("cogs_29RKH/S2A_29RKH_20200219_0_L2A")
 CONFORMANCE = [
@@ -60,10 +61,7 @@ class StacApi:
     def __enter__(self) -> StacApi:
         api = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0].rstrip("/") or "/"
                 if path == "/":
@@ -82,14 +80,6 @@ class StacApi:
                     return
                 api.bodies.append(body)
                 self.answer(200, api.search(body))
-
-            def answer(self, status: int, document: dict[str, Any]) -> None:
-                data = json.dumps(document).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
