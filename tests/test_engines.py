@@ -18,7 +18,7 @@ import xarray as xr
 
 from openeo_airflow.airflow import tasks
 from openeo_airflow.core.models import JobStatus
-from openeo_airflow.engine import entrypoint, tiled
+from openeo_airflow.engine import entrypoint, streaming, tiled
 from openeo_airflow.engine.errors import StageOutOfMemory
 from openeo_airflow.jobs.backend import Backend
 from tests.load_support import backend_over_catalogs, read_nc, run_job
@@ -272,10 +272,10 @@ def test_a_small_job_runs_fused_with_the_same_result_as_its_stages(backend: Back
 def test_a_fused_run_out_of_memory_falls_back_to_separate_stages(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def exhausted(workspace: Any) -> Any:
+    def exhausted(workspace: Any, workers: int) -> Any:
         raise MemoryError("Unable to allocate 12.0 GiB for an array")
 
-    monkeypatch.setattr(tiled, "run_fused", exhausted)
+    monkeypatch.setattr(streaming, "run_fused", exhausted)
     job_id, results = run_job(backend, cdse_ndvi_max(), options={})
     job = backend.registry.get(job_id)
     assert set(job.sizing["measured"]) == {"load:load", "transform", "save"}

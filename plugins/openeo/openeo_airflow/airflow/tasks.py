@@ -280,10 +280,15 @@ def fused(job_id: str) -> bool:
     def work() -> bool:
         ws = workspace(job_id)
         spec = ws.read_json(ws.stage_spec_file)
-        log.info("Small job: load, transform and save run in this task, in memory")
+        log.info("Load, transform and save run in this task, tile by tile, in memory")
         try:
             measured = entrypoint.run_stage(
-                ws, "fused", None, spec["tile_size"], tiled.inline_mapper
+                ws,
+                "fused",
+                None,
+                spec["tile_size"],
+                tiled.inline_mapper,
+                workers=backend().settings.local_cores,
             )
         except StageOutOfMemory as exc:
             log.warning(

@@ -29,6 +29,7 @@ async def process_sync(
         max_pixels=settings.sync_max_pixels,
         job_options=body.job_options,
         resolver=backend.user_processes.resolver(user.user_id),
+        workers=settings.local_cores,
     )
     result = await asyncio.wrap_future(future)
     return Response(

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from openeo_airflow.engine import tiled
+from openeo_airflow.engine import streaming, tiled
 from openeo_airflow.engine.errors import StageOutOfMemory
 from openeo_airflow.engine.measure import Measurement
 from openeo_airflow.engine.workspace import JobWorkspace
@@ -33,9 +33,15 @@ def stage_name(stage: str, node: str | None) -> str:
 
 
 def run_stage(
-    workspace: JobWorkspace, stage: str, node: str | None, tile_size: int, mapper: tiled.Mapper
+    workspace: JobWorkspace,
+    stage: str,
+    node: str | None,
+    tile_size: int,
+    mapper: tiled.Mapper,
+    workers: int = 1,
 ) -> Measurement:
-    """Run one stage; a memory failure anywhere (here or in a tile) is a ``StageOutOfMemory``."""
+    """Run one stage; a memory failure anywhere (here or in a tile) is a ``StageOutOfMemory``.
+    ``workers``: threads of a fused run (its tiles run in this process)."""
     try:
         if stage == "load":
             if not node:
@@ -45,8 +51,8 @@ def run_stage(
             return tiled.run_transform(workspace, tile_size, mapper)
         if stage == "save":
             return tiled.run_save(workspace)
-        if stage == "fused":  # a small job's three stages in memory (inline only)
-            return tiled.run_fused(workspace)
+        if stage == "fused":  # the three stages in one task, tile by tile (inline only)
+            return streaming.run_fused(workspace, workers)
         raise ValueError(f"Unknown stage {stage!r}; one of {', '.join(STAGES)}")
     except MemoryError as exc:
         raise StageOutOfMemory(

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import xarray as xr
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
@@ -24,6 +25,7 @@ from rasterio.warp import transform_bounds
 from openeo_airflow.catalog.config import BandConfig, CollectionConfig, SarConfig
 from openeo_airflow.catalog.stac import StacItem, bbox_intersects, search_items
 from openeo_airflow.compiler.plan import Source
+from openeo_airflow.cube import make_cube
 from openeo_airflow.io import geometry_mask
 from openeo_airflow.io.backscatter import parse_backscatter
 from openeo_airflow.io.gdal_env import gdal_env
@@ -91,11 +93,13 @@ class LoadPlan:
             return {BACKSCATTER_ATTR: parse_backscatter(self.backscatter).coefficient or "none"}
         return {}
 
-    def read(self, grid: Grid) -> tuple[np.ndarray, dict[str, Any]]:
+    def read(self, grid: Grid, workers: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         """``(t, bands, y, x)`` float32 values on ``grid`` (one tile of the cube grid), and
-        the usage the read reports itself (Sentinel Hub processing units)."""
+        the usage the read reports itself (Sentinel Hub processing units). ``workers``: the
+        archive reader's threads (1 when tiles are read in parallel already)."""
         if self.sentinelhub is None and self.backscatter is None:
-            return read_steps(self.steps_for(grid), self.bands, grid, self.options), {}
+            options = self.options if workers is None else replace(self.options, workers=workers)
+            return read_steps(self.steps_for(grid), self.bands, grid, options), {}
         inside = (
             geometry_mask.inside(self.options.geometry, grid) if self.options.geometry else None
         )
@@ -117,6 +121,20 @@ class LoadPlan:
         if inside is not None:
             values[:, :, ~inside] = np.nan  # polygons: their bounding box was read
         return values, usage
+
+    def empty_cube(self) -> xr.DataArray:
+        """The cube this plan loads, all NaN and without memory behind it: its coordinates,
+        grid and marks (a template for the staged cube, and for lazy reads)."""
+        t, b, h, w = self.shape
+        cube = make_cube(
+            np.broadcast_to(np.float32(np.nan), (t, b, h, w)),
+            times=np.array([np.datetime64(day.isoformat(), "ns") for day, _ in self.steps]),
+            bands=self.band_names,
+            transform=self.grid.transform,
+            crs=self.grid.crs.to_wkt(),
+        )
+        cube.attrs.update(self.attrs)
+        return cube
 
     def steps_for(self, grid: Grid) -> Steps:
         """The time steps with only the items touching ``grid`` (a tile): the others need not

@@ -1,4 +1,5 @@
-"""Synchronous processing (``POST /result``): the same stage code, in memory, with a size limit."""
+"""Synchronous processing (``POST /result``): the batch jobs' fused run, in memory, with a size
+limit, answered as one file."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ from openeo_airflow.catalog.stac import search_items
 from openeo_airflow.compiler.plan import Plan, Source
 from openeo_airflow.core.errors import NoDataAvailable, ProcessGraphComplexity
 from openeo_airflow.engine import stages
+from openeo_airflow.engine.planning import shape_job
 from openeo_airflow.engine.sources import resolve_source
+from openeo_airflow.engine.streaming import evaluate_streamed
 from openeo_airflow.io.formats import media_type
 from openeo_airflow.io.geometry_mask import bbox_extent
 from openeo_airflow.io.reader import SearchFn
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.sizing.estimate import extent_wgs84, pixel_count
+from openeo_airflow.sizing.resources import validate_job_options
 
 log = logging.getLogger(__name__)
 
@@ -104,13 +108,15 @@ def execute(
     max_pixels: int,
     job_options: Mapping[str, Any] | None = None,
     resolver: Resolver | None = None,
+    workers: int = 1,
 ) -> SyncResult:
+    """Run ``plan`` tile by tile from the archive (``workers`` threads), the result in one file."""
     check_size(plan, collections, max_pixels)
-    cubes = {
-        s.node_id: stages.load_source(s, collections, gdal_profile, job_options)
-        for s in plan.sources
-    }
-    result = stages.evaluate_plan(plan, cubes, resolver)
+    options = validate_job_options(dict(job_options or {}))
+    loads = shape_job(plan, collections, gdal_profile, options).loads
+    result, _usage = evaluate_streamed(
+        plan, {load.node_id: load for load in loads}, workers=workers, resolver=resolver
+    )
     fmt, _options = stages.result_format(plan, result)
     with tempfile.TemporaryDirectory(prefix="openeo-sync-") as tmp:
         files = stages.encode(result, fmt, Path(tmp))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,17 @@ class JobWorkspace:
 
     def read_json(self, path: Path) -> Any:
         return json.loads(path.read_text())
+
+    def resolver(self) -> Callable[[str, str | None], Mapping[str, Any] | None]:
+        """The job owner's user-defined processes (stored by the size task), as the
+        evaluator's resolver of process ids in the ``user`` namespace."""
+        path = self.user_processes_file
+        processes: dict[str, Any] = self.read_json(path) if path.exists() else {}
+
+        def resolve(process_id: str, namespace: str | None) -> Mapping[str, Any] | None:
+            return processes.get(process_id) if namespace in (None, "user") else None
+
+        return resolve
 
     def read_result_metadata(self) -> dict[str, Any] | None:
         path = self.results_dir / RESULT_METADATA

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,7 +146,15 @@ class Tile:
         x, y = cube.x.values, cube.y.values
         keep_x = np.flatnonzero((x >= self.left - margin) & (x < self.right + margin))
         keep_y = np.flatnonzero((y >= self.bottom - margin) & (y < self.top + margin))
-        return cube.isel(x=keep_x, y=keep_y)
+        return cube.isel(x=_as_slice(keep_x), y=_as_slice(keep_y))
+
+
+def _as_slice(indices: np.ndarray) -> np.ndarray | slice:
+    """A run of consecutive indices as a slice: a view of the cube instead of a copy, and a
+    plain window for a lazily read source."""
+    if indices.size and indices[-1] - indices[0] == indices.size - 1:
+        return slice(int(indices[0]), int(indices[-1]) + 1)
+    return indices
 
 
 def is_raster(value: Any) -> bool:
@@ -196,9 +205,11 @@ class _TiledRun:
         resolver: Resolver | None,
         arguments: dict[str, Any],
         map_partials: PartialsMapper | None = None,
+        workers: int = 1,
     ) -> None:
         self.graph, self.hooks, self.resolver, self.arguments = graph, hooks, resolver, arguments
         self.map_partials = map_partials
+        self.workers = workers
         self.sources = frozenset(sources)
         self.known: dict[str, Any] = dict(sources)
         self.plan = tiling_plan(graph)
@@ -207,6 +218,14 @@ class _TiledRun:
         if self.grid is not None:
             size = -(-max(tile_size, 1) // self.plan.align) * self.plan.align
             self.rows = tiles(self.grid, size)
+
+    def _map(self, fn: Callable[[Tile], Any], tiles: list[Tile]) -> list[Any]:
+        """``fn`` on every tile, in order; on ``workers`` threads (numpy and GDAL release the
+        GIL, so tiles overlap their reads and their arithmetic)."""
+        if self.workers <= 1 or len(tiles) <= 1:
+            return [fn(tile) for tile in tiles]
+        with ThreadPoolExecutor(min(self.workers, len(tiles))) as pool:
+            return list(pool.map(fn, tiles))
 
     def _graph_for(self, target: str, stop: frozenset[str]) -> dict[str, Any]:
         wanted = set(_upstream(self.graph, target, stop))
@@ -288,7 +307,7 @@ class _TiledRun:
         if self.map_partials and space.reduction and rest and self._from_sources(node_id):
             partials = [first, *self.map_partials(node_id, rest)]
         else:
-            partials = [first, *(self.partial(node_id, tile, reduction)[0] for tile in rest)]
+            partials = [first, *self._map(lambda t: self.partial(node_id, t, reduction)[0], rest)]
         return reduction.finish(reduction.combine(partials), arguments)
 
     def result(self) -> Any:
@@ -301,15 +320,19 @@ class _TiledRun:
         if not self._tiled(result):
             return self._run(result, None, 0, {})
         halo = self._margin(result)
-        pieces: list[list[xr.DataArray]] = []
+        flat = [tile for row in self.rows for tile in row]
+        if not flat:  # an empty grid: nothing to cut
+            return self._run(result, None, 0, {})
+        first = self._run(result, flat[0], halo, {})
+        if not is_raster(first):
+            return first  # not spatial: the same for every tile
+        rest = self._map(lambda t: t.crop(self._run(result, t, halo, {})), flat[1:])
+        pieces = [flat[0].crop(first), *rest]
+        rows, start = [], 0
         for row in self.rows:
-            pieces.append([])
-            for tile in row:
-                value = self._run(result, tile, halo, {})
-                if not is_raster(value):
-                    return value  # not spatial: the same for every tile
-                pieces[-1].append(tile.crop(value))
-        return mosaic(pieces)
+            rows.append(pieces[start : start + len(row)])
+            start += len(row)
+        return mosaic(rows)
 
 
 def _crs_wkt(cube: xr.DataArray) -> Any:
@@ -352,14 +375,18 @@ def evaluate_tiled(
     resolver: Resolver | None = None,
     arguments: dict[str, Any] | None = None,
     map_partials: PartialsMapper | None = None,
+    workers: int = 1,
 ) -> Any:
     """Evaluate a graph tile by tile; ``sources`` gives the value of source nodes by node id
-    (e.g. the loaded cube of each ``load_collection``). ``map_partials(node_id, tiles)``, when
-    given, computes the partials of a global node with a declared reduction on those tiles
-    (in order) elsewhere, each with ``tile_partial``."""
+    (e.g. the loaded cube of each ``load_collection``, or a lazy cube that reads the window
+    it is cut to). ``map_partials(node_id, tiles)``, when given, computes the partials of a
+    global node with a declared reduction on those tiles (in order) elsewhere, each with
+    ``tile_partial``; ``workers``: threads that evaluate tiles at once."""
     graph, scope = split_process(process_graph)
     scope.update(arguments or {})
-    run = _TiledRun(graph, sources, tile_size, dict(hooks or {}), resolver, scope, map_partials)
+    run = _TiledRun(
+        graph, sources, tile_size, dict(hooks or {}), resolver, scope, map_partials, workers
+    )
     return run.result()
 
 

@@ -1,0 +1,201 @@
+"""Jobs run tile by tile straight from the archive, without an intermediate store: synchronous
+requests and the batch jobs the sizing fuses.
+
+Each source is a lazy cube over its ``LoadPlan``: cutting it to a tile (plus halo) and loading
+that piece reads just that window. ``processes.tiling.evaluate_tiled`` then evaluates the graph
+per tile on a few threads (GDAL decoding and numpy arithmetic release the GIL, so one tile's
+reads overlap another's arithmetic), combines the partial results of global processes, and
+mosaics the result. Memory follows a few tiles and the result, not the whole input, and the
+small per-tile arrays stay in the allocator's reach instead of faulting in fresh pages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
+
+from openeo_airflow.compiler.plan import Plan
+from openeo_airflow.engine import stages
+from openeo_airflow.engine.loadplan import LoadPlan
+from openeo_airflow.engine.measure import Measurement, meter, sum_usage
+from openeo_airflow.engine.workspace import JobWorkspace
+from openeo_airflow.processes.graph import Resolver
+from openeo_airflow.processes.tiling import evaluate_tiled, tiling_plan
+
+log = logging.getLogger(__name__)
+
+MIN_TILE = 512
+MAX_TILE = 1024
+READ_TILE = 2048  # sources read per tile: large, so few blocks are decoded twice
+WHOLE_READ_MB = 2048.0  # sources up to this size are read whole
+
+
+class _PlanArray(BackendArray):
+    """The values of a load plan, read window by window when xarray indexes them."""
+
+    def __init__(self, plan: LoadPlan, workers: int | None) -> None:
+        self.plan = plan
+        self.workers = workers
+        self.shape = plan.shape
+        self.dtype = np.dtype(np.float32)
+        self.usage: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.BASIC, self._read
+        )
+
+    def _read(self, key: tuple[int | slice, ...]) -> np.ndarray:
+        steps, bands, y, x = key
+        top, height, pick_y = _span(y, self.shape[2])
+        left, width, pick_x = _span(x, self.shape[3])
+        if height == 0 or width == 0:
+            empty = np.empty((*self.shape[:2], height, width), dtype=np.float32)
+            return empty[steps, bands][..., pick_y, pick_x]
+        values, usage = self.plan.read(
+            self.plan.grid.window(top, left, height, width), self.workers
+        )
+        if usage:
+            with self._lock:
+                self.usage.append(usage)
+        return values[steps, bands][..., pick_y, pick_x]
+
+
+def _span(key: int | slice, size: int) -> tuple[int, int, Any]:
+    """The window (first pixel, pixel count) a basic index along one axis needs, and the
+    index that picks the wanted pixels out of that window."""
+    if isinstance(key, int):
+        index = range(size)[key]
+        return index, 1, 0
+    picked = range(size)[key]
+    if not picked:
+        return 0, 0, slice(None)
+    first, last = min(picked), max(picked)
+    pick: Any = slice(None) if picked.step == 1 else np.asarray(picked) - first
+    return first, last - first + 1, pick
+
+
+def lazy_source(plan: LoadPlan, workers: int | None = None) -> xr.DataArray:
+    """The cube ``plan`` loads, read only where it is indexed (and then, every time)."""
+    template = plan.empty_cube()
+    data = indexing.LazilyIndexedArray(_PlanArray(plan, workers))
+    return xr.DataArray(
+        xr.Variable(template.dims, data), coords=template.coords, attrs=template.attrs
+    )
+
+
+def _usage_of(cube: xr.DataArray) -> list[dict[str, Any]]:
+    array = getattr(cube.variable._data, "array", None)
+    return list(array.usage) if isinstance(array, _PlanArray) else []
+
+
+def stream_tile_size(height: int, width: int, workers: int) -> int:
+    """Tiles small enough that every worker gets two or more (so no thread idles while the
+    last one finishes), yet no smaller than ``MIN_TILE`` (each tile evaluates the graph once
+    more) and no larger than ``MAX_TILE`` (the working set per tile)."""
+    size = MAX_TILE
+    while size > MIN_TILE and -(-height // size) * -(-width // size) < 2 * workers:
+        size //= 2
+    return size
+
+
+def evaluate_streamed(
+    plan: Plan,
+    loads: Mapping[str, LoadPlan],
+    *,
+    workers: int,
+    resolver: Resolver | None = None,
+    whole_mb: float = WHOLE_READ_MB,
+    tile_size: int | None = None,
+) -> tuple[Any, list[dict[str, Any]]]:
+    """The graph's value, evaluated tile by tile on ``workers`` threads; also the usage the
+    reads reported (Sentinel Hub processing units).
+
+    Sources that fit ``whole_mb`` together are read whole first: each file is opened once and
+    each of its blocks decoded once (windows of a tiled read share the blocks on their edges),
+    and the tiles are views of them; a graph with global processes then runs on the whole
+    cube. Larger sources are read per tile of ``READ_TILE`` px. ``tile_size`` overrides
+    either tile size."""
+    shapes = [load.shape for load in loads.values()]
+    input_mb = sum(float(np.prod(shape)) for shape in shapes) * 4 / 2**20
+    usage: list[dict[str, Any]] = []
+    if input_mb <= whole_mb:
+        sources = {}
+        for node_id, load in loads.items():
+            values, used = load.read(load.grid)
+            sources[node_id] = load.empty_cube().copy(data=values)
+            usage += [used] if used else []
+        if tiling_plan(plan.process_graph).global_nodes:
+            # In memory, global processes run best on the whole cube (their per-tile
+            # partials are for sources that do not fit).
+            return stages.evaluate_plan(plan, sources, resolver), usage
+        height = max((shape[2] for shape in shapes), default=0)
+        width = max((shape[3] for shape in shapes), default=0)
+        tile_size = tile_size or stream_tile_size(height, width, workers)
+    else:
+        # The tiles are the parallel unit: each reads its window on one thread.
+        reader_threads = None if workers <= 1 else 1
+        sources = {node_id: lazy_source(load, reader_threads) for node_id, load in loads.items()}
+        tile_size = tile_size or READ_TILE
+    value = evaluate_tiled(
+        plan.process_graph,
+        sources,
+        tile_size=tile_size,
+        hooks={"save_result": stages.pass_data_on},
+        resolver=resolver,
+        workers=workers,
+    )
+    usage += [u for cube in sources.values() for u in _usage_of(cube)]
+    return value, usage
+
+
+def run_fused(workspace: JobWorkspace, workers: int) -> Measurement:
+    """A job's three stages in one task, tile by tile from the archive to the result in
+    memory, then saved as the save stage does, without the intermediate store."""
+    started = time.perf_counter()
+    plan = workspace.read_plan()
+    loads = {
+        s.node_id: LoadPlan.from_dict(workspace.read_json(workspace.load_plan_file(s.node_id)))
+        for s in plan.sources
+    }
+    tiling = tiling_plan(plan.process_graph)
+    with meter() as measured:
+        result, usage = evaluate_streamed(
+            plan, loads, workers=workers, resolver=workspace.resolver()
+        )
+        if not isinstance(result, xr.DataArray):
+            result = xr.DataArray(np.asarray(result, dtype="float32"))
+        measured.megapixels = sum(float(np.prod(load.shape)) for load in loads.values()) / 1e6
+        files = stages.run_save(plan, workspace, result)
+    for load in loads.values():
+        t, b, h, w = load.shape
+        log.info(
+            "Read %s (node %s) tile by tile: t=%d, bands=%d, y=%d, x=%d",
+            load.collection_id,
+            load.node_id,
+            t,
+            b,
+            h,
+            w,
+        )
+    measured.seconds = time.perf_counter() - started
+    measured.extra = {
+        "fused": True,
+        "streamed": True,
+        "workers": workers,
+        "halo": tiling.halo,
+        "global_nodes": len(tiling.global_nodes),
+        "files": [f.name for f in files],
+    }
+    if usage:
+        measured.extra["usage"] = sum_usage(usage)
+    return measured
