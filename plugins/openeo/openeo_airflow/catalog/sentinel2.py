@@ -34,6 +34,8 @@ _PRODUCT = re.compile(
     r"_N(?P<baseline>\d{4})_R(?P<orbit>\d{3})_T(?P<tile>\d{2}[A-Z]{3})"
     r"_(?P<generation>\d{8}T\d{6})"
 )
+_BASELINE = (re.compile(r"(\d{1,2})\.(\d{1,2})"), re.compile(r"(\d{2})(\d{2})"))
+_PLATFORM = re.compile(r"2([a-dA-D])$")
 _BASELINE_KEYS = ("s2:processing_baseline", "processing:version", "sentinel:processing_baseline")
 _OFFSET_APPLIED_KEYS = ("earthsearch:boa_offset_applied", "sentinel:boa_offset_applied")
 
@@ -121,7 +123,7 @@ def parse_baseline(value: Any) -> tuple[int, int] | None:
     if value is None:
         return None
     text = str(value).strip().lstrip("Nn")
-    match = re.fullmatch(r"(\d{1,2})\.(\d{1,2})", text) or re.fullmatch(r"(\d{2})(\d{2})", text)
+    match = _BASELINE[0].fullmatch(text) or _BASELINE[1].fullmatch(text)
     if match is None:
         return None
     return int(match.group(1)), int(match.group(2))
@@ -165,7 +167,11 @@ def describe(items: Sequence[StacItem]) -> str:
 
 
 def _compact_time(text: str) -> datetime:
-    return datetime.strptime(text, "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    """``20240419T095549`` (as matched by ``_PRODUCT``), by hand: ``strptime`` builds a regex
+    on its first call in a process (~1 ms in a loader process, ~20 ms in a bare one)."""
+    numbers = (text[0:4], text[4:6], text[6:8], text[9:11], text[11:13], text[13:15])
+    year, month, day, hour, minute, second = (int(n) for n in numbers)
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def _property_time(value: Any) -> datetime | None:
@@ -180,7 +186,7 @@ def _property_time(value: Any) -> datetime | None:
 def _mission(platform: Any) -> str | None:
     if not isinstance(platform, str):
         return None
-    match = re.search(r"2([a-dA-D])$", platform.strip())
+    match = _PLATFORM.search(platform.strip())
     return f"S2{match.group(1).upper()}" if match else None
 
 

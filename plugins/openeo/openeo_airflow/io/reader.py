@@ -185,10 +185,9 @@ def time_steps(items: Sequence[StacItem], sentinel2: bool = False) -> Steps:
         for item in dropped:
             log.info("Dropped %s: a newer processing of the same observation is loaded", item.id)
         day_of = acquisition_day
-    return [
-        (day, list(group))
-        for day, group in groupby(sorted(items, key=lambda i: (day_of(i), i.datetime)), day_of)
-    ]
+    days = [day_of(item) for item in items]  # once per item: the sort and grouping reuse it
+    order = sorted(range(len(items)), key=lambda k: (days[k], items[k].datetime))
+    return [(day, [items[k] for k in group]) for day, group in groupby(order, key=days.__getitem__)]
 
 
 def read_steps(
@@ -243,6 +242,14 @@ class _Loader:
         self.options = options
         self.steps = steps
         self.footprints = {item.id: footprint(item) for _, group in steps for item in group}
+        # Per item and band, not per work unit (a large load has thousands of units).
+        self.decodings = {
+            (item.id, index): decoding_for(item, band)
+            for _, group in steps
+            for item in group
+            for index, band in enumerate(self.bands)
+            if band.asset in item.assets
+        }
         self.total_assets = sum(
             1 for _, group in steps for item in group for b in bands if b.asset in item.assets
         )
@@ -265,15 +272,20 @@ class _Loader:
         # One GDAL environment per thread, not per unit: each thread takes units in order
         # until none are left (units write disjoint parts of ``data``). After a failure no new
         # unit starts, and the failure of the earliest unit is raised, as a serial load would.
+        # The calling thread reads too: one thread fewer to start, and each new thread pays
+        # ~20 ms CPU on its first open (GDAL's per-thread PROJ context; bench/LOAD.md).
         queue = enumerate(work)
         errors: list[tuple[int, Exception]] = []
         if workers <= 1:
             self._drain(data, queue, errors)
         else:
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                threads = [pool.submit(self._drain, data, queue, errors) for _ in range(workers)]
-                for thread in threads:
-                    thread.result()  # errors outside a unit (the GDAL environment)
+            with ThreadPoolExecutor(max_workers=workers - 1) as pool:
+                helpers = [
+                    pool.submit(self._drain, data, queue, errors) for _ in range(workers - 1)
+                ]
+                self._drain(data, queue, errors)
+                for helper in helpers:
+                    helper.result()  # errors outside a unit (the GDAL environment)
         if errors:
             raise min(errors, key=lambda error: error[0])[1]
 
@@ -313,7 +325,8 @@ class _Loader:
             if self._is_failed(href):
                 continue
             # The first read goes straight into the cube; later ones fill its gaps.
-            values = self._read(item, band, href, tile.grid, target if first else None)
+            decoding = self.decodings[item.id, band_index]
+            values = self._read(item, band, decoding, href, tile.grid, target if first else None)
             if values is None:
                 continue
             if not first:
@@ -328,11 +341,11 @@ class _Loader:
         self,
         item: StacItem,
         band: BandConfig,
+        decoding: Decoding,
         href: str,
         grid: Grid,
         out: np.ndarray | None = None,
     ) -> np.ndarray | None:
-        decoding = decoding_for(item, band)
         try:
             return read_values(href, band, decoding, grid, retry=self.options.retry, out=out)
         except AssetError as error:
