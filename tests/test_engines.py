@@ -272,7 +272,7 @@ def test_a_small_job_runs_fused_with_the_same_result_as_its_stages(backend: Back
 def test_a_fused_run_out_of_memory_falls_back_to_separate_stages(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def exhausted(workspace: Any, workers: int) -> Any:
+    def exhausted(workspace: Any, workers: int, tile_size: int) -> Any:
         raise MemoryError("Unable to allocate 12.0 GiB for an array")
 
     monkeypatch.setattr(streaming, "run_fused", exhausted)

@@ -18,6 +18,7 @@ from openeo_airflow.sizing.model import (
     choose_tile,
     fused_budget_mb,
     fused_peak_mb,
+    reads_whole,
     load_tile_mb,
     shrink,
     size_job,
@@ -256,57 +257,77 @@ def test_nonsense_job_options_are_an_openeo_error(client) -> None:  # type: igno
 @pytest.mark.parametrize(
     ("source", "options", "engine", "fused"),
     [
-        (SMALL, {}, "inline", True),  # one tile per stage, under 100 MiB at once
+        (SMALL, {}, "inline", True),  # under 100 MiB at once
         (SMALL, {"fuse-stages": False}, "inline", False),
         (SMALL, {"engine": "spark-local"}, "spark-local", False),
         (SMALL, {"engine": "spark-local", "fuse-stages": True}, "spark-local", False),
-        (SMALL, {"tile-size": 128}, "inline", False),  # several tiles: the stages tile
+        (SMALL, {"tile-size": 128}, "inline", False),  # the user asks for tiled stages
         (LONG, {"engine": "inline"}, "inline", False),  # 15 Gpx: far over the budget
     ],
 )
-def test_only_small_inline_jobs_are_fused(
+def test_inline_jobs_that_fit_the_worker_are_fused(
     source: SourceShape, options: dict[str, object], engine: str, fused: bool
 ) -> None:
     sizing = size_job([source], GRAPH, Limits(), validate_job_options(dict(options)))
     assert (sizing.engine, sizing.fused) == (engine, fused)
+    assert sizing.fused_peak_mb > 0
     if fused:
-        assert fused_peak_mb(sizing.stages) <= fused_budget_mb(Limits())
+        assert sizing.fused_peak_mb <= fused_budget_mb(Limits())
         assert "fused" in sizing.reason
         # one Airflow task instead of three: the estimate is shorter than the stages' sum
         assert sizing.seconds < sum(s.seconds for s in sizing.stages)
 
 
-def test_a_fused_job_over_the_memory_budget_is_not_fused() -> None:
+def test_a_job_over_the_fused_memory_budget_runs_in_stages() -> None:
     one_tile = SourceShape("load", steps=20, bands=4, height=1500, width=1500, block_size=2048)
     small_worker = Limits(local_memory_mb=2048)
     sizing = size_job([one_tile], GRAPH, small_worker, {"engine": "inline"})
-    assert all(s.tiles <= 1 for s in sizing.stages)
-    assert fused_peak_mb(sizing.stages) > fused_budget_mb(small_worker)
-    assert not sizing.fused
-    assert choose_fused("inline", sizing.stages, True, fused_budget_mb(small_worker)) == (
+    assert sizing.fused_peak_mb > fused_budget_mb(small_worker)
+    assert not sizing.fused and "over" in sizing.reason
+    forced = {"fuse-stages": True}
+    assert choose_fused("inline", sizing.fused_peak_mb, forced, 1.0) == (
         True,
         "fuse-stages set in job_options",
     )
 
 
-def test_a_tiled_job_that_fits_the_worker_whole_is_fused_in_one_piece() -> None:
-    """A year of dates over 1600 px: the tile budget cuts it into 4 tiles, but in one piece it
-    fits half the worker's memory, so it runs fused with a tile covering the extent; on a
-    small worker it stays tiled, and the user's tile size or fuse-stages are respected."""
+def test_a_tiled_job_that_fits_the_worker_is_fused_and_read_whole() -> None:
+    """A year of dates over 1600 px: the tile budget cuts its stages into tiles, but the fused
+    run reads it whole (860 MiB) and evaluates it in tiles on both cores, so it fits half the
+    worker's memory; on a small worker it runs in tiled stages."""
     year = SourceShape("load", steps=28, bands=3, height=1600, width=1600, block_size=512)
     graph = GraphShape(nodes=15, reduces_time=True, temporal_aggregation=True)
-    assert choose_tile([year], graph, 1) < 1600  # the tile budget alone would tile it
     sizing = size_job([year], graph, Limits(), {"engine": "inline"})
-    assert sizing.fused and sizing.tile_size == 2048
-    assert all(s.tiles == 1 for s in sizing.stages)
-    assert fused_peak_mb(sizing.stages) <= fused_budget_mb(Limits())
-    small = size_job([year], graph, Limits(local_memory_mb=4096), {"engine": "inline"})
-    assert not small.fused and small.tile_size < 1600
+    assert sizing.tile_size < 1600 and any(s.tiles > 1 for s in sizing.stages)
+    assert reads_whole([year]) and sizing.fused
+    whole = year.megapixels * 1e6 * 4 / 2**20
+    assert whole < sizing.fused_peak_mb <= fused_budget_mb(Limits())
+    small = size_job([year], graph, Limits(local_memory_mb=2048), {"engine": "inline"})
+    assert not small.fused
     for options in ({"tile-size": 1024}, {"fuse-stages": False}):
         chosen = size_job(
             [year], graph, Limits(), validate_job_options({"engine": "inline", **options})
         )
         assert not chosen.fused
+
+
+def test_a_fused_run_too_large_to_read_whole_holds_a_tile_per_worker() -> None:
+    # 3 GiB of input: read per sized tile on each of the worker's cores, so the fused run
+    # holds far less than its input.
+    big = SourceShape("load", steps=50, bands=4, height=2000, width=2000, block_size=512)
+    graph = GraphShape(nodes=8, reduces_time=True)
+    assert not reads_whole([big])
+    two = fused_peak_mb([big], graph, 512, workers=2)
+    four = fused_peak_mb([big], graph, 512, workers=4)
+    assert two < big.megapixels * 1e6 * 4 / 2**20 / 2 and four > two
+    assert fused_peak_mb([big], graph, 1024, workers=2) > two
+
+
+def test_global_processes_in_a_fused_run_work_on_the_whole_cube() -> None:
+    cube = SourceShape("load", steps=6, bands=3, height=1600, width=1600, block_size=512)
+    local = GraphShape(nodes=10, reduces_time=True)
+    zonal = GraphShape(nodes=10, reduces_time=True, global_nodes=1)
+    assert fused_peak_mb([cube], zonal, 512, 2) > fused_peak_mb([cube], local, 512, 2)
 
 
 def test_a_resized_retry_is_never_fused() -> None:

@@ -16,6 +16,12 @@ from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.planning import shape_job
 from openeo_airflow.io.grid import Grid
 from openeo_airflow.jobs.backend import Backend
+from openeo_airflow.sizing.model import (
+    STREAM_MAX_TILE,
+    STREAM_MIN_TILE,
+    STREAM_WHOLE_MB,
+    stream_tile_size,
+)
 from tests.test_engines import cdse_ndvi_max, rkh_smoothed
 
 
@@ -56,9 +62,10 @@ def test_span_of_basic_indices() -> None:
 
 
 def test_stream_tiles_give_every_worker_two_or_more() -> None:
-    assert streaming.stream_tile_size(5000, 5000, 2) == streaming.MAX_TILE
-    assert streaming.stream_tile_size(1600, 1600, 2) == 1024  # 2 x 2 tiles or more
-    assert streaming.stream_tile_size(100, 100, 4) == streaming.MIN_TILE
+    assert stream_tile_size(5000, 5000, 2) == STREAM_MAX_TILE
+    assert stream_tile_size(1600, 1600, 2) == 1024  # 2 x 2 tiles or more
+    assert stream_tile_size(900, 900, 2) == 512
+    assert stream_tile_size(100, 100, 4) == STREAM_MIN_TILE
 
 
 def test_a_lazy_source_reads_only_the_window_it_is_cut_to(
@@ -78,7 +85,7 @@ def test_a_lazy_source_reads_only_the_window_it_is_cut_to(
     assert strided.sizes["x"] == 6 and list(strided.x.values) == list(lazy.x.values[0:40:7])
 
 
-@pytest.mark.parametrize("whole_mb", [0.0, streaming.WHOLE_READ_MB])
+@pytest.mark.parametrize("whole_mb", [0.0, STREAM_WHOLE_MB])
 @pytest.mark.parametrize("graph", [cdse_ndvi_max, rkh_smoothed])
 def test_tiled_threaded_evaluation_equals_the_whole_cube(
     backend: Backend, monkeypatch: pytest.MonkeyPatch, graph: Any, whole_mb: float
@@ -89,7 +96,7 @@ def test_tiled_threaded_evaluation_equals_the_whole_cube(
     expected = _whole(plan, loads)
     reads = _Reads(monkeypatch)
     value, usage = streaming.evaluate_streamed(
-        plan, loads, workers=2, whole_mb=whole_mb, tile_size=16
+        plan, loads, workers=2, whole_mb=whole_mb, tile_size=16, read_tile=16
     )
     assert isinstance(value, xr.DataArray) and usage == []
     assert value.dims == expected.dims and value.shape == expected.shape

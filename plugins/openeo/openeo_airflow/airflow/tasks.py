@@ -20,7 +20,7 @@ from openeo_airflow.engine.planning import JobShape, limits_of, size_plan
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.jobs.backend import Backend
 from openeo_airflow.jobs.joblog import job_logging
-from openeo_airflow.sizing.model import Sizing, fused_peak_mb, shrink
+from openeo_airflow.sizing.model import Sizing, shrink
 from openeo_airflow.sizing.resources import Resources, validate_job_options
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,7 @@ def fused(job_id: str) -> bool:
             "%.1f MB read",
             measured.seconds,
             measured.peak_mb,
-            fused_peak_mb(Sizing.from_dict(spec).stages),
+            Sizing.from_dict(spec).fused_peak_mb,
             measured.megapixels,
             measured.bytes_read / 1e6,
         )

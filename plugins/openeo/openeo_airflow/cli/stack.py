@@ -110,6 +110,12 @@ def stack_env(config: StackConfig) -> dict[str, str]:
     return env
 
 
+def _python_beside(executable: str) -> str:
+    """The interpreter of the environment ``executable`` was installed in."""
+    python = Path(executable).parent / "python"
+    return str(python) if python.exists() else sys.executable
+
+
 class LocalStack:
     """Starts and stops the Airflow components as child processes."""
 
@@ -147,6 +153,9 @@ class LocalStack:
             args = [airflow, component]
             if component == "api-server":
                 args += ["--port", str(self.config.port)]
+            if component == "scheduler":
+                # Its forked workers run the tasks: they start with the engine imported.
+                args = [_python_beside(airflow), "-m", "openeo_airflow.cli.scheduler"]
             with open(logs / f"{component}.log", "ab") as out:
                 self.processes[component] = subprocess.Popen(
                     args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True

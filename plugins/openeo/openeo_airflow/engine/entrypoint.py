@@ -52,7 +52,7 @@ def run_stage(
         if stage == "save":
             return tiled.run_save(workspace)
         if stage == "fused":  # the three stages in one task, tile by tile (inline only)
-            return streaming.run_fused(workspace, workers)
+            return streaming.run_fused(workspace, workers, tile_size)
         raise ValueError(f"Unknown stage {stage!r}; one of {', '.join(STAGES)}")
     except MemoryError as exc:
         raise StageOutOfMemory(

@@ -29,13 +29,11 @@ from openeo_airflow.engine.measure import Measurement, meter, sum_usage
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import evaluate_tiled, tiling_plan
+from openeo_airflow.sizing.model import STREAM_WHOLE_MB, stream_tile_size
 
 log = logging.getLogger(__name__)
 
-MIN_TILE = 512
-MAX_TILE = 1024
-READ_TILE = 2048  # sources read per tile: large, so few blocks are decoded twice
-WHOLE_READ_MB = 2048.0  # sources up to this size are read whole
+READ_TILE = 2048  # sources read per tile without a sized tile: few blocks decoded twice
 
 
 class _PlanArray(BackendArray):
@@ -98,24 +96,15 @@ def _usage_of(cube: xr.DataArray) -> list[dict[str, Any]]:
     return list(array.usage) if isinstance(array, _PlanArray) else []
 
 
-def stream_tile_size(height: int, width: int, workers: int) -> int:
-    """Tiles small enough that every worker gets two or more (so no thread idles while the
-    last one finishes), yet no smaller than ``MIN_TILE`` (each tile evaluates the graph once
-    more) and no larger than ``MAX_TILE`` (the working set per tile)."""
-    size = MAX_TILE
-    while size > MIN_TILE and -(-height // size) * -(-width // size) < 2 * workers:
-        size //= 2
-    return size
-
-
 def evaluate_streamed(
     plan: Plan,
     loads: Mapping[str, LoadPlan],
     *,
     workers: int,
     resolver: Resolver | None = None,
-    whole_mb: float = WHOLE_READ_MB,
+    whole_mb: float = STREAM_WHOLE_MB,
     tile_size: int | None = None,
+    read_tile: int = READ_TILE,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """The graph's value, evaluated tile by tile on ``workers`` threads; also the usage the
     reads reported (Sentinel Hub processing units).
@@ -123,8 +112,8 @@ def evaluate_streamed(
     Sources that fit ``whole_mb`` together are read whole first: each file is opened once and
     each of its blocks decoded once (windows of a tiled read share the blocks on their edges),
     and the tiles are views of them; a graph with global processes then runs on the whole
-    cube. Larger sources are read per tile of ``READ_TILE`` px. ``tile_size`` overrides
-    either tile size."""
+    cube (``tile_size`` overrides the tiles of the sources read whole). Larger sources are
+    read and evaluated per tile of ``read_tile`` px."""
     shapes = [load.shape for load in loads.values()]
     input_mb = sum(float(np.prod(shape)) for shape in shapes) * 4 / 2**20
     usage: list[dict[str, Any]] = []
@@ -145,7 +134,7 @@ def evaluate_streamed(
         # The tiles are the parallel unit: each reads its window on one thread.
         reader_threads = None if workers <= 1 else 1
         sources = {node_id: lazy_source(load, reader_threads) for node_id, load in loads.items()}
-        tile_size = tile_size or READ_TILE
+        tile_size = read_tile
     value = evaluate_tiled(
         plan.process_graph,
         sources,
@@ -158,9 +147,10 @@ def evaluate_streamed(
     return value, usage
 
 
-def run_fused(workspace: JobWorkspace, workers: int) -> Measurement:
+def run_fused(workspace: JobWorkspace, workers: int, tile_size: int) -> Measurement:
     """A job's three stages in one task, tile by tile from the archive to the result in
-    memory, then saved as the save stage does, without the intermediate store."""
+    memory, then saved as the save stage does, without the intermediate store; sources too
+    large to read whole are read per ``tile_size`` tile (the sized one)."""
     started = time.perf_counter()
     plan = workspace.read_plan()
     loads = {
@@ -170,7 +160,7 @@ def run_fused(workspace: JobWorkspace, workers: int) -> Measurement:
     tiling = tiling_plan(plan.process_graph)
     with meter() as measured:
         result, usage = evaluate_streamed(
-            plan, loads, workers=workers, resolver=workspace.resolver()
+            plan, loads, workers=workers, resolver=workspace.resolver(), read_tile=tile_size
         )
         if not isinstance(result, xr.DataArray):
             result = xr.DataArray(np.asarray(result, dtype="float32"))

@@ -64,9 +64,14 @@ SPARK_TASK_SECONDS = 0.3  # per tile on the Spark engines
 TASK_SECONDS = 2.0
 SPARK_STARTUP_SECONDS = {"inline": 0.0, "spark-local": 25.0, "spark-k8s": 60.0}
 INLINE_MAX_MEGAPIXELS = 400.0  # above: the job goes to the configured Spark engine
-# A fused run holds every source, the transform's working set and the result at once; it may
-# take this share of the local worker's memory (Limits.local_memory_mb).
+# A fused run (engine.streaming) may take this share of the local worker's memory
+# (Limits.local_memory_mb). It reads sources up to STREAM_WHOLE_MB whole (each file opened and
+# each block decoded once), larger ones per tile; it evaluates tiles of STREAM_MIN_TILE to
+# STREAM_MAX_TILE px on the worker's cores.
 FUSED_MEMORY_SHARE = 0.5
+STREAM_WHOLE_MB = 2048.0
+STREAM_MIN_TILE = 512
+STREAM_MAX_TILE = 1024
 CREDITS_PER_CORE_HOUR = 1.0
 CREDITS_PER_GIB_HOUR = 0.1
 
@@ -139,6 +144,7 @@ class Sizing:
     seconds: float = 0.0
     credits: float = 0.0
     fused: bool = False  # load, transform and save in one task, in memory
+    fused_peak_mb: float = 0.0  # what the fused run would hold at once
 
     def stage(self, name: str) -> StageSize | None:
         return next((s for s in self.stages if s.name == name), None)
@@ -251,10 +257,38 @@ def choose_engine(megapixels: float, limits: Limits, forced: str | None) -> tupl
     return limits.engine, f"{megapixels:,.0f} Mpx: parallel on {limits.engine}"
 
 
-def fused_peak_mb(stages: list[StageSize]) -> float:
-    """What a fused run holds at its peak: every loaded source, the transform's working set
-    and the saved result (the stages' per-tile peaks, added up: conservative)."""
-    return round(sum(s.peak_tile_mb for s in stages), 1)
+def stream_tile_size(height: int, width: int, workers: int) -> int:
+    """The tiles a fused run evaluates sources read whole in: small enough that every worker
+    gets two or more (no thread idles while the last one finishes), no smaller than
+    ``STREAM_MIN_TILE`` (each tile evaluates the graph once more: about 15 ms of overhead
+    measured on W1's 20 processes) and no larger than ``STREAM_MAX_TILE`` (the working set)."""
+    size = STREAM_MAX_TILE
+    while size > STREAM_MIN_TILE and -(-height // size) * -(-width // size) < 2 * workers:
+        size //= 2
+    return size
+
+
+def reads_whole(sources: list[SourceShape]) -> bool:
+    """Whether a fused run reads its sources whole (else tile by tile)."""
+    return sum(s.megapixels for s in sources) * 1e6 * FLOAT / MB <= STREAM_WHOLE_MB
+
+
+def fused_peak_mb(sources: list[SourceShape], graph: GraphShape, tile: int, workers: int) -> float:
+    """What a fused run holds at its peak: the sources read whole (or one ``tile`` of them per
+    worker), each worker's transform working set on its tile (the whole cube with global
+    processes, which then run at once), and the result twice (its tiles and their mosaic)."""
+    extent = max((max(s.height, s.width) for s in sources), default=1)
+    if reads_whole(sources):
+        held = sum(load_tile_mb(s, extent) for s in sources)
+        height = max((s.height for s in sources), default=1)
+        width = max((s.width for s in sources), default=1)
+        evaluated = extent if graph.global_nodes else stream_tile_size(height, width, workers)
+    else:
+        held = workers * sum(load_tile_mb(s, tile) for s in sources)
+        evaluated = tile
+    parallel = 1 if evaluated >= extent else workers
+    working = parallel * transform_tile_mb(sources, graph, evaluated)
+    return round(held + working + 2 * result_mb(sources, graph), 1)
 
 
 def fused_budget_mb(limits: Limits) -> float:
@@ -262,30 +296,27 @@ def fused_budget_mb(limits: Limits) -> float:
 
 
 def choose_fused(
-    engine: str, stages: list[StageSize], forced: bool | None, budget_mb: float
+    engine: str, peak_mb: float, options: dict[str, Any], budget_mb: float, megapixels: float = 0.0
 ) -> tuple[bool, str]:
-    """Whether a job runs its stages in one task without the intermediate store. Only inline
-    jobs whose every stage is one tile and which fit ``budget_mb``: for them, the store's
-    write and read and three more Airflow tasks cost more than the work (bench/README.md,
-    "Engine overhead"), and a retry redoes little. The user can force either way."""
+    """Whether a job runs its stages in one task, streamed from the archive to the result
+    without the intermediate store (engine.streaming): inline jobs whose fused run fits
+    ``budget_mb``. The store's write and read and three more Airflow tasks cost more than
+    they give where the worker can hold the job (bench/README.md, "Engine overhead"); a fused
+    run that still runs out of memory falls back to the stages. The user can force either
+    way; a user's ``tile-size`` asks for tiled stages. A job larger than an inline job
+    (``INLINE_MAX_MEGAPIXELS``, when forced inline) keeps its stages: what a stage stored
+    need not be redone when a later one fails."""
     if engine != "inline":
         return False, f"stages run separately on {engine}"
-    if forced is not None:
-        return forced, "fuse-stages set in job_options"
-    peak = fused_peak_mb(stages)
-    if any(s.tiles > 1 for s in stages):
-        return False, "more than one tile per stage"
-    if peak > budget_mb:
-        return False, f"{peak:,.0f} MiB at once is over {budget_mb:,.0f} MiB"
-    return True, f"small job ({peak:,.0f} MiB at once): stages fused in memory"
-
-
-def whole_tile(sources: list[SourceShape], graph: GraphShape) -> int | None:
-    """The smallest tile (a multiple of the block and the alignment) that covers the whole
-    extent, if there is one within ``MAX_TILE``."""
-    unit, extent = _tile_unit_and_extent(sources, graph)
-    tile = -(-extent // unit) * unit
-    return tile if tile <= MAX_TILE else None
+    if options.get("fuse-stages") is not None:
+        return bool(options["fuse-stages"]), "fuse-stages set in job_options"
+    if options.get("tile-size"):
+        return False, "tile-size set in job_options: tiled stages"
+    if megapixels > INLINE_MAX_MEGAPIXELS:
+        return False, f"{megapixels:,.0f} Mpx: stages keep what they did"
+    if peak_mb > budget_mb:
+        return False, f"fused, {peak_mb:,.0f} MiB at once would be over {budget_mb:,.0f} MiB"
+    return True, f"{peak_mb:,.0f} MiB at once: stages fused, streamed in memory"
 
 
 def _resources(
@@ -432,17 +463,8 @@ def size_job(
     if graph.align > 1:
         tile = -(-tile // graph.align) * graph.align
     stages = size_stages(sources, graph, engine, tile, limits, options)
-    budget = fused_budget_mb(limits)
-    fused, why = choose_fused(engine, stages, options.get("fuse-stages"), budget)
-    chosen_freely = options.get("fuse-stages") is None and not options.get("tile-size")
-    whole = whole_tile(sources, graph) if not fused and chosen_freely else None
-    if whole and engine == "inline":
-        # Tiled to fit the tile budget, but the whole job may still fit the worker in one
-        # piece: in memory it runs in a fraction of the staged time (no store, one task).
-        whole_stages = size_stages(sources, graph, engine, whole, limits, options)
-        whole_fused, whole_why = choose_fused(engine, whole_stages, None, budget)
-        if whole_fused:
-            tile, stages, fused, why = whole, whole_stages, True, whole_why
+    peak = fused_peak_mb(sources, graph, tile, limits.local_cores)
+    fused, why = choose_fused(engine, peak, options, fused_budget_mb(limits), megapixels)
     seconds = sum(s.seconds for s in stages)
     if fused:  # one Airflow task instead of one per stage
         seconds -= TASK_SECONDS * (len(stages) - 1)
@@ -456,6 +478,7 @@ def size_job(
         seconds=round(seconds, 2),
         credits=credits(stages),
         fused=fused,
+        fused_peak_mb=peak,
     )
 
 
