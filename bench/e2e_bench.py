@@ -70,7 +70,7 @@ class Bench:
         index, retries = 0, self.args.retries
         while index < self.args.warmup + self.args.runs:
             warm = index < self.args.warmup
-            seconds, peak, error, tasks, work = self._once(
+            seconds, (peak, pss), error, tasks, work = self._once(
                 path, workload, side_km, target, polygons
             )
             label = "warm-up" if warm else f"run {index - self.args.warmup + 1}"
@@ -89,6 +89,7 @@ class Bench:
             # Peak memory counts the warm-up too: a long-lived process (the API server, for
             # sync) grows on its first run and reuses that memory (GDAL cache, heap) later.
             result.peak_mem.append(peak)
+            result.peak_pss.append(pss)
             if not warm:
                 result.seconds.append(seconds)
                 if tasks:
@@ -106,7 +107,7 @@ class Bench:
 
     def _once(
         self, path: str, workload: str, side_km: float, target: Path, polygons: Path
-    ) -> tuple[float | None, int, str | None, dict[str, float], float | None]:
+    ) -> tuple[float | None, tuple[int, int], str | None, dict[str, float], float | None]:
         target.unlink(missing_ok=True)
         common = ["--workload", workload, "--side-km", str(side_km), "--out", str(target)]
         if workload == "W3":
@@ -121,7 +122,7 @@ class Bench:
                 command = [str(self.peer_python), str(REPO / "bench" / "peer.py"), *common]
                 command += ["--stac", self.stac.collection_url]
             run = run_measured(command, self.env, self.args.timeout)
-            return run.seconds, run.peak_rss, run.error, {}, None
+            return run.seconds, (run.peak_rss, run.peak_pss), run.error, {}, None
         assert self.stack is not None
         if not self.stack.alive():
             log("the local stack is down (see its logs); restarting it")
@@ -129,7 +130,8 @@ class Bench:
         data = json.loads(polygons.read_text()) if workload == "W3" else None
         engine = path.partition("-")[2] or "inline"
         ours = run_ours(self.stack, path.partition("-")[0], workload, side_km, target, data, engine)
-        return ours.seconds, ours.peak_rss_delta, ours.error, ours.tasks, ours.work_seconds
+        peaks = (ours.peak_rss_delta, ours.peak_pss_delta)
+        return ours.seconds, peaks, ours.error, ours.tasks, ours.work_seconds
 
     # ---------------------------------------------------------------- the whole invocation
 

@@ -3,7 +3,9 @@
 Memory is the sum of the resident set sizes (RSS) of a root process and all its descendants,
 sampled every 50 ms in a background thread. RSS counts shared pages once per process (forked
 Airflow workers share their parent's pages), so a tree's sum overstates what it takes from the
-machine; we use the same measure for every path.
+machine; we use the same measure for every path. Beside it, the sum of the proportional set
+sizes (PSS: a page shared by n processes counts 1/n in each), which does not overstate it; for
+a single process (the floor, the peer) the two are about the same.
 """
 
 from __future__ import annotations
@@ -33,28 +35,46 @@ def tree_rss(root: psutil.Process) -> int:
     return total
 
 
+def tree_pss(root: psutil.Process) -> int:
+    total = 0
+    try:
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            total += process.memory_full_info().pss
+    return total
+
+
 class TreeSampler:
-    """Samples ``tree_rss(pid)`` until stopped; ``peak`` is the largest sample."""
+    """Samples ``tree_rss(pid)`` and ``tree_pss(pid)`` until stopped; ``peak`` and
+    ``peak_pss`` are the largest samples."""
 
     def __init__(self, pid: int) -> None:
         self.root = psutil.Process(pid)
         self.peak = 0
+        self.peak_pss = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> TreeSampler:
-        self.peak = tree_rss(self.root)
+        self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, tree_rss(self.root))
+        self._sample()
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL):
-            self.peak = max(self.peak, tree_rss(self.root))
+            self._sample()
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, tree_rss(self.root))
+        self.peak_pss = max(self.peak_pss, tree_pss(self.root))
 
 
 @dataclass
@@ -63,6 +83,7 @@ class RunResult:
     wall: float  # the whole subprocess, interpreter start included
     peak_rss: int
     error: str | None = None
+    peak_pss: int = 0
 
 
 def run_measured(command: list[str], env: dict[str, str], timeout: float) -> RunResult:
@@ -77,13 +98,16 @@ def run_measured(command: list[str], env: dict[str, str], timeout: float) -> Run
         except subprocess.TimeoutExpired:
             process.kill()
             out, err = process.communicate()
-            return RunResult(None, time.perf_counter() - started, sampler.peak, "timeout")
+            return RunResult(
+                None, time.perf_counter() - started, sampler.peak, "timeout", sampler.peak_pss
+            )
     wall = time.perf_counter() - started
     lines = [line for line in out.splitlines() if line.startswith("{")]
     report: dict[str, Any] = json.loads(lines[-1]) if lines else {}
     if process.returncode != 0 or not report:
         tail = (err or out).strip().splitlines()[-5:]
-        return RunResult(None, wall, sampler.peak, f"exit {process.returncode}: {' | '.join(tail)}")
+        error = f"exit {process.returncode}: {' | '.join(tail)}"
+        return RunResult(None, wall, sampler.peak, error, sampler.peak_pss)
     if "error" in report:
-        return RunResult(None, wall, sampler.peak, str(report["error"]))
-    return RunResult(float(report["seconds"]), wall, sampler.peak)
+        return RunResult(None, wall, sampler.peak, str(report["error"]), sampler.peak_pss)
+    return RunResult(float(report["seconds"]), wall, sampler.peak, peak_pss=sampler.peak_pss)

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import openeo
 
-from bench.measure import TreeSampler, tree_rss
+from bench.measure import TreeSampler, tree_pss, tree_rss
 from bench.workloads import build
 
 USER = ("bench", "bench-password")
@@ -47,6 +47,7 @@ class OursRun:
     error: str | None = None
     tasks: dict[str, float] = field(default_factory=dict)  # Airflow task id -> seconds
     work_seconds: float | None = None  # batch: the stages' own measured time (job usage)
+    peak_pss_delta: int = 0  # the same as peak_rss_delta, in proportional set size
 
 
 class Stack:
@@ -187,6 +188,7 @@ def run_ours(
     assert stack.process is not None
     root = stack.process.pid
     baseline = tree_rss(_psutil_process(root))
+    baseline_pss = tree_pss(_psutil_process(root))
     tasks: dict[str, float] = {}
     work: float | None = None
     started = time.perf_counter()
@@ -214,7 +216,10 @@ def run_ours(
         except Exception as error:
             return OursRun(None, sampler.peak - baseline, f"{type(error).__name__}: {error}")
         seconds = time.perf_counter() - started
-    return OursRun(seconds, max(0, sampler.peak - baseline), tasks=tasks, work_seconds=work)
+    pss = max(0, sampler.peak_pss - baseline_pss)
+    return OursRun(
+        seconds, max(0, sampler.peak - baseline), tasks=tasks, work_seconds=work, peak_pss_delta=pss
+    )
 
 
 def _work_seconds(job: Any) -> float | None:

@@ -18,6 +18,7 @@ class PathResult:
     path: str
     seconds: list[float] = field(default_factory=list)
     peak_mem: list[int] = field(default_factory=list)  # bytes (ours: delta of the stack tree)
+    peak_pss: list[int] = field(default_factory=list)  # the same, proportional set size
     error: str | None = None
     comparison: dict[str, Any] = field(default_factory=dict)
     tasks: list[dict[str, float]] = field(default_factory=list)
@@ -36,6 +37,10 @@ class PathResult:
     @property
     def peak_mb(self) -> float | None:
         return max(self.peak_mem) / MB if self.peak_mem else None
+
+    @property
+    def peak_pss_mb(self) -> float | None:
+        return max(self.peak_pss) / MB if self.peak_pss else None
 
     def task_medians(self) -> dict[str, float]:
         names = {name for run in self.tasks for name in run}
@@ -59,6 +64,7 @@ def summarize(results: dict[str, dict[str, dict[str, PathResult]]]) -> dict[str,
             decode_s = decode.median if decode and decode.ok else None
             local_s = local.median if local and local.ok else None
             local_mb = local.peak_mb if local and local.ok else None
+            local_pss = local.peak_pss_mb if local and local.ok else None
             entry: dict[str, Any] = {}
             for name, result in paths.items():
                 figures: dict[str, Any] = {"status": "ok" if result.ok else "unsupported"}
@@ -71,12 +77,15 @@ def summarize(results: dict[str, dict[str, dict[str, PathResult]]]) -> dict[str,
                 figures["seconds"] = round(result.median or 0.0, 3)
                 figures["runs"] = len(result.seconds)
                 figures["peak_mem_mb"] = round(result.peak_mb or 0.0, 1)
+                if result.peak_pss_mb is not None:
+                    figures["peak_pss_mb"] = round(result.peak_pss_mb, 1)
                 if name in OURS or name == "local":
                     key = "ours" if name in OURS else "local"
                     figures[f"{key}_over_floor"] = _ratio(result.median, floor_s)
                 if name in OURS:
                     figures["ours_over_local"] = _ratio(result.median, local_s)
                     figures["peak_mem_over_local"] = _ratio(result.peak_mb, local_mb)
+                    figures["peak_pss_over_local"] = _ratio(result.peak_pss_mb, local_pss)
                     if result.tasks:
                         tasks = result.task_medians()
                         figures["airflow_task_seconds"] = {k: round(v, 2) for k, v in tasks.items()}
