@@ -3,9 +3,10 @@
     .venv/bin/python bench/profile_ours.py GRAPH_JSON --collections FILE [--repeat 2]
 
 GRAPH_JSON is a process graph the harness saved next to our result (``*.graph.json``). Runs
-what the sync path and the inline batch tasks run, without HTTP or Airflow: ``compile_plan``,
-``stages.load_source`` (STAC search + windowed COG reads onto the cube grid), ``stages.transform``
-and ``stages.encode``; then the raw decode of the same windows with rasterio (1 and 2 threads)
+the pieces of a sync or fused batch run one after the other, without HTTP or Airflow:
+``compile_plan``, ``planning.shape_job`` and ``LoadPlan.read`` (STAC search + windowed COG
+reads onto the cube grid, whole), ``stages.transform`` (untiled, one thread) and
+``stages.encode``; then the raw decode of the same windows with rasterio (1 and 2 threads)
 as the yardstick of DESIGN section 7 (W1's work time at most 2x the raw decode). Prints one
 JSON line per repeat: seconds per stage, process peak RSS after each stage, megapixels decoded.
 """
@@ -71,6 +72,7 @@ def main() -> None:
     from openeo_airflow.catalog.config import load_collections
     from openeo_airflow.compiler.compile import compile_plan
     from openeo_airflow.engine import stages
+    from openeo_airflow.engine.planning import shape_job
     from openeo_airflow.processes.registry import implemented
 
     collections = load_collections(args.collections)
@@ -82,7 +84,8 @@ def main() -> None:
                             collections=set(collections))  # fmt: skip
         report["compile_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        cubes = {s.node_id: stages.load_source(s, collections, "local") for s in plan.sources}
+        loads = shape_job(plan, collections, "local", {}).loads
+        cubes = {p.node_id: p.empty_cube().copy(data=p.read(p.grid)[0]) for p in loads}
         report["load_s"] = time.perf_counter() - started
         report["load_peak_mb"] = peak_mb()
         started = time.perf_counter()

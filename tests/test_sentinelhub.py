@@ -33,7 +33,7 @@ from openeo_airflow.compiler.compile import compile_plan
 from openeo_airflow.compiler.plan import Plan
 from openeo_airflow.core.errors import InfrastructureBusy, ProcessParameterUnsupported
 from openeo_airflow.engine.planning import shape_job
-from openeo_airflow.engine.stages import evaluate_plan, load_source
+from openeo_airflow.engine.stages import evaluate_plan
 from openeo_airflow.io.backscatter import DigitalElevationModelInvalid
 from openeo_airflow.io.sar import BACKSCATTER_ATTR
 from openeo_airflow.io.sentinelhub import USAGE_ATTR, load_sentinelhub
@@ -559,7 +559,8 @@ def test_merge_s1_backscatter_with_s2(server: ShServer, shared_data: Path, tmp_p
         known_processes=registry.specs(),
         collections={k: c.band_names for k, c in collections.items()},
     )
-    cubes = {s.node_id: load_source(s, collections, "local") for s in plan.sources}
+    loads = shape_job(plan, collections, "local", {}).loads  # what sync and fused runs read
+    cubes = {p.node_id: p.empty_cube().copy(data=p.read(p.grid)[0]) for p in loads}
     assert cubes["s1"].sizes["x"] == cubes["s2"].sizes["x"] == 64
     merged = evaluate_plan(plan, cubes)
     assert list(merged.bands.values) == ["VV", "VH", "B04", "B08"]

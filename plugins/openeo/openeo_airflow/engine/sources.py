@@ -2,9 +2,9 @@
 
 ``load_collection`` names a configured collection (searched by ``catalog.stac``);
 ``load_stac`` and ``load_result`` are ad-hoc sources made from a STAC document
-(``catalog.adhoc``) or a finished job's results (``catalog.job_results``). Batch (the size
-task's ``prepare_load``) and synchronous processing (``stages.load_source``, ``sync.check_size``)
-all resolve their sources here, so each kind of source loads the same way everywhere.
+(``catalog.adhoc``) or a finished job's results (``catalog.job_results``). Batch jobs and
+synchronous requests (``planning.shape_job``, ``sync.check_size``) all resolve their sources
+here, so each kind of source loads the same way everywhere.
 """
 
 from __future__ import annotations

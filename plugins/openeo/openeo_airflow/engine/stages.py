@@ -1,9 +1,6 @@
-"""The stages of a job — load, transform, save — as plain functions.
-
-The inline engine calls them in the Airflow worker; the Spark engines will call the same
-functions per tile inside executors. Each stage reads its inputs from and writes its outputs to
-the job's workspace, so a retried stage starts from the previous stage's stored cube.
-"""
+"""What every engine shares around the graph: evaluating it on loaded sources, the result's
+format, and writing the result files and their metadata into the job's workspace (the fused
+and synchronous runs of ``streaming``, and the staged runs of ``tiled``)."""
 
 from __future__ import annotations
 
@@ -18,16 +15,10 @@ import pandas as pd
 import xarray as xr
 from pyproj import Transformer
 
-from openeo_airflow.catalog.config import CollectionConfig
-from openeo_airflow.compiler.plan import Plan, Source
+from openeo_airflow.compiler.plan import Plan
 from openeo_airflow.cube import cube_crs, cube_transform
-from openeo_airflow.engine.sources import resolve_source
 from openeo_airflow.engine.workspace import RESULT_METADATA, JobWorkspace
 from openeo_airflow.io.formats import media_type, normalize_format, write_gtiff, write_netcdf
-from openeo_airflow.io.geometry_mask import geometry_text, mask_cube
-from openeo_airflow.io.reader import load_cube
-from openeo_airflow.io.sar import load_backscatter
-from openeo_airflow.io.sentinelhub import load_sentinelhub
 from openeo_airflow.io.store import open_cube
 from openeo_airflow.processes.graph import Resolver, evaluate
 from openeo_airflow.processes.inline import dumps
@@ -43,56 +34,6 @@ def soft_error_ratio(job_options: Mapping[str, Any]) -> float:
     """The ``soft-errors`` job option: the share of unreadable inputs a job may skip (checked
     as every job option is, so synchronous requests get the same message as batch jobs)."""
     return float(validate_job_options(dict(job_options)).get("soft-errors", 0.0))
-
-
-def load_source(
-    source: Source,
-    collections: Mapping[str, CollectionConfig],
-    gdal_profile: str,
-    job_options: Mapping[str, Any] | None = None,
-) -> xr.DataArray:
-    # load_collection, load_stac and load_result all resolve to a collection + item search.
-    resolved = resolve_source(source, collections)
-    source, config = resolved.source, resolved.config
-    if config.sentinelhub is not None:
-        cube = load_sentinelhub(
-            config,
-            spatial_extent=source.spatial_extent,
-            temporal_extent=source.temporal_extent,
-            bands=source.bands,
-            backscatter=source.backscatter,
-        )
-    elif source.backscatter is not None:
-        cube = load_backscatter(
-            config,
-            spatial_extent=source.spatial_extent,
-            temporal_extent=source.temporal_extent,
-            bands=source.bands,
-            arguments=source.backscatter,
-            properties=source.properties,
-            gdal_profile=gdal_profile,
-        )
-    else:
-        cube = load_cube(
-            config,
-            spatial_extent=source.spatial_extent,
-            temporal_extent=source.temporal_extent,
-            bands=source.bands,
-            gdal_profile=gdal_profile,
-            properties=source.properties,
-            soft_errors=soft_error_ratio(job_options or {}),
-            search=resolved.search,
-        )
-    if config.sentinelhub is not None or source.backscatter is not None:
-        # Their loaders read the polygons' bounding box; the mask is applied here (load_cube
-        # masks while it reads).
-        cube = mask_cube(cube, geometry_text(source.spatial_extent, source.process_id))
-    log.info(
-        "Loaded %s: %s",
-        source.collection_id,
-        ", ".join(f"{d}={n}" for d, n in cube.sizes.items()),
-    )
-    return cube
 
 
 def pass_data_on(args: dict[str, Any], _node_id: str) -> Any:
