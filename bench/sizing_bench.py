@@ -14,7 +14,8 @@ are the benchmark archive (bench/archive.py). Three parts:
    own time (inside the Spark application) and of the peak RSS per Python worker.
 3. Overhead: one small job inline, on spark-local and fused (compile, ``load_source``,
    ``evaluate_plan``, ``encode`` in memory: no intermediate store); on a medium job
-   ``stage_overhead`` = (inline staged time - fused time) / fused time.
+   ``stage_overhead`` = (inline staged time - fused time) / fused time, the job as the sizing
+   runs it; ``_unfused`` with separate stages; ``_tiled`` separate stages in 2 x 2 tiles.
 
 The last line is ``SUMMARY {json}``. See bench/README.md ("Sizing benchmark").
 """
@@ -181,15 +182,14 @@ def run_fused(graph: dict[str, Any], out: Path) -> float:
     """The same job in memory: compile, load every source whole, evaluate, encode."""
     from openeo_airflow.airflow import tasks
     from openeo_airflow.engine import stages
+    from openeo_airflow.engine.planning import shape_job
 
     b = tasks.backend()
     gc.collect()
     started = time.perf_counter()
     plan = b.jobs.compile("bench", graph)
-    sources = {
-        s.node_id: stages.load_source(s, b.collections, b.settings.gdal_profile)
-        for s in plan.sources
-    }
+    loads = shape_job(plan, b.collections, b.settings.gdal_profile, {}).loads
+    sources = {p.node_id: p.empty_cube().copy(data=p.read(p.grid)[0]) for p in loads}
     result = stages.evaluate_plan(plan, sources)
     fmt, _ = stages.result_format(plan, result)
     stages.encode(result, fmt, out)
@@ -341,7 +341,12 @@ def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) 
             args.runs, lambda g=graph: run_job(g, {"engine": "inline", "fuse-stages": False})
         )
         sized = median_run(args.runs, lambda g=graph: run_job(g, {"engine": "inline"}))
-        for run in (staged, sized):
+        # the staged path once more in 2 x 2 tiles: the sizing runs the medium job in one
+        # tile, which leaves the tiles' own costs (threads, chunk alignment) unmeasured
+        half = -(-max(max(s["height"], s["width"]) for s in staged["shape"]["sources"]) // 2)
+        options = {"engine": "inline", "fuse-stages": False, "tile-size": half}
+        tiled = median_run(args.runs, lambda g=graph, o=options: run_job(g, o))
+        for run in (staged, sized, tiled):
             if run["error"]:
                 raise RuntimeError(f"overhead, {label} job: {run['error']}")
         fused = median_run(args.runs, lambda g=graph: run_fused(g, scratch / "fused"))
@@ -359,6 +364,10 @@ def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) 
             # stages through the intermediate store
             "overhead": round((sized["staged_seconds"] - fused) / fused, 3),
             "overhead_unfused": round((staged["staged_seconds"] - fused) / fused, 3),
+            "tiled_tile_size": half,
+            "tiled_seconds": tiled["staged_seconds"],
+            "tiled_task_seconds": tiled["walls"],
+            "overhead_tiled": round((tiled["staged_seconds"] - fused) / fused, 3),
         }
         if label == "small" and small_spark is not None:
             entry["spark_local_seconds"] = small_spark["staged_seconds"]
@@ -366,6 +375,7 @@ def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) 
         out[label] = entry
     out["stage_overhead"] = out["medium"]["overhead"]
     out["stage_overhead_unfused"] = out["medium"]["overhead_unfused"]
+    out["stage_overhead_tiled"] = out["medium"]["overhead_tiled"]
     return out
 
 
@@ -571,6 +581,7 @@ def main(argv: list[str] | None = None) -> None:
         "scaling_wall_16x": scale["wall_16x"] if scale else None,
         "stage_overhead": over["stage_overhead"] if over else None,
         "stage_overhead_unfused": over["stage_overhead_unfused"] if over else None,
+        "stage_overhead_tiled": over["stage_overhead_tiled"] if over else None,
         "stages_counted": sum(1 for r in rows if counted(r)),
         "workflows": len({r["workflow"] for r in rows}),
         "workflows_failed": sorted(failures),

@@ -167,7 +167,8 @@ def _execute(
         )
         run_spark_application(context, manifest, kubernetes_conn_id=settings.kubernetes_conn_id)
         return Measurement.from_dict(ws.read_json(ws.measurement_file(name)))
-    return entrypoint.run_stage(ws, stage, node, sizing.tile_size, tiled.inline_mapper)
+    mapper = tiled.ThreadMapper(backend().settings.local_cores)  # inline: the worker's cores
+    return entrypoint.run_stage(ws, stage, node, sizing.tile_size, mapper)
 
 
 def run_stage(job_id: str, stage: str, node: str | None = None, context: Any = None) -> str:

@@ -1,27 +1,34 @@
 """The load and transform stages as tile-parallel work, the same code for every engine.
 
 A stage is a driver part (prepare, then assemble and publish) around a list of tile
-descriptors (small JSON dicts) that a *mapper* runs: the inline engine maps them in process,
-the Spark engines with ``SparkContext.parallelize(...).map(...)``. Tile functions are module
-level, take one descriptor and return its ``Measurement`` as a dict, so Spark can ship them.
+descriptors (small JSON dicts) that a *mapper* runs: the inline engine maps them on the
+worker's threads (``ThreadMapper``), the Spark engines with
+``SparkContext.parallelize(...).map(...)``. Tile functions are module level, take one
+descriptor and return its ``Measurement`` as a dict, so Spark can ship them.
 
 - load: each tile reads its window of every time step and writes it into the source's Zarr
   cube; tiles are aligned to the cube's chunks, so they write disjoint chunks in parallel.
-- transform, for graphs whose processes are all local in space (a halo is fine): each tile
-  evaluates the whole graph on its sources cut to the tile plus halo, and writes its piece to
-  its own small Zarr; the driver then copies the pieces into the result cube one by one
-  (tiles follow the CRS-anchored tiling of ``processes.tiling``, whose edges need not fall on
-  chunk edges). Graphs with global processes (aggregate_spatial, ...), or whose result is not
-  a raster on the source grid, run on the driver over the whole cube, as before.
+- transform, for graphs whose processes are all local in space (a halo is fine): tiles lie on
+  the stores' chunk grid; the driver evaluates the graph on a corner of a few pixels to learn
+  the result's shape and creates the result cube, then each tile evaluates the whole graph on
+  its sources cut to the tile plus halo and writes its piece straight into the result's
+  chunks. When the graph's alignment (``apply_neighborhood`` chunks) rules that grid out,
+  tiles follow the CRS-anchored tiling of ``processes.tiling``, write pieces of their own,
+  and the driver copies them into the result one by one (they may share chunks). Graphs with
+  global processes (aggregate_spatial, ...), or whose result is not a raster on the source
+  grid, run on the driver over the whole cube, as before.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,7 @@ import numpy as np
 import xarray as xr
 
 from openeo_airflow.compiler.plan import Plan
-from openeo_airflow.cube import cube_resolution, make_cube
+from openeo_airflow.cube import cube_resolution
 from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.measure import Measurement, combine, meter, sum_usage
@@ -38,9 +45,9 @@ from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.io.grid import tiles as grid_tiles
 from openeo_airflow.io.store import create_cube, open_cube, publish, read_cube, write_cube
 from openeo_airflow.io.store import write_tile as store_write_tile
-from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import (
     Tile,
+    TilingPlan,
     evaluate_tiled,
     is_raster,
     tile_partial,
@@ -59,6 +66,28 @@ def inline_mapper(fn: TileFn, descriptors: list[Descriptor]) -> list[dict[str, A
     return [fn(d) for d in descriptors]
 
 
+@dataclass(frozen=True)
+class ThreadMapper:
+    """Tiles on ``workers`` threads of this process (the inline engine on a multi-core
+    worker). Safe because tiles never share a chunk they write (load tiles follow the cube's
+    chunks, transform tiles write their own pieces), each reading thread opens its own GDAL
+    environment (``io.reader``), and numpy, GDAL and the Zarr codecs release the GIL."""
+
+    workers: int
+
+    def __call__(self, fn: TileFn, descriptors: list[Descriptor]) -> list[dict[str, Any]]:
+        workers = min(self.workers, len(descriptors))
+        if workers <= 1:
+            return inline_mapper(fn, descriptors)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile") as pool:
+            return list(pool.map(fn, descriptors))
+
+
+def in_process(mapper: Mapper) -> bool:
+    """Whether the mapper runs tiles in this process (the stage can measure them as one)."""
+    return mapper is inline_mapper or isinstance(mapper, ThreadMapper)
+
+
 # --- load -----------------------------------------------------------------------------------------
 
 
@@ -71,6 +100,9 @@ def _load_plan(path: str) -> LoadPlan:
 def load_tile(descriptor: Descriptor) -> dict[str, Any]:
     """Read one tile of a source (every time step and band) into the staged cube."""
     plan = _load_plan(descriptor["plan"])
+    if descriptor.get("read_workers"):
+        options = dataclasses.replace(plan.options, workers=int(descriptor["read_workers"]))
+        plan = dataclasses.replace(plan, options=options)
     row, col, height, width = descriptor["window"]
     grid = plan.grid.window(row, col, height, width)
     with meter() as measured:
@@ -85,22 +117,34 @@ def load_tile(descriptor: Descriptor) -> dict[str, Any]:
     return measured.to_dict()
 
 
+def _read_workers(mapper: Mapper, tiles: int) -> int | None:
+    """Reading threads per tile: one when tiles already run side by side on this worker's
+    threads (more would only compete for its cores), else the loader's default."""
+    if isinstance(mapper, ThreadMapper) and mapper.workers > 1 and tiles > 1:
+        return 1
+    return None
+
+
 def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapper) -> Measurement:
     started = time.perf_counter()
     plan_file = workspace.load_plan_file(node_id)
     plan = LoadPlan.from_dict(workspace.read_json(plan_file))
     target = workspace.source_cube(node_id)
-    staged = create_cube(_empty_source(plan), workspace.staging(target), tile_size)
+    staged = create_cube(plan.empty_cube(), workspace.staging(target), tile_size)
     try:
+        windows = [
+            (t.row, t.col, t.grid.height, t.grid.width) for t in grid_tiles(plan.grid, tile_size)
+        ]
         descriptors = [
             {
                 "plan": str(plan_file),
                 "store": str(staged),
-                "window": [t.row, t.col, t.grid.height, t.grid.width],
+                "window": list(window),
+                "read_workers": _read_workers(mapper, len(windows)),
             }
-            for t in grid_tiles(plan.grid, tile_size)
+            for window in windows
         ]
-        parts = mapper(load_tile, descriptors) if plan.shape[0] else []
+        parts, mapping = _map_tiles(mapper, load_tile, descriptors if plan.shape[0] else [])
         publish(staged, target)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
@@ -115,59 +159,74 @@ def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapp
         w,
         len(parts),
     )
-    measured = [Measurement.from_dict(p) for p in parts]
-    total = combine(measured, time.perf_counter() - started)
-    usage = sum_usage(m.extra.get("usage") for m in measured)
+    total = _stage_total(parts, mapping, mapper, started)
+    usage = sum_usage(p.extra.get("usage") for p in parts)
     if usage:
         total.extra = {"usage": usage}
     return total
 
 
-def _empty_source(plan: LoadPlan) -> xr.DataArray:
-    t, b, h, w = plan.shape
-    cube = make_cube(
-        np.broadcast_to(np.float32(np.nan), (t, b, h, w)),
-        times=np.array([np.datetime64(day.isoformat(), "ns") for day, _ in plan.steps]),
-        bands=plan.band_names,
-        transform=plan.grid.transform,
-        crs=plan.grid.crs.to_wkt(),
-    )
-    cube.attrs.update(plan.attrs)
-    return cube
-
-
 # --- transform ------------------------------------------------------------------------------------
 
 
-def _resolver(workspace: JobWorkspace) -> Resolver:
-    path = workspace.user_processes_file
-    processes: dict[str, Any] = workspace.read_json(path) if path.exists() else {}
-
-    def resolve(process_id: str, namespace: str | None) -> Mapping[str, Any] | None:
-        return processes.get(process_id) if namespace in (None, "user") else None
-
-    return resolve
+def _tile_sources(
+    workspace: JobWorkspace, plan: Plan, tile: Tile, halo: int
+) -> dict[str, xr.DataArray]:
+    """The stored sources cut to ``tile`` plus ``halo`` pixels, in memory."""
+    sources = {}
+    for source in plan.sources:
+        cube = open_cube(workspace.source_cube(source.node_id))
+        margin = halo * max(cube_resolution(cube)) if is_raster(cube) else 0.0
+        sources[source.node_id] = tile.crop(cube, margin).load()
+    return sources
 
 
 def transform_tile(descriptor: Descriptor) -> dict[str, Any]:
-    """Evaluate the graph on one tile (plus halo) and store the tile's piece of the result."""
+    """Evaluate the graph on one tile (plus halo) and write the tile's piece of the result:
+    into its ``window`` of the ``result`` cube, or else into a ``piece`` cube of its own.
+    ``fits`` is false (nothing written) when the piece is not a raster on the result's grid."""
     workspace = JobWorkspace(Path(descriptor["workspace"]))
     plan = workspace.read_plan()
     tile = Tile(*descriptor["bounds"])
-    halo = int(descriptor["halo"])
     with meter() as measured:
-        sources = {}
-        for source in plan.sources:
-            cube = open_cube(workspace.source_cube(source.node_id))
-            margin = halo * max(cube_resolution(cube)) if is_raster(cube) else 0.0
-            sources[source.node_id] = tile.crop(cube, margin).load()
+        sources = _tile_sources(workspace, plan, tile, int(descriptor["halo"]))
         measured.megapixels = sum(c.size for c in sources.values()) / 1e6
-        value = stages.evaluate_plan(plan, sources, _resolver(workspace))
-        raster = is_raster(value)
-        if raster:
+        value = stages.evaluate_plan(plan, sources, workspace.resolver())
+        fits = is_raster(value)
+        if fits and "result" in descriptor:
+            fits = _write_piece(Path(descriptor["result"]), descriptor["window"], tile.crop(value))
+        elif fits:
             write_cube(tile.crop(value), Path(descriptor["piece"]), tile=1 << 30)
         del sources, value
-    return {**measured.to_dict(), "extra": {"raster": raster}}
+    return {**measured.to_dict(), "extra": {"fits": fits}}
+
+
+def _write_piece(result: Path, window: list[int], piece: xr.DataArray) -> bool:
+    """Write ``piece`` at ``window`` (top row, left column) of the ``result`` cube, whose
+    chunks it covers alone; ``False`` when it is not that cube's grid there."""
+    row, col = window
+    cube = open_cube(result)
+    rows, cols = (
+        slice(row, row + piece.sizes.get("y", 0)),
+        slice(col, col + piece.sizes.get("x", 0)),
+    )
+    if not _same_grid(piece, cube.isel(y=rows, x=cols)):
+        return False
+    store_write_tile(result, rows, cols, piece.values)
+    return True
+
+
+def _same_grid(piece: xr.DataArray, expected: xr.DataArray) -> bool:
+    """Same dimensions, shape, type and labels (coordinates within rounding in x and y)."""
+    if piece.dims != expected.dims or piece.shape != expected.shape:
+        return False
+    if piece.dtype != expected.dtype:
+        return False
+    for dim in piece.dims:
+        a, b = piece[dim].values, expected[dim].values
+        if not (np.allclose(a, b) if dim in ("x", "y") else np.array_equal(a, b)):
+            return False
+    return True
 
 
 def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Measurement:
@@ -185,7 +244,143 @@ def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Me
             workspace, plan, tile_size, started, "the graph has global processes", mapper
         )
     size = -(-tile_size // tiling.align) * tiling.align
-    rows = crs_tiles(grid, size)
+    rows = chunk_tiles(grid, size, tiling.align)
+    if rows is None:
+        return _run_pieces(workspace, plan, grid, size, tile_size, started, mapper)
+    with meter() as probing:
+        template = _result_template(workspace, plan, grid, rows[0][0], tiling)
+    if template is None:
+        return _run_whole(
+            workspace, plan, tile_size, started, "the result is not a raster on the source grid"
+        )
+    target = workspace.result_cube
+    staged = create_cube(template, workspace.staging(target), size)
+    descriptors = [
+        {
+            "workspace": str(workspace.root),
+            "bounds": [tile.left, tile.right, tile.bottom, tile.top],
+            "halo": tiling.halo,
+            "result": str(staged),
+            "window": [r * size, c * size],
+        }
+        for r, row in enumerate(rows)
+        for c, tile in enumerate(row)
+    ]
+    try:
+        parts, mapping = _map_tiles(mapper, transform_tile, descriptors)
+        if not all(p.extra.get("fits") for p in parts):
+            return _run_whole(
+                workspace, plan, tile_size, started, "the tiles' results differ in shape"
+            )
+        publish(staged, target)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    log.info("Transformed in %d tile(s) of %d px (halo %d)", len(parts), size, tiling.halo)
+    total = _stage_total(parts, mapping, mapper, started, probing)
+    total.extra = {"tiles": len(parts), "probe_seconds": round(probing.seconds, 3)}
+    return total
+
+
+def chunk_tiles(grid: xr.DataArray, size: int, align: int) -> list[list[Tile]] | None:
+    """Rows (top to bottom) of ``size`` px tiles from the cube's first pixel: the stores' chunk
+    grid, so a tile reads whole chunks of the sources and fills whole chunks of the result
+    (tiles anchored elsewhere decode every chunk they touch, up to four, and share chunks of
+    the result). ``None`` when the cube's first pixel is off the CRS grid's multiples of
+    ``align``: the graph's neighbourhood chunks (``apply_neighborhood``) would cross tiles."""
+    xres, yres = cube_resolution(grid)
+    left, top = float(grid.x[0]) - xres / 2, float(grid.y[0]) + yres / 2
+    if align > 1 and (round(left / xres) % align or round(top / yres) % align):
+        return None
+    step_x, step_y = size * xres, size * yres
+    return [
+        [
+            Tile(
+                left + c * step_x, left + (c + 1) * step_x, top - (r + 1) * step_y, top - r * step_y
+            )
+            for c in range(-(-grid.sizes["x"] // size))
+        ]
+        for r in range(-(-grid.sizes["y"] // size))
+    ]
+
+
+def _result_template(
+    workspace: JobWorkspace, plan: Plan, grid: xr.DataArray, first: Tile, tiling: TilingPlan
+) -> xr.DataArray | None:
+    """The result cube's dimensions, labels and type (its values are never read), from the
+    graph evaluated on the first ``align`` x ``align`` pixels (plus the halo), so the tiles
+    can write into one cube; ``None`` when the result is not a raster on the source grid."""
+    xres, yres = cube_resolution(grid)
+    corner = Tile(
+        first.left, first.left + tiling.align * xres, first.top - tiling.align * yres, first.top
+    )
+    sources = _tile_sources(workspace, plan, corner, tiling.halo)
+    value = stages.evaluate_plan(plan, sources, workspace.resolver())
+    if not is_raster(value):
+        return None
+    piece, expected = corner.crop(value), corner.crop(grid)
+    if piece.sizes["x"] != expected.sizes["x"] or piece.sizes["y"] != expected.sizes["y"]:
+        return None
+    if not (np.allclose(piece.x, expected.x) and np.allclose(piece.y, expected.y)):
+        return None
+    return _template(piece, grid)
+
+
+def _template(piece: xr.DataArray, grid: xr.DataArray) -> xr.DataArray:
+    """A cube like ``piece`` over the whole of ``grid`` (values never read)."""
+    x, y = grid.x.values, grid.y.values
+    coords = {
+        name: coord for name, coord in piece.coords.items() if not ({"x", "y"} & set(coord.dims))
+    }
+    shape = tuple(
+        y.size if d == "y" else x.size if d == "x" else piece.sizes[d] for d in piece.dims
+    )
+    return xr.DataArray(
+        np.broadcast_to(np.zeros((), piece.dtype), shape),
+        dims=piece.dims,
+        coords={**coords, "x": x, "y": y},
+        attrs=piece.attrs,
+        name=piece.name,
+    )
+
+
+def _map_tiles(
+    mapper: Mapper, fn: TileFn, descriptors: list[Descriptor]
+) -> tuple[list[Measurement], Measurement]:
+    """The tiles' measurements, and the mapping's own as this process saw it."""
+    with meter() as mapping:
+        parts = [Measurement.from_dict(p) for p in mapper(fn, descriptors)]
+    return parts, mapping
+
+
+def _stage_total(
+    tiles: list[Measurement],
+    mapping: Measurement,
+    mapper: Mapper,
+    started: float,
+    driver: Measurement | None = None,
+) -> Measurement:
+    """A stage's measurement from its tiles and the ``driver``'s own work beside them."""
+    if isinstance(mapper, ThreadMapper) and mapper.workers > 1 and len(tiles) > 1:
+        # Tiles ran side by side in this process: each tile's CPU time and memory peak (the
+        # process's) include the others', so the mapping's own figures count, once.
+        megapixels = sum(t.megapixels for t in tiles)
+        tiles = [dataclasses.replace(mapping, megapixels=megapixels, pieces=len(tiles))]
+    return combine([*tiles, *([driver] if driver else [])], time.perf_counter() - started)
+
+
+def _run_pieces(
+    workspace: JobWorkspace,
+    plan: Plan,
+    grid: xr.DataArray,
+    size: int,
+    tile_size: int,
+    started: float,
+    mapper: Mapper,
+) -> Measurement:
+    """Tiles anchored at the CRS grid (``processes.tiling``) when the cube's chunks are not:
+    each tile writes its own piece, which the driver copies into the result cube one at a
+    time (pieces may share chunks)."""
+    tiling = tiling_plan(plan.process_graph)
     pieces_dir = workspace.root / "intermediate" / "pieces"
     shutil.rmtree(pieces_dir, ignore_errors=True)
     descriptors = [
@@ -195,12 +390,12 @@ def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Me
             "halo": tiling.halo,
             "piece": str(pieces_dir / f"{r}-{c}.zarr"),
         }
-        for r, row in enumerate(rows)
+        for r, row in enumerate(crs_tiles(grid, size))
         for c, tile in enumerate(row)
     ]
     try:
-        parts = [Measurement.from_dict(p) for p in mapper(transform_tile, descriptors)]
-        if not all(p.extra.get("raster") for p in parts):
+        parts, mapping = _map_tiles(mapper, transform_tile, descriptors)
+        if not all(p.extra.get("fits") for p in parts):
             return _run_whole(workspace, plan, tile_size, started, "the result is not a raster")
         with meter() as assembling:
             done = _assemble(workspace, grid, descriptors, size)
@@ -211,7 +406,7 @@ def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Me
     finally:
         shutil.rmtree(pieces_dir, ignore_errors=True)
     log.info("Transformed in %d tile(s) of %d px (halo %d)", len(parts), size, tiling.halo)
-    total = combine([*parts, assembling], time.perf_counter() - started)
+    total = _stage_total(parts, mapping, mapper, started, assembling)
     total.extra = {"tiles": len(parts), "assemble_seconds": round(assembling.seconds, 3)}
     return total
 
@@ -240,18 +435,8 @@ def _assemble(
         if not same_grid:
             return False
         windows.append((slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)))
-    coords = {
-        name: coord for name, coord in first.coords.items() if not ({"x", "y"} & set(coord.dims))
-    }
-    template = xr.DataArray(
-        np.broadcast_to(np.zeros((), first.dtype), _full_shape(first, y.size, x.size)),
-        dims=first.dims,
-        coords={**coords, "x": x, "y": y},
-        attrs=first.attrs,
-        name=first.name,
-    )
     target = workspace.result_cube
-    staged = create_cube(template, workspace.staging(target), size)
+    staged = create_cube(_template(first, grid), workspace.staging(target), size)
     try:
         for piece, (rows_slice, cols_slice) in zip(pieces, windows, strict=True):
             store_write_tile(staged, rows_slice, cols_slice, piece.values)
@@ -261,16 +446,12 @@ def _assemble(
     return True
 
 
-def _full_shape(piece: xr.DataArray, height: int, width: int) -> tuple[int, ...]:
-    return tuple(height if d == "y" else width if d == "x" else piece.sizes[d] for d in piece.dims)
-
-
 def _run_in_one(workspace: JobWorkspace, plan: Plan, started: float) -> Measurement:
     """The whole extent fits one tile: evaluate it at once (no pieces to assemble)."""
     with meter() as measured:
         cubes = {s.node_id: read_cube(workspace.source_cube(s.node_id)) for s in plan.sources}
         measured.megapixels = sum(c.size for c in cubes.values()) / 1e6
-        write_cube(stages.transform(plan, cubes, _resolver(workspace)), workspace.result_cube)
+        write_cube(stages.transform(plan, cubes, workspace.resolver()), workspace.result_cube)
     measured.seconds = time.perf_counter() - started
     measured.extra = {"tiles": 1}
     return measured
@@ -290,7 +471,7 @@ def partial_tile(descriptor: Descriptor) -> dict[str, Any]:
             Tile(*descriptor["bounds"]),
             tile_size=int(descriptor["tile_size"]),
             hooks={"save_result": stages.pass_data_on},
-            resolver=_resolver(workspace),
+            resolver=workspace.resolver(),
         )
     return {**measured.to_dict(), "partial": partial}
 
@@ -333,7 +514,7 @@ def _run_whole(
             cubes,
             tile_size=tile_size,
             hooks={"save_result": stages.pass_data_on},
-            resolver=_resolver(workspace),
+            resolver=workspace.resolver(),
             # inline, the tiles would run in this process anyway: no need to reopen sources
             map_partials=None if mapper is inline_mapper else map_partials,
         )
@@ -344,47 +525,6 @@ def _run_whole(
     total.megapixels = measured.megapixels
     total.extra = {"tiles": 0, "driver": why, "partial_tiles": len(parts)}
     return total
-
-
-# --- fused ----------------------------------------------------------------------------------------
-
-
-def run_fused(workspace: JobWorkspace) -> Measurement:
-    """A small job's three stages in one process and in memory, for jobs the sizing fuses: each
-    source read whole through its load plan (the loader the tiles use), the graph evaluated
-    as the single-tile transform does, the result saved as the save stage does, without the
-    intermediate store."""
-    started = time.perf_counter()
-    plan = workspace.read_plan()
-    usage: list[dict[str, Any]] = []
-    with meter() as measured:
-        cubes = {}
-        for source in plan.sources:
-            load_plan = LoadPlan.from_dict(
-                workspace.read_json(workspace.load_plan_file(source.node_id))
-            )
-            values, used = load_plan.read(load_plan.grid)
-            cubes[source.node_id] = _empty_source(load_plan).copy(data=values)
-            usage.append(used)
-            t, b, h, w = load_plan.shape
-            log.info(
-                "Loaded %s (node %s): t=%d, bands=%d, y=%d, x=%d, in memory",
-                load_plan.collection_id,
-                source.node_id,
-                t,
-                b,
-                h,
-                w,
-            )
-        measured.megapixels = sum(c.size for c in cubes.values()) / 1e6
-        result = stages.transform(plan, cubes, _resolver(workspace))
-        del cubes
-        files = stages.run_save(plan, workspace, result)
-    measured.seconds = time.perf_counter() - started
-    measured.extra = {"tiles": 1, "fused": True, "files": [f.name for f in files]}
-    if any(usage):
-        measured.extra["usage"] = sum_usage(usage)
-    return measured
 
 
 # --- save -----------------------------------------------------------------------------------------
