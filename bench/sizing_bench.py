@@ -8,12 +8,13 @@ DAG's tasks call them, without Airflow, in a temporary ``OPENEO_AIRFLOW_HOME`` w
 are the benchmark archive (bench/archive.py). Three parts:
 
 1. Accuracy: seven workflows (bench/sizing_workflows.py) on the inline engine; per stage the
-   sizing's predicted ``peak_tile_mb`` against the measured ``peak_mb`` (per-tile peak above the
+   sizing's predicted peak (``stage_peak_mb``: ``peak_tile_mb`` times the tiles running side by
+   side on the worker's threads) against the measured ``peak_mb`` (the stage's peak above the
    worker's start RSS) and predicted ``seconds`` against the stage's wall time.
 2. Scaling: NDVI max composite at 1x, 4x and 16x the area on spark-local: ratio of the stages'
    own time (inside the Spark application) and of the peak RSS per Python worker.
-3. Overhead: one small job inline, on spark-local and fused (compile, ``load_source``,
-   ``evaluate_plan``, ``encode`` in memory: no intermediate store); on a medium job
+3. Overhead: one small job inline, on spark-local and fused (compile, load plans read
+   whole, ``evaluate_plan``, ``encode`` in memory: no intermediate store); on a medium job
    ``stage_overhead`` = (inline staged time - fused time) / fused time, the job as the sizing
    runs it; ``_unfused`` with separate stages; ``_tiled`` separate stages in 2 x 2 tiles.
 
@@ -99,6 +100,7 @@ def run_job(graph: dict[str, Any], options: dict[str, Any], session: Any = None)
     With a Spark ``session``, load and transform run their tiles on it (engine spark-local)."""
     from openeo_airflow.airflow import tasks
     from openeo_airflow.core.models import JobStatus
+    from openeo_airflow.sizing.model import Sizing, stage_peak_mb
 
     run_spark = session_stage(session) if session is not None else None
 
@@ -140,15 +142,19 @@ def run_job(graph: dict[str, Any], options: dict[str, Any], session: Any = None)
     # a stage killed for memory is re-sized (smaller tiles) and retried: say so
     retries = [e.message for e in b.registry.logs(job.id) if "ran out of memory" in e.message]
     stages = []
+    sized = Sizing.from_dict(predicted)
     for stage in predicted["stages"]:
         if stage["name"] not in measured:
             continue
         m = measured[stage["name"]]
+        size = sized.stage(stage["name"])
+        assert size is not None
         stages.append(
             {
                 "stage": stage["name"],
                 "tiles": stage["tiles"],
-                "pred_peak_mb": stage["peak_tile_mb"],
+                # inline tiles run side by side on the worker's threads and are measured as one
+                "pred_peak_mb": stage_peak_mb(sized.engine, size),
                 "meas_peak_mb": round(m.get("peak_mb", 0.0), 1),
                 "meas_peak_rss_mb": round(m.get("peak_rss_mb", 0.0), 1),
                 "pred_seconds": stage["seconds"],

@@ -22,6 +22,7 @@ from openeo_airflow.sizing.model import (
     reads_whole,
     shrink,
     size_job,
+    stage_peak_mb,
     transform_tile_mb,
 )
 from openeo_airflow.sizing.resources import (
@@ -334,3 +335,19 @@ def test_a_resized_retry_is_never_fused() -> None:
     sizing = size_job([SMALL], GRAPH, Limits(), {})
     assert sizing.fused
     assert not shrink(sizing, [SMALL], GRAPH, Limits(), {}, "transform").fused
+
+
+def test_inline_tiles_side_by_side_are_predicted_together() -> None:
+    # Inline stages run their tiles on the worker's threads and measure the process, so the
+    # prediction they are compared with counts the tiles that run at once; Spark measures one
+    # tile per Python worker.
+    year = SourceShape("load", steps=28, bands=3, height=1600, width=1600, block_size=512)
+    graph = GraphShape(nodes=15, reduces_time=True, temporal_aggregation=True)
+    options = {"engine": "inline", "fuse-stages": False, "tile-size": 512}
+    inline = size_job([year], graph, Limits(local_cores=2), options)
+    load = inline.stage("load:load")
+    assert load is not None and load.tiles == 16 and load.resources.executor_cores == 2
+    assert stage_peak_mb("inline", load) == round(2 * load.peak_tile_mb, 1)
+    assert stage_peak_mb("spark-local", load) == load.peak_tile_mb
+    one = size_job([SMALL], GRAPH, Limits(), {"fuse-stages": False}).stage("load:load")
+    assert one is not None and stage_peak_mb("inline", one) == one.peak_tile_mb

@@ -20,7 +20,7 @@ from openeo_airflow.engine.planning import JobShape, limits_of, size_plan
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.jobs.backend import Backend
 from openeo_airflow.jobs.joblog import job_logging
-from openeo_airflow.sizing.model import Sizing, shrink
+from openeo_airflow.sizing.model import Sizing, shrink, stage_peak_mb
 from openeo_airflow.sizing.resources import Resources, validate_job_options
 
 log = logging.getLogger(__name__)
@@ -211,13 +211,14 @@ def run_stage(job_id: str, stage: str, node: str | None = None, context: Any = N
                 )
         ws.write_json(ws.measurement_file(name), measured.to_dict())
         _record(job_id, ws, spec)
-        predicted = Sizing.from_dict(spec).stage(name)
+        sized = Sizing.from_dict(spec)
+        predicted = sized.stage(name)
         log.info(
-            "Measured %s: %.1f s, peak %.0f MiB per tile (predicted %s), %.1f Mpx, %.1f MB read",
+            "Measured %s: %.1f s, peak %.0f MiB (predicted %s), %.1f Mpx, %.1f MB read",
             name,
             measured.seconds,
             measured.peak_mb,
-            f"{predicted.peak_tile_mb:.0f} MiB" if predicted else "-",
+            f"{stage_peak_mb(sized.engine, predicted):.0f} MiB" if predicted else "-",
             measured.megapixels,
             measured.bytes_read / 1e6,
         )

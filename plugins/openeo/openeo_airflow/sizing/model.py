@@ -436,6 +436,15 @@ def _transform_stage(
     )
 
 
+def stage_peak_mb(engine: str, stage: StageSize) -> float:
+    """What a stage is predicted to hold at once above its process's rest, as the stage
+    measures it: one tile on Spark (each core's Python worker is a process of its own); on the
+    inline engine the tiles that run side by side on the worker's threads."""
+    if engine == "inline" and stage.tiles > 1:
+        return round(stage.peak_tile_mb * min(stage.tiles, stage.resources.executor_cores), 1)
+    return stage.peak_tile_mb
+
+
 def credits(stages: list[StageSize]) -> float:
     total = 0.0
     for stage in stages:
