@@ -15,6 +15,7 @@ import json
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ import psutil
 INTERVAL = 0.05
 
 
-def tree_rss(root: psutil.Process) -> int:
+def _tree_sum(root: psutil.Process, size: Callable[[psutil.Process], int]) -> int:
     total = 0
     try:
         processes = [root, *root.children(recursive=True)]
@@ -31,20 +32,16 @@ def tree_rss(root: psutil.Process) -> int:
         return 0
     for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            total += process.memory_info().rss
+            total += size(process)
     return total
+
+
+def tree_rss(root: psutil.Process) -> int:
+    return _tree_sum(root, lambda p: int(p.memory_info().rss))
 
 
 def tree_pss(root: psutil.Process) -> int:
-    total = 0
-    try:
-        processes = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    for process in processes:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-            total += process.memory_full_info().pss
-    return total
+    return _tree_sum(root, lambda p: int(p.memory_full_info().pss))
 
 
 class TreeSampler:
