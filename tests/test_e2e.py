@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -236,14 +237,21 @@ def test_runtime_error_sets_error_status_with_a_clear_log(alice: openeo.Connecti
     assert any("size failed" in m and "catalog.json" in m for m in errors), errors
 
 
-# A fused job this small is done about a second after it starts running: too short to be
-# stopped reliably on a loaded machine. Separate stages keep it running for several seconds.
-STAGED = {"fuse-stages": False}
+# The demo job is done within a second or two of starting to run: too short to be stopped
+# reliably. A UDF that takes its time keeps the job running while the test stops it.
+SLOW_UDF = "import time\ndef apply_datacube(cube, context):\n    time.sleep(30)\n    return cube\n"
+
+
+def slow_job(alice: openeo.Connection, title: str) -> Any:
+    cube = alice.load_collection(
+        COLLECTION, spatial_extent=FULL_EXTENT, temporal_extent=PERIOD, bands=["B04"]
+    )
+    cube = cube.apply(openeo.UDF(SLOW_UDF, runtime="Python"))
+    return cube.save_result("GTiff").create_job(title=title)
 
 
 def test_delete_running_job_cancels_its_run(alice: openeo.Connection, stack: Stack) -> None:
-    cube = ndvi_max_composite(alice, COLLECTION, FULL_EXTENT, PERIOD).save_result("GTiff")
-    job = cube.create_job(title="to be deleted", job_options=STAGED)
+    job = slow_job(alice, "to be deleted")
     job.start()
     wait_for(lambda: job.status() == "running", interval=0.3)
     job.delete()
@@ -254,8 +262,7 @@ def test_delete_running_job_cancels_its_run(alice: openeo.Connection, stack: Sta
 
 
 def test_cancel_running_job(alice: openeo.Connection, stack: Stack) -> None:
-    cube = ndvi_max_composite(alice, COLLECTION, FULL_EXTENT, PERIOD).save_result("GTiff")
-    job = cube.create_job(title="to be canceled", job_options=STAGED)
+    job = slow_job(alice, "to be canceled")
     job.start()
     wait_for(lambda: job.status() == "running", interval=0.3)
     job.stop()

@@ -26,10 +26,11 @@ from openeo_airflow.compiler.plan import Plan
 from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.measure import Measurement, meter, sum_usage
+from openeo_airflow.engine.planning import source_shape
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import evaluate_tiled, tiling_plan
-from openeo_airflow.sizing.model import STREAM_WHOLE_MB, stream_tile_size
+from openeo_airflow.sizing.model import STREAM_WHOLE_MB, reads_whole, stream_tile_size
 
 log = logging.getLogger(__name__)
 
@@ -166,16 +167,18 @@ def run_fused(workspace: JobWorkspace, workers: int, tile_size: int) -> Measurem
             result = xr.DataArray(np.asarray(result, dtype="float32"))
         measured.megapixels = sum(float(np.prod(load.shape)) for load in loads.values()) / 1e6
         files = stages.run_save(plan, workspace, result)
+    whole = reads_whole([source_shape(load) for load in loads.values()])
     for load in loads.values():
         t, b, h, w = load.shape
         log.info(
-            "Read %s (node %s) tile by tile: t=%d, bands=%d, y=%d, x=%d",
+            "Loaded %s (node %s): t=%d, bands=%d, y=%d, x=%d, %s",
             load.collection_id,
             load.node_id,
             t,
             b,
             h,
             w,
+            "read whole" if whole else "read tile by tile",
         )
     measured.seconds = time.perf_counter() - started
     measured.extra = {
