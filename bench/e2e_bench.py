@@ -24,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import measure
 from bench.archive import build_archive
 from bench.compare import compare
 from bench.measure import run_measured
@@ -240,6 +241,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=3, help="measured runs per path (median)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--retries", type=int, default=1, help="re-runs after a runtime failure")
+    parser.add_argument(
+        "--pss",
+        action="store_true",
+        help="also sample the proportional set size once a second (slows the runs down)",
+    )
     parser.add_argument("--scaling", action="store_true", help="also W1 at 1..256 km2 + PNG")
     parser.add_argument("--scaling-runs", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per floor/peer run")
@@ -273,6 +279,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.pss:
+        measure.PSS_INTERVAL = 1.0
     bench = Bench(args)
     log(f"archive: {bench.archive.root}; results: {bench.out}")
     summary = bench.run()

@@ -5,13 +5,17 @@ sampled every 50 ms in a background thread. RSS counts shared pages once per pro
 Airflow workers share their parent's pages), so a tree's sum overstates what it takes from the
 machine; we use the same measure for every path. Beside it, the sum of the proportional set
 sizes (PSS: a page shared by n processes counts 1/n in each), which does not overstate it; for
-a single process (the floor, the peer) the two are about the same.
+a single process (the floor, the peer) the two are about the same. PSS is costly to read (the
+kernel walks the page tables: 178 ms of CPU per sample of the local stack's tree), so it is
+only sampled when asked for (``PSS_INTERVAL``, ``e2e_bench.py --pss``), once a second: a run
+that samples it is slowed down, and its times are not comparable.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import subprocess
 import threading
 import time
@@ -22,6 +26,7 @@ from typing import Any
 import psutil
 
 INTERVAL = 0.05
+PSS_INTERVAL: float | None = None  # seconds between PSS samples; None: no PSS
 
 
 def _tree_sum(root: psutil.Process, size: Callable[[psutil.Process], int]) -> int:
@@ -52,6 +57,7 @@ class TreeSampler:
         self.root = psutil.Process(pid)
         self.peak = 0
         self.peak_pss = 0
+        self._pss_at = -math.inf
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -71,7 +77,10 @@ class TreeSampler:
 
     def _sample(self) -> None:
         self.peak = max(self.peak, tree_rss(self.root))
-        self.peak_pss = max(self.peak_pss, tree_pss(self.root))
+        now = time.monotonic()
+        if PSS_INTERVAL is not None and now - self._pss_at >= PSS_INTERVAL:
+            self._pss_at = now
+            self.peak_pss = max(self.peak_pss, tree_pss(self.root))
 
 
 @dataclass

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import openeo
 
+from bench import measure
 from bench.measure import TreeSampler, tree_pss, tree_rss
 from bench.workloads import build
 
@@ -188,7 +189,7 @@ def run_ours(
     assert stack.process is not None
     root = stack.process.pid
     baseline = tree_rss(_psutil_process(root))
-    baseline_pss = tree_pss(_psutil_process(root))
+    baseline_pss = tree_pss(_psutil_process(root)) if measure.PSS_INTERVAL else 0
     tasks: dict[str, float] = {}
     work: float | None = None
     started = time.perf_counter()

@@ -40,7 +40,7 @@ class PathResult:
 
     @property
     def peak_pss_mb(self) -> float | None:
-        return max(self.peak_pss) / MB if self.peak_pss else None
+        return max(self.peak_pss) / MB if any(self.peak_pss) else None  # sampled with --pss
 
     def task_medians(self) -> dict[str, float]:
         names = {name for run in self.tasks for name in run}
