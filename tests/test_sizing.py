@@ -325,10 +325,14 @@ def test_a_fused_run_too_large_to_read_whole_holds_a_tile_per_worker() -> None:
 
 
 def test_global_processes_in_a_fused_run_work_on_the_whole_cube() -> None:
-    cube = SourceShape("load", steps=6, bands=3, height=1600, width=1600, block_size=512)
+    # 369 MB read whole: local graphs are evaluated in tiles on both cores, global ones at once;
+    # 184 MB is evaluated at once either way (tiles would cost more than the second core gives).
+    cube = SourceShape("load", steps=12, bands=3, height=1600, width=1600, block_size=512)
+    small = SourceShape("load", steps=6, bands=3, height=1600, width=1600, block_size=512)
     local = GraphShape(nodes=10, reduces_time=True)
     zonal = GraphShape(nodes=10, reduces_time=True, global_nodes=1)
     assert fused_peak_mb([cube], zonal, 512, 2) > fused_peak_mb([cube], local, 512, 2)
+    assert fused_peak_mb([small], zonal, 512, 2) == fused_peak_mb([small], local, 512, 2)
 
 
 def test_a_resized_retry_is_never_fused() -> None:

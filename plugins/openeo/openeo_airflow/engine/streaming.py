@@ -30,7 +30,12 @@ from openeo_airflow.engine.planning import source_shape
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import evaluate_tiled, tiling_plan
-from openeo_airflow.sizing.model import STREAM_WHOLE_MB, reads_whole, stream_tile_size
+from openeo_airflow.sizing.model import (
+    STREAM_TILED_MIN_MB,
+    STREAM_WHOLE_MB,
+    reads_whole,
+    stream_tile_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,9 +129,11 @@ def evaluate_streamed(
             values, used = load.read(load.grid)
             sources[node_id] = load.empty_cube().copy(data=values)
             usage += [used] if used else []
-        if tiling_plan(plan.process_graph).global_nodes:
+        small = tile_size is None and input_mb < STREAM_TILED_MIN_MB
+        if small or tiling_plan(plan.process_graph).global_nodes:
             # In memory, global processes run best on the whole cube (their per-tile
-            # partials are for sources that do not fit).
+            # partials are for sources that do not fit); and below STREAM_TILED_MIN_MB the
+            # tiles' own cost outweighs what the second core gives.
             return stages.evaluate_plan(plan, sources, resolver), usage
         height = max((shape[2] for shape in shapes), default=0)
         width = max((shape[3] for shape in shapes), default=0)
