@@ -117,9 +117,9 @@ def evaluate_streamed(
 
     Sources that fit ``whole_mb`` together are read whole first: each file is opened once and
     each of its blocks decoded once (windows of a tiled read share the blocks on their edges),
-    and the tiles are views of them; a graph with global processes then runs on the whole
-    cube (``tile_size`` overrides the tiles of the sources read whole). Larger sources are
-    read and evaluated per tile of ``read_tile`` px."""
+    and the tiles are views of them. Below ``STREAM_TILED_MIN_MB``, or with global processes,
+    the graph then runs on the whole cube at once (``tile_size`` forces tiles). Larger
+    sources are read and evaluated per tile of ``read_tile`` px."""
     shapes = [load.shape for load in loads.values()]
     input_mb = sum(float(np.prod(shape)) for shape in shapes) * 4 / 2**20
     usage: list[dict[str, Any]] = []
