@@ -1,18 +1,16 @@
 """Jobs run tile by tile straight from the archive, without an intermediate store: synchronous
 requests and the batch jobs the sizing fuses.
 
-Each source is a lazy cube over its ``LoadPlan``: cutting it to a tile (plus halo) and loading
-that piece reads just that window. ``processes.tiling.evaluate_tiled`` then evaluates the graph
-per tile on a few threads (GDAL decoding and numpy arithmetic release the GIL, so one tile's
-reads overlap another's arithmetic), combines the partial results of global processes, and
-mosaics the result. Memory follows a few tiles and the result, not the whole input, and the
-small per-tile arrays stay in the allocator's reach instead of faulting in fresh pages.
+Sources that fit the worker are read whole through their ``LoadPlan`` (each file opened
+once); larger ones become lazy cubes, whose tiles (plus halo) read just their window when
+loaded. ``processes.tiling.evaluate_tiled`` evaluates the graph per tile on a few threads (GDAL
+decoding and numpy arithmetic release the GIL), combines the partial results of global
+processes and mosaics the result; small or global graphs on sources read whole run at once.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -26,16 +24,10 @@ from openeo_airflow.compiler.plan import Plan
 from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.measure import Measurement, meter, sum_usage
-from openeo_airflow.engine.planning import source_shape
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import evaluate_tiled, tiling_plan
-from openeo_airflow.sizing.model import (
-    STREAM_TILED_MIN_MB,
-    STREAM_WHOLE_MB,
-    reads_whole,
-    stream_tile_size,
-)
+from openeo_airflow.sizing.model import STREAM_TILED_MIN_MB, STREAM_WHOLE_MB, stream_tile_size
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +37,12 @@ READ_TILE = 2048  # sources read per tile without a sized tile: few blocks decod
 class _PlanArray(BackendArray):
     """The values of a load plan, read window by window when xarray indexes them."""
 
-    def __init__(self, plan: LoadPlan, workers: int | None) -> None:
+    def __init__(self, plan: LoadPlan, workers: int | None, usage: list[dict[str, Any]]) -> None:
         self.plan = plan
         self.workers = workers
         self.shape = plan.shape
         self.dtype = np.dtype(np.float32)
-        self.usage: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self.usage = usage  # what the reads report, appended (atomic under the GIL)
 
     def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
         return indexing.explicit_indexing_adapter(
@@ -69,8 +60,7 @@ class _PlanArray(BackendArray):
             self.plan.grid.window(top, left, height, width), self.workers
         )
         if usage:
-            with self._lock:
-                self.usage.append(usage)
+            self.usage.append(usage)
         return values[steps, bands][..., pick_y, pick_x]
 
 
@@ -88,18 +78,16 @@ def _span(key: int | slice, size: int) -> tuple[int, int, Any]:
     return first, last - first + 1, pick
 
 
-def lazy_source(plan: LoadPlan, workers: int | None = None) -> xr.DataArray:
-    """The cube ``plan`` loads, read only where it is indexed (and then, every time)."""
+def lazy_source(
+    plan: LoadPlan, workers: int | None = None, usage: list[dict[str, Any]] | None = None
+) -> xr.DataArray:
+    """The cube ``plan`` loads, read only where it is indexed (and then, every time); what
+    the reads report (Sentinel Hub processing units) is appended to ``usage``."""
     template = plan.empty_cube()
-    data = indexing.LazilyIndexedArray(_PlanArray(plan, workers))
+    data = indexing.LazilyIndexedArray(_PlanArray(plan, workers, [] if usage is None else usage))
     return xr.DataArray(
         xr.Variable(template.dims, data), coords=template.coords, attrs=template.attrs
     )
-
-
-def _usage_of(cube: xr.DataArray) -> list[dict[str, Any]]:
-    array = getattr(cube.variable._data, "array", None)
-    return list(array.usage) if isinstance(array, _PlanArray) else []
 
 
 def evaluate_streamed(
@@ -123,7 +111,9 @@ def evaluate_streamed(
     shapes = [load.shape for load in loads.values()]
     input_mb = sum(float(np.prod(shape)) for shape in shapes) * 4 / 2**20
     usage: list[dict[str, Any]] = []
-    if input_mb <= whole_mb:
+    whole = input_mb <= whole_mb
+    _log_loads(loads, whole)
+    if whole:
         sources = {}
         for node_id, load in loads.items():
             values, used = load.read(load.grid)
@@ -141,7 +131,7 @@ def evaluate_streamed(
     else:
         # The tiles are the parallel unit: each reads its window on one thread.
         reader_threads = None if workers <= 1 else 1
-        sources = {node_id: lazy_source(load, reader_threads) for node_id, load in loads.items()}
+        sources = {n: lazy_source(load, reader_threads, usage) for n, load in loads.items()}
         tile_size = read_tile
     value = evaluate_tiled(
         plan.process_graph,
@@ -151,8 +141,22 @@ def evaluate_streamed(
         resolver=resolver,
         workers=workers,
     )
-    usage += [u for cube in sources.values() for u in _usage_of(cube)]
     return value, usage
+
+
+def _log_loads(loads: Mapping[str, LoadPlan], whole: bool) -> None:
+    for load in loads.values():
+        t, b, h, w = load.shape
+        log.info(
+            "Loaded %s (node %s): t=%d, bands=%d, y=%d, x=%d, %s",
+            load.collection_id,
+            load.node_id,
+            t,
+            b,
+            h,
+            w,
+            "read whole" if whole else "read tile by tile",
+        )
 
 
 def run_fused(workspace: JobWorkspace, workers: int, tile_size: int) -> Measurement:
@@ -174,19 +178,6 @@ def run_fused(workspace: JobWorkspace, workers: int, tile_size: int) -> Measurem
             result = xr.DataArray(np.asarray(result, dtype="float32"))
         measured.megapixels = sum(float(np.prod(load.shape)) for load in loads.values()) / 1e6
         files = stages.run_save(plan, workspace, result)
-    whole = reads_whole([source_shape(load) for load in loads.values()])
-    for load in loads.values():
-        t, b, h, w = load.shape
-        log.info(
-            "Loaded %s (node %s): t=%d, bands=%d, y=%d, x=%d, %s",
-            load.collection_id,
-            load.node_id,
-            t,
-            b,
-            h,
-            w,
-            "read whole" if whole else "read tile by tile",
-        )
     measured.seconds = time.perf_counter() - started
     measured.extra = {
         "fused": True,

@@ -83,9 +83,9 @@ class ThreadMapper:
             return list(pool.map(fn, descriptors))
 
 
-def in_process(mapper: Mapper) -> bool:
-    """Whether the mapper runs tiles in this process (the stage can measure them as one)."""
-    return mapper is inline_mapper or isinstance(mapper, ThreadMapper)
+def _side_by_side(mapper: Mapper, tiles: int) -> bool:
+    """Whether the mapper runs several of ``tiles`` at once on this process's threads."""
+    return isinstance(mapper, ThreadMapper) and mapper.workers > 1 and tiles > 1
 
 
 # --- load -----------------------------------------------------------------------------------------
@@ -100,13 +100,10 @@ def _load_plan(path: str) -> LoadPlan:
 def load_tile(descriptor: Descriptor) -> dict[str, Any]:
     """Read one tile of a source (every time step and band) into the staged cube."""
     plan = _load_plan(descriptor["plan"])
-    if descriptor.get("read_workers"):
-        options = dataclasses.replace(plan.options, workers=int(descriptor["read_workers"]))
-        plan = dataclasses.replace(plan, options=options)
     row, col, height, width = descriptor["window"]
     grid = plan.grid.window(row, col, height, width)
     with meter() as measured:
-        values, usage = plan.read(grid)
+        values, usage = plan.read(grid, descriptor.get("read_workers"))
         store_write_tile(
             Path(descriptor["store"]), slice(row, row + height), slice(col, col + width), values
         )
@@ -120,9 +117,7 @@ def load_tile(descriptor: Descriptor) -> dict[str, Any]:
 def _read_workers(mapper: Mapper, tiles: int) -> int | None:
     """Reading threads per tile: one when tiles already run side by side on this worker's
     threads (more would only compete for its cores), else the loader's default."""
-    if isinstance(mapper, ThreadMapper) and mapper.workers > 1 and tiles > 1:
-        return 1
-    return None
+    return 1 if _side_by_side(mapper, tiles) else None
 
 
 def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapper) -> Measurement:
@@ -360,7 +355,7 @@ def _stage_total(
     driver: Measurement | None = None,
 ) -> Measurement:
     """A stage's measurement from its tiles and the ``driver``'s own work beside them."""
-    if isinstance(mapper, ThreadMapper) and mapper.workers > 1 and len(tiles) > 1:
+    if _side_by_side(mapper, len(tiles)):
         # Tiles ran side by side in this process: each tile's CPU time and memory peak (the
         # process's) include the others', so the mapping's own figures count, once.
         megapixels = sum(t.megapixels for t in tiles)

@@ -250,9 +250,7 @@ class _Loader:
             for index, band in enumerate(self.bands)
             if band.asset in item.assets
         }
-        self.total_assets = sum(
-            1 for _, group in steps for item in group for b in bands if b.asset in item.assets
-        )
+        self.total_assets = len(self.decodings)  # one per item and band it has
         self.failed: dict[str, str] = {}
         self.lock = threading.Lock()
 
