@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from openeo_airflow.core.errors import ProcessGraphComplexity, ProcessParameterInvalid
-from openeo_airflow.engine.planning import check_scale, graph_shape
+from openeo_airflow.engine.planning import check_scale, graph_shape, result_steps
 from openeo_airflow.sizing.model import (
     TILE_BUDGET_MB,
     GraphShape,
@@ -20,6 +23,7 @@ from openeo_airflow.sizing.model import (
     fused_peak_mb,
     load_tile_mb,
     reads_whole,
+    result_mb,
     shrink,
     size_job,
     stage_peak_mb,
@@ -87,13 +91,13 @@ def test_small_jobs_run_inline_and_large_ones_on_spark() -> None:
 
 
 def test_tiles_are_block_multiples_that_fit_the_budget() -> None:
-    tile = choose_tile([SMALL], GRAPH, slots=2)
+    tile = choose_tile([SMALL], GRAPH)
     assert tile % SMALL.block_size == 0
     assert load_tile_mb(SMALL, tile) <= TILE_BUDGET_MB
     # A long time series: one 1024 px block of 150 dates x 4 bands is 2.4 GB to load, so the
     # tile is a fraction of a block: the largest that fits both load and transform.
     assert load_tile_mb(LONG, 1024) > TILE_BUDGET_MB
-    tile = choose_tile([LONG], GRAPH, slots=2)
+    tile = choose_tile([LONG], GRAPH)
     assert tile in (512, 256, 128)
 
     def fits(t: int) -> bool:
@@ -102,7 +106,7 @@ def test_tiles_are_block_multiples_that_fit_the_budget() -> None:
     assert fits(tile) and not fits(tile * 2)
     # Merging three more cubes into it raises the working set: never a larger tile.
     merged = GraphShape(nodes=9, merges=3, reduces_time=True)
-    assert choose_tile([LONG], merged, slots=2) < tile
+    assert choose_tile([LONG], merged) < tile
 
 
 def test_an_aligned_graph_gets_aligned_tiles() -> None:
@@ -177,6 +181,78 @@ def test_graph_shape_counts_callbacks_and_time_reductions() -> None:
     assert shape.halo == 1
     assert shape.reduces_time
     assert shape.global_nodes == 0
+    assert not shape.reduces_bands
+
+
+def _monthly_ndvi(period: str = "month") -> dict[str, object]:
+    return {
+        "load": {"process_id": "load_collection", "arguments": {"id": "S2"}},
+        "ndvi": {"process_id": "ndvi", "arguments": {"data": {"from_node": "load"}}},
+        "monthly": {
+            "process_id": "aggregate_temporal_period",
+            "arguments": {
+                "data": {"from_node": "ndvi"},
+                "period": period,
+                "reducer": {
+                    "process_graph": {
+                        "mean": {
+                            "process_id": "mean",
+                            "arguments": {"data": {"from_parameter": "data"}},
+                            "result": True,
+                        }
+                    }
+                },
+            },
+            "result": True,
+        },
+    }
+
+
+def test_the_result_of_a_monthly_aggregation_has_a_step_per_month_and_one_band() -> None:
+    # 28 dates over a year, NDVI (one band), then monthly means: the save stage holds 12 steps
+    # of one band, not 28 of three (nor one step, as a full reduction over time would leave).
+    days = [date(2022, 1, 3) + timedelta(days=13 * i) for i in range(28)]
+    loads = [SimpleNamespace(steps=[(day, []) for day in days])]
+    graph = {"process_graph": _monthly_ndvi()}
+    shape = replace(graph_shape(graph), result_steps=result_steps(graph, loads))
+    assert shape.reduces_bands and shape.temporal_aggregation
+    assert shape.result_steps == 12
+    assert result_steps({"process_graph": _monthly_ndvi("season")}, loads) == 5  # DJF .. DJF
+    source = SourceShape("load", steps=28, bands=3, height=1000, width=1000)
+    assert result_mb([source], shape) == pytest.approx(12 * 1000 * 1000 * 4 / 2**20)
+    # reduced over time after all: one step
+    reduced = dict(_monthly_ndvi())
+    reduced["monthly"] = {**reduced["monthly"], "result": False}
+    reduced["max"] = {
+        "process_id": "reduce_dimension",
+        "arguments": {"data": {"from_node": "monthly"}, "dimension": "t", "reducer": {}},
+        "result": True,
+    }
+    assert result_steps({"process_graph": reduced}, loads) == 0
+
+
+def test_spark_tiles_keep_their_size_as_the_extent_grows() -> None:
+    # The same workflow at 1x, 4x and 16x the area: the same tile, so the same executors;
+    # the larger job gets more tiles (Spark tasks), not larger ones.
+    limits = Limits(engine="spark-k8s")
+    sized = [
+        size_job(
+            [SourceShape("load", steps=6, bands=3, height=side, width=side, block_size=256)],
+            GraphShape(nodes=15, reduces_time=True),
+            limits,
+            {"engine": engine},
+        )
+        for engine in ("spark-local", "spark-k8s")
+        for side in (1600, 3200, 6400)
+    ]
+    assert len({s.tile_size for s in sized}) == 1
+    for runs in (sized[:3], sized[3:]):
+        transforms = [s.stage("transform") for s in runs]
+        assert [t.tiles for t in transforms if t] == [
+            math.ceil(side / runs[0].tile_size) ** 2 for side in (1600, 3200, 6400)
+        ]
+        assert len({t.peak_tile_mb for t in transforms if t}) == 1
+        assert len({t.resources.executor_memory_overhead_mb for t in transforms if t}) == 1
 
 
 # --- API ------------------------------------------------------------------------------------------
@@ -314,13 +390,16 @@ def test_a_tiled_job_that_fits_the_worker_is_fused_and_read_whole() -> None:
 
 def test_a_fused_run_too_large_to_read_whole_holds_a_tile_per_worker() -> None:
     # 3 GiB of input: read per sized tile on each of the worker's cores, so the fused run
-    # holds far less than its input.
+    # holds far less than its input, and four times the area holds no more (but its result).
     big = SourceShape("load", steps=50, bands=4, height=2000, width=2000, block_size=512)
+    larger = SourceShape("load", steps=50, bands=4, height=4000, width=4000, block_size=512)
     graph = GraphShape(nodes=8, reduces_time=True)
     assert not reads_whole([big])
     two = fused_peak_mb([big], graph, 512, workers=2)
     four = fused_peak_mb([big], graph, 512, workers=4)
-    assert two < big.megapixels * 1e6 * 4 / 2**20 / 2 and four > two
+    assert two < big.megapixels * 1e6 * 4 / 2**20 * 0.6 and four > two
+    grown = 2 * (result_mb([larger], graph) - result_mb([big], graph))
+    assert fused_peak_mb([larger], graph, 512, workers=2) - two == pytest.approx(grown, abs=0.2)
     assert fused_peak_mb([big], graph, 1024, workers=2) > two
 
 

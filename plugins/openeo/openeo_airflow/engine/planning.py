@@ -4,8 +4,9 @@ so an estimate is exactly what the job would be sized as."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, time
 from typing import Any
 
 from openeo_airflow.catalog.config import CollectionConfig
@@ -16,6 +17,7 @@ from openeo_airflow.core.settings import Settings
 from openeo_airflow.engine.loadplan import LoadPlan, prepare_load
 from openeo_airflow.engine.sources import ADHOC_PROCESSES, resolve_source
 from openeo_airflow.engine.stages import soft_error_ratio
+from openeo_airflow.processes.aggregate import PERIODS
 from openeo_airflow.processes.tiling import tiling_plan
 from openeo_airflow.sizing.model import GraphShape, Limits, Sizing, SourceShape, size_job
 from openeo_airflow.sizing.resources import validate_job_options
@@ -60,29 +62,59 @@ def _nodes(graph: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
                 yield from _nodes(value["process_graph"])
 
 
+def _reduces(node: Mapping[str, Any], dimensions: tuple[str, ...]) -> bool:
+    return node.get("process_id") == "reduce_dimension" and (
+        (node.get("arguments") or {}).get("dimension") in dimensions
+    )
+
+
 def graph_shape(process_graph: Mapping[str, Any]) -> GraphShape:
     graph, _ = split_process(process_graph)
     tiling = tiling_plan(process_graph)
     nodes = list(_nodes(graph))
-    reduces_time = any(
-        n.get("process_id") in _TIME_REDUCERS
-        or (
-            n.get("process_id") == "reduce_dimension"
-            and (n.get("arguments") or {}).get("dimension") in ("t", "time")
-        )
-        for n in nodes
-    )
     ids = [n.get("process_id") for n in nodes]
     return GraphShape(
         nodes=len(nodes),
         halo=tiling.halo,
         align=tiling.align,
         global_nodes=len(tiling.global_nodes),
-        reduces_time=reduces_time,
+        reduces_time=any(
+            n.get("process_id") in _TIME_REDUCERS or _reduces(n, ("t", "time")) for n in nodes
+        ),
         merges=ids.count("merge_cubes"),
         temporal_aggregation=any(i in _TIME_REDUCERS for i in ids),
         udfs=ids.count("run_udf"),
+        reduces_bands=any(
+            _reduces(n, ("bands",))
+            or (n.get("process_id") == "ndvi" and not (n.get("arguments") or {}).get("target_band"))
+            for n in nodes
+        ),
     )
+
+
+def result_steps(process_graph: Mapping[str, Any], loads: Sequence[LoadPlan]) -> int:
+    """The time steps a temporal aggregation leaves: the periods from the sources' first to
+    last date, or the intervals given; 0 without one, or when time is reduced after all."""
+    graph, _ = split_process(process_graph)
+    nodes = list(_nodes(graph))
+    if any(_reduces(n, ("t", "time")) for n in nodes):
+        return 0
+    days = sorted({datetime.combine(day, time()) for load in loads for day, _ in load.steps})
+    for node in nodes:
+        args = node.get("arguments") or {}
+        if node.get("process_id") == "aggregate_temporal" and isinstance(
+            args.get("intervals"), list
+        ):
+            return len(args["intervals"])
+        if node.get("process_id") == "aggregate_temporal_period" and days:
+            if args.get("period") not in PERIODS:
+                return 0  # the process itself reports the bad period
+            key_of, _, step = PERIODS[args["period"]]
+            key, last, count = key_of(days[0]), key_of(days[-1]), 1
+            while key < last:
+                key, count = step(key), count + 1
+            return count
+    return 0
 
 
 def source_shape(load: LoadPlan) -> SourceShape:
@@ -129,7 +161,10 @@ def shape_job(
         load = prepare_load(source, config, gdal_profile, soft_error_ratio(job_options))
         loads.append(load)
         shapes.append(source_shape(load))
-    return JobShape(loads=loads, sources=shapes, graph=graph_shape(plan.process_graph))
+    graph = replace(
+        graph_shape(plan.process_graph), result_steps=result_steps(plan.process_graph, loads)
+    )
+    return JobShape(loads=loads, sources=shapes, graph=graph)
 
 
 def check_scale(sizing: Sizing, limits: Limits) -> None:

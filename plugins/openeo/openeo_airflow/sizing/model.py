@@ -7,12 +7,15 @@ search and one file header, ``GraphShape`` from the process graph) plus the depl
 
 The memory model, per tile of ``T`` x ``T`` pixels (``t`` time steps, ``b`` bands), fitted on
 the seven workflows of ``bench/sizing_bench.py`` (bench/README.md has the measurements):
-- load: the tile's float32 cube ``t*b*T^2*4`` bytes times 1.2 (the cube plus the Zarr
-  encoder's copy of a chunk at a time), plus the reader's buffers (at most 48 MiB) and 2 MiB;
-- transform: 32 MiB plus the inputs cut to the tile (with halo) times a working-set weight:
-  3.4 for pixel-wise chains, 1.7 for neighbourhood processes (they work on chunks), +3.6 per
-  ``merge_cubes``, +0.6 for temporal aggregation; with ``run_udf``, its child process
-  (``UDF_CHILD_MB`` plus the inputs once more);
+- load: the tile's float32 cube ``t*b*T^2*4`` bytes, plus buffers of ``4.5 * (1 + min(b, 2))``
+  planes of ``T^2`` floats (the reader's threads and the store's encoder working on several
+  dates and bands at once) and 2 MiB;
+- transform: the inputs cut to the tile (with halo) times a working-set weight, 1.95 plus
+  0.025 per process (neighbourhood and temporal aggregations included), +5.85 per
+  ``merge_cubes``; with ``run_udf``, its child process (``UDF_CHILD_MB`` plus its copies of
+  the data);
+- save: 20 MiB plus 1.1 times the result (its time steps after temporal aggregation, one band
+  when the graph reduces the bands);
 - small transforms need at least ``FLOOR_MB``, saves ``SAVE_FLOOR_MB``, whatever the size.
 """
 
@@ -26,25 +29,33 @@ from openeo_airflow.sizing.resources import Resources, apply_overrides, overhead
 
 MB = 1024 * 1024
 FLOAT = 4
-LOAD_CUBE_WEIGHT = 1.2
-LOAD_BUFFERS_MAX_MB = 48.0
+# A load's buffers grow with the tile's area, not with its dates: at 8 and 12 km every
+# workflow's load measured its cube plus 9 planes of the tile for one band, 13.5 for more.
+LOAD_BUFFER_PLANES = 4.5
 LOAD_FIXED_MB = 2.0
-TRANSFORM_FIXED_MB = 32.0
-# Transform working set per MiB of input. Pixel-wise graphs: a base plus a share per process,
-# since a longer graph keeps more intermediates alive (fitted on bench/sizing_bench.py: 0.86x
-# the input for 5 processes, 1.62x for 15, after the evaluator stopped copying its operands).
-WEIGHT_PIXELWISE = 0.55
-WEIGHT_PER_NODE = 0.08
-WEIGHT_NEIGHBOURHOOD = 1.3
-WEIGHT_PER_MERGE = 6.0
-WEIGHT_TEMPORAL_AGGREGATION = 0.7
+# Transform working set per MiB of input: a base plus a share per process, since a longer
+# graph keeps more intermediates alive. Proportional, without a fixed part: on
+# bench/sizing_bench.py at 8 and 12 km every workflow measured the same multiple of its input
+# at both sizes (2.0-2.1 for 5 processes, 2.1-2.2 for 7 with a neighbourhood, 2.3 for 15 with
+# or without a temporal aggregation, 7.9-8.0 with one merge_cubes).
+WEIGHT_BASE = 1.95
+WEIGHT_PER_NODE = 0.025
+WEIGHT_PER_MERGE = 5.85
 FLOOR_MB = 40.0
-SAVE_FLOOR_MB = 56.0  # a netCDF time series needs 49-58 MiB
+# Saving holds the result and the writer's buffers: a netCDF time series measured 50.6 MiB for
+# a 29 MiB result and 92.1 MiB for 66 MiB.
+SAVE_FIXED_MB = 20.0
+SAVE_WEIGHT = 1.1
+SAVE_FLOOR_MB = 56.0
 # A Spark Python worker with our stack imported: 311-475 MiB measured (a plain interpreter:
 # 253); the worker's memory limit starts from it.
 PYTHON_BASE_MB = 480
 JVM_HEAP_MB = 1024  # the JVM only moves tile descriptors and measurements
 TILE_BUDGET_MB = 1536  # what one tile may need: several run side by side per executor
+# On Spark a tile is a task: tiles of the same size whatever the extent keep an executor's
+# memory flat as jobs grow (more tasks instead of larger ones), and spread a job over more
+# executors. 64 MiB is 512 px for 6 dates of 3 bands; each task costs SPARK_TASK_SECONDS.
+SPARK_TILE_TARGET_MB = 64.0
 MIN_TILE = 128
 MAX_TILE = 4096
 LOAD_MPX_PER_SECOND = 15.0  # per core, reading, decoding and storing tiled COGs
@@ -107,6 +118,8 @@ class GraphShape:
     merges: int = 0  # merge_cubes calls
     temporal_aggregation: bool = False  # aggregate_temporal(_period)
     udfs: int = 0  # run_udf calls
+    result_steps: int = 0  # time steps after a temporal aggregation (0: not known)
+    reduces_bands: bool = False  # the result has one band (ndvi, a reduction over bands)
 
 
 @dataclass(frozen=True)
@@ -172,20 +185,13 @@ class Sizing:
 
 
 def load_tile_mb(source: SourceShape, tile: int) -> float:
-    window = min(tile, source.height) * min(tile, source.width)
-    cube = source.steps * source.bands * window * FLOAT / MB
-    return LOAD_CUBE_WEIGHT * cube + min(cube, LOAD_BUFFERS_MAX_MB) + LOAD_FIXED_MB
+    window = min(tile, source.height) * min(tile, source.width) * FLOAT / MB
+    buffers = window * LOAD_BUFFER_PLANES * (1 + min(source.bands, 2))
+    return source.steps * source.bands * window + buffers + LOAD_FIXED_MB
 
 
 def transform_weight(graph: GraphShape) -> float:
-    if graph.halo > 0:
-        weight = WEIGHT_NEIGHBOURHOOD
-    else:
-        weight = WEIGHT_PIXELWISE + WEIGHT_PER_NODE * graph.nodes
-    weight += WEIGHT_PER_MERGE * graph.merges
-    if graph.temporal_aggregation:
-        weight += WEIGHT_TEMPORAL_AGGREGATION
-    return weight
+    return WEIGHT_BASE + WEIGHT_PER_NODE * graph.nodes + WEIGHT_PER_MERGE * graph.merges
 
 
 def transform_tile_mb(sources: list[SourceShape], graph: GraphShape, tile: int) -> float:
@@ -201,50 +207,57 @@ def transform_tile_mb(sources: list[SourceShape], graph: GraphShape, tile: int) 
         / MB
     )
     udf_mb = UDF_CHILD_MB + inputs_mb * UDF_DATA_WEIGHT if graph.udfs else 0.0
-    return max(FLOOR_MB, TRANSFORM_FIXED_MB + inputs_mb * transform_weight(graph) + udf_mb)
+    return max(FLOOR_MB, inputs_mb * transform_weight(graph) + udf_mb)
 
 
 def result_mb(sources: list[SourceShape], graph: GraphShape) -> float:
-    """The result cube's size: the largest source, without its time axis when reduced."""
+    """The result cube's size: the largest source, with the time steps a temporal aggregation
+    leaves (one when time is reduced) and one band when the graph reduces the bands."""
     if not sources:
         return 0.0
     largest = max(sources, key=lambda s: s.megapixels)
-    steps = 1 if graph.reduces_time else largest.steps
-    return steps * largest.bands * largest.height * largest.width * FLOAT / MB
+    if graph.result_steps:
+        steps = min(graph.result_steps, largest.steps)
+    else:
+        steps = 1 if graph.reduces_time else largest.steps
+    bands = 1 if graph.reduces_bands else largest.bands
+    return steps * bands * largest.height * largest.width * FLOAT / MB
+
+
+def save_mb(sources: list[SourceShape], graph: GraphShape) -> float:
+    return max(SAVE_FLOOR_MB, SAVE_FIXED_MB + SAVE_WEIGHT * result_mb(sources, graph))
 
 
 # --- choices --------------------------------------------------------------------------------------
 
 
-def choose_tile(sources: list[SourceShape], graph: GraphShape, slots: int) -> int:
+def choose_tile(
+    sources: list[SourceShape], graph: GraphShape, target_mb: float = TILE_BUDGET_MB
+) -> int:
     """The largest multiple of the source block (and of the graph's alignment) whose tiles fit
-    the tile budget, but small enough that every slot gets a tile when the extent allows.
-    When not even one block fits (long time series), a half, quarter, ... of the block: each
-    block is then decoded more than once, but the tile fits in memory."""
-    unit, extent = _tile_unit_and_extent(sources, graph)
-    multiples = [unit * k for k in range(1, MAX_TILE // unit + 1)] or [unit]
+    ``target_mb`` (else the tile budget), whatever the extent: a larger job gets more tiles,
+    not larger ones. When not even one block fits the budget (long time series), a half,
+    quarter, ... of the block: each block is then decoded more than once, but the tile fits."""
+    unit = _tile_unit(sources, graph)
+    extent = max((max(s.height, s.width) for s in sources), default=unit)
+    whole = -(-extent // unit) * unit  # the smallest tile that covers the extent
+    multiples = [unit * k for k in range(1, min(MAX_TILE, whole) // unit + 1)] or [unit]
     fractions = [unit >> j for j in range(1, 8) if (unit >> j) >= max(MIN_TILE, graph.align)]
 
-    def fits(t: int) -> bool:
+    def fits(t: int, limit: float = TILE_BUDGET_MB) -> bool:
         load = max((load_tile_mb(s, t) for s in sources), default=0.0)
-        return load <= TILE_BUDGET_MB and transform_tile_mb(sources, graph, t) <= TILE_BUDGET_MB
+        return load <= limit and transform_tile_mb(sources, graph, t) <= limit
 
-    fitting = [t for t in multiples if fits(t)]
+    fitting = [t for t in multiples if fits(t, target_mb)] or [t for t in multiples if fits(t)]
     if not fitting:
         return next((t for t in fractions if fits(t)), fractions[-1] if fractions else unit)
-    tile = fitting[-1]
-    # Parallelism: shrink while there are fewer tiles than slots and a smaller tile remains.
-    while tile > fitting[0] and _tile_count(sources, tile) < slots and tile >= extent / 2:
-        tile = max(t for t in fitting if t < tile)
-    return tile
+    return fitting[-1]
 
 
-def _tile_unit_and_extent(sources: list[SourceShape], graph: GraphShape) -> tuple[int, int]:
-    """Tiles are multiples of the unit (the source block and the graph's alignment); the
-    extent is the sources' longest side in pixels."""
+def _tile_unit(sources: list[SourceShape], graph: GraphShape) -> int:
+    """Tiles are multiples of the source block and of the graph's alignment."""
     block = max((s.block_size for s in sources), default=512)
-    unit = block * graph.align // math.gcd(block, graph.align)
-    return unit, max((max(s.height, s.width) for s in sources), default=unit)
+    return block * graph.align // math.gcd(block, graph.align)
 
 
 def _tile_count(sources: list[SourceShape], tile: int) -> int:
@@ -391,9 +404,9 @@ def size_stages(
         StageSize(
             name="save",
             tiles=1,
-            peak_tile_mb=round(max(SAVE_FLOOR_MB, out_mb * 2), 1),
+            peak_tile_mb=round(save_mb(sources, graph), 1),
             peak_executor_mb=0.0,
-            peak_driver_mb=round(max(SAVE_FLOOR_MB, out_mb * 2), 1),
+            peak_driver_mb=round(save_mb(sources, graph), 1),
             seconds=round(TASK_SECONDS + SAVE_FIXED_SECONDS + out_mpx / SAVE_MPX_PER_SECOND, 2),
             megapixels=round(out_mpx, 3),
             bytes_read=out_mb * MB,
@@ -475,9 +488,8 @@ def size_job(
     options = options or {}
     megapixels = sum(s.megapixels for s in sources)
     engine, reason = choose_engine(megapixels, limits, options.get("engine"))
-    # Tiles a stage runs at once: inline runs them one after the other.
-    slots = {"inline": 1, "spark-local": limits.local_cores}.get(engine, limits.max_executors * 2)
-    tile = int(options.get("tile-size") or choose_tile(sources, graph, slots))
+    target = TILE_BUDGET_MB if engine == "inline" else SPARK_TILE_TARGET_MB
+    tile = int(options.get("tile-size") or choose_tile(sources, graph, target))
     if graph.align > 1:
         tile = -(-tile // graph.align) * graph.align
     stages = size_stages(sources, graph, engine, tile, limits, options)
