@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,10 @@ _OVERVIEWS_ABOVE = 4 * _BLOCK
 # DEFLATE level 1 instead of GDAL's 6: float32 results hardly compress further at higher
 # levels (+2% size on NDVI and smoothed reflectance) for twice the CPU time.
 _DEFLATE_LEVEL = 1
+# GDAL compresses a COG's tiles on this many threads (the same bytes as on one): a 1600 x 1600
+# px float32 result wrote in 0.27-0.32 s instead of 0.40-0.44 s on 2 cores. The process's CPU
+# set, at most 4: a container's CPU quota is not visible here.
+_WRITE_THREADS = max(1, min(4, len(os.sched_getaffinity(0))))
 
 
 def normalize_format(name: str) -> str:
@@ -243,6 +248,7 @@ def _write_one_tiff(cube: xr.DataArray, path: Path, label: Any) -> Path:
         "overviews": "AUTO" if large else "NONE",
         "overview_resampling": "AVERAGE",
         "BIGTIFF": "IF_SAFER",
+        "num_threads": _WRITE_THREADS,
     }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
