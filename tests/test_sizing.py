@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from openeo_airflow.core.errors import ProcessGraphComplexity, ProcessParameterInvalid
-from openeo_airflow.engine.planning import check_scale, graph_shape, result_steps
+from openeo_airflow.engine.planning import check_scale, graph_shape
 from openeo_airflow.sizing.model import (
     TILE_BUDGET_MB,
     GraphShape,
@@ -214,10 +213,11 @@ def test_the_result_of_a_monthly_aggregation_has_a_step_per_month_and_one_band()
     days = [date(2022, 1, 3) + timedelta(days=13 * i) for i in range(28)]
     loads = [SimpleNamespace(steps=[(day, []) for day in days])]
     graph = {"process_graph": _monthly_ndvi()}
-    shape = replace(graph_shape(graph), result_steps=result_steps(graph, loads))
+    shape = graph_shape(graph, loads)
     assert shape.reduces_bands and shape.temporal_aggregation
     assert shape.result_steps == 12
-    assert result_steps({"process_graph": _monthly_ndvi("season")}, loads) == 5  # DJF .. DJF
+    # seasons: DJF of the first January to DJF of the last December
+    assert graph_shape({"process_graph": _monthly_ndvi("season")}, loads).result_steps == 5
     source = SourceShape("load", steps=28, bands=3, height=1000, width=1000)
     assert result_mb([source], shape) == pytest.approx(12 * 1000 * 1000 * 4 / 2**20)
     # reduced over time after all: one step
@@ -228,7 +228,7 @@ def test_the_result_of_a_monthly_aggregation_has_a_step_per_month_and_one_band()
         "arguments": {"data": {"from_node": "monthly"}, "dimension": "t", "reducer": {}},
         "result": True,
     }
-    assert result_steps({"process_graph": reduced}, loads) == 0
+    assert graph_shape({"process_graph": reduced}, loads).result_steps == 0
 
 
 def test_spark_tiles_keep_their_size_as_the_extent_grows() -> None:

@@ -5,7 +5,7 @@ so an estimate is exactly what the job would be sized as."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any
 
@@ -68,7 +68,9 @@ def _reduces(node: Mapping[str, Any], dimensions: tuple[str, ...]) -> bool:
     )
 
 
-def graph_shape(process_graph: Mapping[str, Any]) -> GraphShape:
+def graph_shape(process_graph: Mapping[str, Any], loads: Sequence[LoadPlan] = ()) -> GraphShape:
+    """The graph's shape; with the ``loads`` of its sources, also the time steps its result
+    keeps after a temporal aggregation."""
     graph, _ = split_process(process_graph)
     tiling = tiling_plan(process_graph)
     nodes = list(_nodes(graph))
@@ -89,14 +91,13 @@ def graph_shape(process_graph: Mapping[str, Any]) -> GraphShape:
             or (n.get("process_id") == "ndvi" and not (n.get("arguments") or {}).get("target_band"))
             for n in nodes
         ),
+        result_steps=_result_steps(nodes, loads),
     )
 
 
-def result_steps(process_graph: Mapping[str, Any], loads: Sequence[LoadPlan]) -> int:
+def _result_steps(nodes: list[Mapping[str, Any]], loads: Sequence[LoadPlan]) -> int:
     """The time steps a temporal aggregation leaves: the periods from the sources' first to
     last date, or the intervals given; 0 without one, or when time is reduced after all."""
-    graph, _ = split_process(process_graph)
-    nodes = list(_nodes(graph))
     if any(_reduces(n, ("t", "time")) for n in nodes):
         return 0
     days = sorted({datetime.combine(day, time()) for load in loads for day, _ in load.steps})
@@ -161,10 +162,7 @@ def shape_job(
         load = prepare_load(source, config, gdal_profile, soft_error_ratio(job_options))
         loads.append(load)
         shapes.append(source_shape(load))
-    graph = replace(
-        graph_shape(plan.process_graph), result_steps=result_steps(plan.process_graph, loads)
-    )
-    return JobShape(loads=loads, sources=shapes, graph=graph)
+    return JobShape(loads=loads, sources=shapes, graph=graph_shape(plan.process_graph, loads))
 
 
 def check_scale(sizing: Sizing, limits: Limits) -> None:

@@ -224,8 +224,9 @@ def result_mb(sources: list[SourceShape], graph: GraphShape) -> float:
     return steps * bands * largest.height * largest.width * FLOAT / MB
 
 
-def save_mb(sources: list[SourceShape], graph: GraphShape) -> float:
-    return max(SAVE_FLOOR_MB, SAVE_FIXED_MB + SAVE_WEIGHT * result_mb(sources, graph))
+def save_mb(out_mb: float) -> float:
+    """What saving a result of ``out_mb`` holds at once."""
+    return max(SAVE_FLOOR_MB, SAVE_FIXED_MB + SAVE_WEIGHT * out_mb)
 
 
 # --- choices --------------------------------------------------------------------------------------
@@ -400,13 +401,14 @@ def size_stages(
     out_mb = result_mb(sources, graph)
     out_mpx = out_mb * MB / FLOAT / 1e6
     save = Resources(driver_memory_mb=max(1024, math.ceil(out_mb * 3)), partitions=1)
+    save_peak = round(save_mb(out_mb), 1)
     stages.append(
         StageSize(
             name="save",
             tiles=1,
-            peak_tile_mb=round(save_mb(sources, graph), 1),
+            peak_tile_mb=save_peak,
             peak_executor_mb=0.0,
-            peak_driver_mb=round(save_mb(sources, graph), 1),
+            peak_driver_mb=save_peak,
             seconds=round(TASK_SECONDS + SAVE_FIXED_SECONDS + out_mpx / SAVE_MPX_PER_SECOND, 2),
             megapixels=round(out_mpx, 3),
             bytes_read=out_mb * MB,
