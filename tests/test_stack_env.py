@@ -32,13 +32,16 @@ def test_the_scheduler_imports_the_task_code_and_nothing_else_before_it_forks() 
         "from openeo_airflow.cli.scheduler import preload\n"
         "preload()\n"
         "from openeo_airflow.airflow import tasks\n"
+        "from airflow.sdk.api.client import Client\n"
         "wanted = ('xarray', 'rasterio', 'h5netcdf', 'openeo_airflow.engine.streaming')\n"
         "print(threading.active_count(), tasks.backend.cache_info().currsize,"
-        " all(m in sys.modules for m in wanted))\n"
+        " all(m in sys.modules for m in wanted),"
+        " Client._get_ssl_context_cached.cache_info().currsize)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["1", "0", "True"]
+    # the last figure: the execution-API client's certificates, loaded once for all workers
+    assert done.stdout.splitlines()[-1].split() == ["1", "0", "True", "1"]
 
 
 def test_the_stack_starts_its_scheduler_through_the_preloading_entry(tmp_path: Path) -> None:

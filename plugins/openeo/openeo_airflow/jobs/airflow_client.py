@@ -6,7 +6,9 @@ inside Airflow's api-server and when deployed on its own.
 
 from __future__ import annotations
 
+import os
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -27,6 +29,8 @@ class AirflowClient:
         self._timeout = timeout
         self._token: str | None = None
         self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        self._client_pid = 0
 
     def trigger(
         self,
@@ -35,7 +39,13 @@ class AirflowClient:
         dag_id: str = BATCH_DAG_ID,
         note: str | None = None,
     ) -> None:
-        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf, "note": note}
+        body = {
+            "dag_run_id": run_id,
+            "logical_date": None,
+            "run_after": run_after_now(),
+            "conf": conf,
+            "note": note,
+        }
         response = self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", json=body)
         if response.status_code == 409:
             raise AirflowRunExists(run_id)
@@ -66,16 +76,33 @@ class AirflowClient:
             _check(response)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        client = self._session()
         try:
-            with httpx.Client(base_url=self._base, timeout=self._timeout) as client:
-                response = client.request(method, path, headers=self._auth(client), **kwargs)
-                if response.status_code == 401:
-                    response = client.request(
-                        method, path, headers=self._auth(client, renew=True), **kwargs
-                    )
-                return response
+            response = client.request(method, path, headers=self._auth(client), **kwargs)
+            if response.status_code == 401:
+                response = client.request(
+                    method, path, headers=self._auth(client, renew=True), **kwargs
+                )
+            return response
         except httpx.TransportError as exc:
             raise InfrastructureBusy(f"The workflow scheduler is not reachable: {exc}") from exc
+
+    def _session(self) -> httpx.Client:
+        """One pooled client per process (a forked child must not share its parent's sockets).
+
+        A new client per request cost a TLS context each time, certificates loaded even for a
+        plain-http URL: 0.1-0.3 s of CPU per call in a task, measured with py-spy. Plain http
+        has nothing to verify, so no certificates are loaded for it at all.
+        """
+        with self._lock:
+            if self._client is None or self._client_pid != os.getpid():
+                self._client = httpx.Client(
+                    base_url=self._base,
+                    timeout=self._timeout,
+                    verify=self._base.startswith("https://"),
+                )
+                self._client_pid = os.getpid()
+            return self._client
 
     def _auth(self, client: httpx.Client, renew: bool = False) -> dict[str, str]:
         with self._lock:
@@ -84,6 +111,18 @@ class AirflowClient:
                 _check(response)
                 self._token = response.json()["access_token"]
             return {"Authorization": f"Bearer {self._token}"}
+
+
+def run_after_now() -> str:
+    """The ``run_after`` of a run that may start at once: the previous whole second.
+
+    The scheduler starts queued runs whose ``run_after <= now()`` in SQL, and SQLite's now has
+    whole-second resolution: a run stamped with the current instant (Airflow's default) waited
+    for the next second to begin, 0.5 s per job on average (measured: queued to running
+    0.44-0.94 s). The stamp only orders runs; a second earlier changes nothing else.
+    """
+    now = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=1)
+    return now.isoformat()
 
 
 def _check(response: httpx.Response) -> None:

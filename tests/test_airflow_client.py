@@ -1,0 +1,57 @@
+"""The client of Airflow's REST API against a loopback stand-in of it (the recorded protocol:
+token, then DAG-run calls with the bearer)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from openeo_airflow.jobs.airflow_client import AirflowClient
+from tests.api_support import JsonHandler, http_served
+
+
+class Airflow(JsonHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as Airflow's api-server (uvicorn) answers
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        self.seen.append({"path": self.path, "body": body, "peer": self.client_address})
+        if self.path == "/auth/token":
+            self.answer(201, {"access_token": "t-1"})
+        else:
+            self.answer(200, {"dag_run_id": body.get("dag_run_id"), "state": "queued"})
+
+    def do_GET(self) -> None:
+        self.seen.append({"path": self.path, "body": None, "peer": self.client_address})
+        self.answer(200, {"state": "running"})
+
+
+def test_a_triggered_run_may_start_at_once_on_a_database_clock_of_whole_seconds() -> None:
+    # The scheduler starts queued runs with run_after <= now() in SQL; SQLite's now() is a whole
+    # second, so run_after must not lie inside the current second.
+    Airflow.seen = []
+    with http_served(Airflow) as url:
+        before = datetime.now(UTC)
+        AirflowClient(url, "svc", "pw").trigger("j-1", {"job_id": "j-1"})
+    trigger = next(r for r in Airflow.seen if r["path"].endswith("/dagRuns"))
+    run_after = datetime.fromisoformat(trigger["body"]["run_after"])
+    assert run_after.microsecond == 0 and run_after.tzinfo is not None
+    whole_second = before.replace(microsecond=0)
+    assert whole_second - timedelta(seconds=2) <= run_after < whole_second
+    assert trigger["body"]["conf"] == {"job_id": "j-1"}
+    assert trigger["body"]["logical_date"] is None
+
+
+def test_calls_share_one_connection_and_one_token() -> None:
+    Airflow.seen = []
+    with http_served(Airflow) as url:
+        client = AirflowClient(url, "svc", "pw")
+        client.trigger("j-2", {"job_id": "j-2"})
+        assert client.run_state("j-2") == "running"
+        assert client.run_state("j-2") == "running"
+    assert [r["path"] for r in Airflow.seen].count("/auth/token") == 1
+    assert len(Airflow.seen) == 4
+    # one TCP connection (one client port) for all four requests
+    assert len({r["peer"] for r in Airflow.seen}) == 1
