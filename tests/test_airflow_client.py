@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+
+from openeo_airflow.core.models import JobStatus
+from openeo_airflow.jobs import service
 from openeo_airflow.jobs.airflow_client import AirflowClient
-from tests.api_support import JsonHandler, http_served
+from tests.api_support import JsonHandler, http_served, make_backend
 
 
 class Airflow(JsonHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as Airflow's api-server (uvicorn) answers
     seen: ClassVar[list[dict[str, Any]]] = []
+    run_state: ClassVar[str] = "running"
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
@@ -25,7 +31,7 @@ class Airflow(JsonHandler):
 
     def do_GET(self) -> None:
         self.seen.append({"path": self.path, "body": None, "peer": self.client_address})
-        self.answer(200, {"state": "running"})
+        self.answer(200, {"state": self.run_state})
 
 
 def test_a_triggered_run_may_start_at_once_on_a_database_clock_of_whole_seconds() -> None:
@@ -55,3 +61,27 @@ def test_calls_share_one_connection_and_one_token() -> None:
     assert len(Airflow.seen) == 4
     # one TCP connection (one client port) for all four requests
     assert len({r["peer"] for r in Airflow.seen}) == 1
+
+
+def test_status_reads_ask_airflow_about_a_run_at_most_every_few_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tasks report the status themselves; asking Airflow only finds runs that ended without
+    # them, and a client polling fast must not cost a REST call per poll.
+    collections = tmp_path / "collections.yaml"
+    collections.write_text("collections: []\n")
+    Airflow.seen = []
+    with http_served(Airflow) as url:
+        backend = make_backend(tmp_path / "home", collections, airflow_url=url)
+        job = backend.registry.create("alice", {"process_graph": {}})
+        backend.registry.update(job.id, run_id=job.id)
+        backend.registry.set_status(job.id, JobStatus.QUEUED)
+        for _ in range(5):
+            assert backend.jobs.get("alice", job.id).status is JobStatus.QUEUED
+        assert len([r for r in Airflow.seen if "/dagRuns/" in r["path"]]) == 1
+        # the run failed without its tasks saying so: seen at the next question
+        monkeypatch.setattr(Airflow, "run_state", "failed")
+        assert backend.jobs.get("alice", job.id).status is JobStatus.QUEUED
+        monkeypatch.setattr(service, "RECONCILE_SECONDS", 0.0)
+        assert backend.jobs.get("alice", job.id).status is JobStatus.ERROR
+        assert len([r for r in Airflow.seen if "/dagRuns/" in r["path"]]) == 2
