@@ -257,7 +257,6 @@ def test_after_sizing_the_run_note_and_xcom_show_the_job(
 ) -> None:
     job = backend.registry.create("alice", NDVI, title="NDVI max")
     run_notes.on_sized(backend, job.id, SIZING)
-    run_notes.wait()  # the note goes out in the background
     assert context["ti"].xcom == {"process_graph": NDVI}
     patch = airflow.requests[-1]
     assert patch["path"] == "/api/v2/dags/openeo_batch_job/dagRuns/j-run-1"
@@ -289,7 +288,6 @@ def test_a_failing_airflow_never_fails_the_task(
     job = backend.registry.create("alice", NDVI)
     airflow.patch_status = 403
     run_notes.on_sized(backend, job.id, SIZING)
-    run_notes.wait()
     assert "Could not update the run's note" in caplog.text
     assert "403" in caplog.text
 
@@ -299,8 +297,8 @@ def test_the_final_note_follows_the_sizing_note_on_one_token(
 ) -> None:
     job = backend.registry.create("alice", NDVI)
     backend.registry.update(job.id, sizing={"predicted": SIZING})
-    run_notes.on_sized(backend, job.id, SIZING)  # in the background
-    run_notes.on_finished(backend, job.id, ["result.tif"])  # waits for it first
+    run_notes.on_sized(backend, job.id, SIZING)
+    run_notes.on_finished(backend, job.id, ["result.tif"])
     token, sized, finished = airflow.requests
     assert token["path"] == "/auth/token"
     assert "once finished" in sized["body"]["note"]

@@ -60,7 +60,7 @@ def _on_failure(context: Any) -> None:
 def size() -> list[str]:
     """Compile and size the job; returns the source nodes that ``load`` maps over. A small job
     the sizing fuses runs whole here instead, and the stage tasks are skipped."""
-    from openeo_airflow.airflow import run_notes, tasks
+    from openeo_airflow.airflow import tasks
 
     context = get_current_context()
     run = context["dag_run"]
@@ -71,13 +71,10 @@ def size() -> list[str]:
         job_id = tasks.adopt_run(run.run_id, owner, conf)
         context["ti"].xcom_push(key="job_id", value=job_id)
     sizing = tasks.size(str(job_id))
-    try:
-        context["ti"].xcom_push(key="sizing", value=sizing)
-        if sizing.get("fused") and tasks.fused(str(job_id)):
-            return []  # done here: load (mapped over nothing), transform and save are skipped
-        return list(sizing["sources"])
-    finally:
-        run_notes.wait()  # the sizing's note went out in the background
+    context["ti"].xcom_push(key="sizing", value=sizing)
+    if sizing.get("fused") and tasks.fused(str(job_id)):
+        return []  # done here: load (mapped over nothing), transform and save are skipped
+    return list(sizing["sources"])
 
 
 @task

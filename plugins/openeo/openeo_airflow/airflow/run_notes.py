@@ -13,17 +13,17 @@ Airflow UI (``/openeo/1.2`` beside Airflow's own routes), so the browser resolve
 host the operator reached the UI through. ``settings.airflow_url`` is an in-cluster address in
 Kubernetes deployments; only its path (a base path Airflow may be served under) is kept.
 
-Updating the note is best effort: a failure is logged and never fails the task. The note
-after sizing is sent in the background (a small job runs its whole work meanwhile, and the
-request is two round trips to the api-server: token and patch); the note at the end waits
-for it, so the notes arrive in order, and a task that ends without a final note calls
-``wait``. One client per task process keeps the token between the two notes.
+Updating the note is best effort: a failure is logged and never fails the task. Notes are
+sent in the task's own thread, one call after the other: on the embedded SQLite database, a
+note sent in the background while the task pushed an XCom locked both requests for the
+database's 5 s timeout (the PATCH's audit-log insert against the XCom's insert), and a
+pooled connection makes a note one round trip of 25-40 ms. One client per task process keeps
+the token between the two notes.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from typing import Any
@@ -39,7 +39,6 @@ OPENEO_PATH = "/openeo/1.2"
 _ARGUMENT_NAMES = ("id", "format", "reducer", "process")
 _MAX_STAGE_LINES = 6
 _TITLE_LIMIT = 120
-_pending: list[threading.Thread] = []
 
 
 class RunNoteClient(AirflowClient):
@@ -197,8 +196,7 @@ def _one_line(text: str) -> str:
 
 
 def on_sized(backend: Backend, job_id: str, spec: Mapping[str, Any]) -> None:
-    """After sizing: the graph goes to XCom, the note gets the sizing and the results link
-    (sent in the background: see ``wait``)."""
+    """After sizing: the graph goes to XCom, the note gets the sizing and the results link."""
     context = _context()
     if context is None:
         return
@@ -212,22 +210,11 @@ def on_sized(backend: Backend, job_id: str, spec: Mapping[str, Any]) -> None:
         owner=job.owner,
         title=job.title,
     )
-    sending = threading.Thread(
-        target=_set, args=(backend, context, note), name="run-note", daemon=True
-    )
-    sending.start()
-    _pending.append(sending)
-
-
-def wait(timeout: float = 30) -> None:
-    """Until the notes sent in the background are through (or given up on)."""
-    while _pending:
-        _pending.pop(0).join(timeout)
+    _set(backend, context, note)
 
 
 def on_finished(backend: Backend, job_id: str, assets: list[str]) -> None:
     """After saving: the note says the results are there, and how many files."""
-    wait()  # the sizing's note first, never after this one
     context = _context()
     if context is None:
         return
