@@ -250,7 +250,7 @@ def test_the_spark_venv_has_the_raster_stack_and_neither_airflow_nor_pyspark(
     spark_venv: Path,
 ) -> None:
     code = (
-        "import importlib.util as u, openeo_airflow.engine.stages, rasterio, xarray, zarr; "
+        "import importlib.util as u, openeo_airflow.engine.stages, rasterio, xarray; "
         "print(u.find_spec('airflow') is None, u.find_spec('pyspark') is None, "
         "openeo_airflow.__file__)"
     )

@@ -339,8 +339,8 @@ def test_result_time_span_accepts_period_labels() -> None:
 
 
 def test_vector_cubes_pass_through_the_intermediate_store(tmp_path: Path) -> None:
-    # aggregate_spatial's result (geometries x time) goes from transform to save through Zarr,
-    # which holds no Python objects: the geometries travel as WKB.
+    # aggregate_spatial's result (geometries x time) goes from transform to save through the
+    # store, which holds no Python objects: the geometries travel as WKB.
     import shapely
 
     from openeo_airflow.io.store import read_cube, write_cube
@@ -354,7 +354,7 @@ def test_vector_cubes_pass_through_the_intermediate_store(tmp_path: Path) -> Non
             "t": np.array(["2023-07-01", "2023-07-02"], dtype="datetime64[ns]"),
         },
     )
-    back = read_cube(write_cube(cube, tmp_path / "vector.zarr"))
+    back = read_cube(write_cube(cube, tmp_path / "vector.cube"))
     assert [g.equals(p) for g, p in zip(back.geometry.values, polygons, strict=True)] == [True] * 2
     assert back.geometry.attrs["crs_wkt"] == "EPSG:4326"
     np.testing.assert_array_equal(back.values, cube.values)

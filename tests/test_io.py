@@ -1,4 +1,4 @@
-"""Reading collections onto a grid, the intermediate Zarr store and the output formats.
+"""Reading collections onto a grid, the intermediate store and the output formats.
 
 Real data: the decimated 29RKH Sentinel-2 COGs in ``shared/data`` (B04/B08 at 100 m, SCL at
 200 m, EPSG:32629, nodata 0), referenced from small static STAC catalogs built in tmp_path.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,14 @@ from openeo_airflow.io.formats import (
 )
 from openeo_airflow.io.gdal_env import PROFILES, gdal_env, gdal_options
 from openeo_airflow.io.reader import load_cube, snap_grid
-from openeo_airflow.io.store import open_cube, read_cube, write_cube
+from openeo_airflow.io.store import (
+    create_cube,
+    open_cube,
+    publish,
+    read_cube,
+    write_cube,
+    write_tile,
+)
 
 RKH = Path("cogs_29RKH/S2A_29RKH_20200219_0_L2A")
 ORIGIN = (199980.0, 2800020.0)  # top-left corner of the 29RKH tile (EPSG:32629)
@@ -318,30 +326,52 @@ def real_cube(rkh: dict[str, Any]) -> xr.DataArray:
 
 def test_store_round_trip_is_exact(real_cube: xr.DataArray, tmp_path: Path) -> None:
     assert np.isnan(real_cube.values).any()
-    path = write_cube(real_cube, tmp_path / "stage" / "load.zarr", tile=128)
+    path = write_cube(real_cube, tmp_path / "stage" / "load.cube")
     back = read_cube(path)
     xr.testing.assert_identical(back, real_cube)
     assert back.dtype == np.float32 and back.bands.dtype == real_cube.bands.dtype
     assert back.coords["spatial_ref"].attrs == real_cube.coords["spatial_ref"].attrs
-    meta = json.loads((path / "cube" / "zarr.json").read_text())
-    assert meta["chunk_grid"]["configuration"]["chunk_shape"] == [1, 1, 128, 128]
-    assert meta["codecs"][-1]["name"] == "blosc"
-    # Lazily opened: a tile reads back equal too.
-    tile = open_cube(path).isel(y=slice(128, 256), x=slice(0, 128)).values
+    assert type(back.values) is np.ndarray  # read: a copy in memory
+    # Opened, it is memory-mapped: a tile reads back equal too.
+    opened = open_cube(path)
+    assert isinstance(opened.variable._data, np.memmap)
+    tile = opened.isel(y=slice(128, 256), x=slice(0, 128)).values
     np.testing.assert_array_equal(tile, real_cube.values[:, :, 128:256, :128])
+
+
+@pytest.mark.parametrize("tile_width", [128, None], ids=["windows", "whole rows"])
+def test_tiles_fill_a_created_cube_in_parallel(
+    real_cube: xr.DataArray, tmp_path: Path, tile_width: int | None
+) -> None:
+    staged = create_cube(real_cube, tmp_path / ".staged")
+    height, width = real_cube.sizes["y"], real_cube.sizes["x"]
+    step = tile_width or width
+    rows = [slice(r, r + 100) for r in range(0, height, 100)]
+    cols = [slice(c, c + step) for c in range(0, width, step)]
+    windows = [(r, c) for r in rows for c in cols]
+    with ThreadPoolExecutor(3) as pool:
+        list(
+            pool.map(
+                lambda w: write_tile(staged, w[0], w[1], real_cube.values[:, :, w[0], w[1]]),
+                windows,
+            )
+        )
+    back = read_cube(publish(staged, tmp_path / "cube"))
+    xr.testing.assert_identical(back, real_cube)
+    assert not staged.exists()
 
 
 def test_store_round_trips_reduced_cubes(real_cube: xr.DataArray, tmp_path: Path) -> None:
     reduced = real_cube.max("t").rename("ndvi_max")
-    xr.testing.assert_identical(read_cube(write_cube(reduced, tmp_path / "r.zarr")), reduced)
+    xr.testing.assert_identical(read_cube(write_cube(reduced, tmp_path / "r.cube")), reduced)
     empty = real_cube.isel(t=slice(0, 0))
-    xr.testing.assert_identical(read_cube(write_cube(empty, tmp_path / "e.zarr")), empty)
+    xr.testing.assert_identical(read_cube(write_cube(empty, tmp_path / "e.cube")), empty)
     mask = real_cube > 1000
-    xr.testing.assert_identical(read_cube(write_cube(mask, tmp_path / "m.zarr")), mask)
+    xr.testing.assert_identical(read_cube(write_cube(mask, tmp_path / "m.cube")), mask)
 
 
 def test_store_write_is_atomic(real_cube: xr.DataArray, tmp_path: Path) -> None:
-    path = tmp_path / "result.zarr"
+    path = tmp_path / "result.cube"
     first = real_cube.isel(t=[0])
     write_cube(first, path)
     second = real_cube.isel(t=[1, 2])
@@ -351,7 +381,7 @@ def test_store_write_is_atomic(real_cube: xr.DataArray, tmp_path: Path) -> None:
     with pytest.raises(TypeError):
         write_cube(broken, path)
     xr.testing.assert_identical(read_cube(path), second)  # the old cube is untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.zarr"]  # no leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.cube"]  # no leftovers
 
 
 # --------------------------------------------------------------------------- formats

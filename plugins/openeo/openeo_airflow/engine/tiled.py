@@ -6,15 +6,15 @@ worker's threads (``ThreadMapper``), the Spark engines with
 ``SparkContext.parallelize(...).map(...)``. Tile functions are module level, take one
 descriptor and return its ``Measurement`` as a dict, so Spark can ship them.
 
-- load: each tile reads its window of every time step and writes it into the source's Zarr
-  cube; tiles are aligned to the cube's chunks, so they write disjoint chunks in parallel.
-- transform, for graphs whose processes are all local in space (a halo is fine): tiles lie on
-  the stores' chunk grid; the driver evaluates the graph on a corner of a few pixels to learn
+- load: each tile reads its window of every time step and writes it into the source's cube in
+  the intermediate store (``io.store``); windows are disjoint, so tiles write in parallel.
+- transform, for graphs whose processes are all local in space (a halo is fine): tiles are cut
+  from the cube's first pixel; the driver evaluates the graph on a corner of a few pixels to learn
   the result's shape and creates the result cube, then each tile evaluates the whole graph on
   its sources cut to the tile plus halo and writes its piece straight into the result's
-  chunks. When the graph's alignment (``apply_neighborhood`` chunks) rules that grid out,
+  window. When the graph's alignment (``apply_neighborhood`` chunks) rules that grid out,
   tiles follow the CRS-anchored tiling of ``processes.tiling``, write pieces of their own,
-  and the driver copies them into the result one by one (they may share chunks). Graphs with
+  and the driver copies them into the result one by one. Graphs with
   global processes (aggregate_spatial, ...), or whose result is not a raster on the source
   grid, run on the driver over the whole cube, as before.
 """
@@ -69,9 +69,9 @@ def inline_mapper(fn: TileFn, descriptors: list[Descriptor]) -> list[dict[str, A
 @dataclass(frozen=True)
 class ThreadMapper:
     """Tiles on ``workers`` threads of this process (the inline engine on a multi-core
-    worker). Safe because tiles never share a chunk they write (load tiles follow the cube's
-    chunks, transform tiles write their own pieces), each reading thread opens its own GDAL
-    environment (``io.reader``), and numpy, GDAL and the Zarr codecs release the GIL."""
+    worker). Safe because tiles never share a window they write (load tiles cut the cube,
+    transform tiles write their own pieces), each reading thread opens its own GDAL
+    environment (``io.reader``), and numpy and GDAL release the GIL."""
 
     workers: int
 
@@ -125,7 +125,7 @@ def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapp
     plan_file = workspace.load_plan_file(node_id)
     plan = LoadPlan.from_dict(workspace.read_json(plan_file))
     target = workspace.source_cube(node_id)
-    staged = create_cube(plan.empty_cube(), workspace.staging(target), tile_size)
+    staged = create_cube(plan.empty_cube(), workspace.staging(target))
     try:
         windows = [
             (t.row, t.col, t.grid.height, t.grid.width) for t in grid_tiles(plan.grid, tile_size)
@@ -191,14 +191,14 @@ def transform_tile(descriptor: Descriptor) -> dict[str, Any]:
         if fits and "result" in descriptor:
             fits = _write_piece(Path(descriptor["result"]), descriptor["window"], tile.crop(value))
         elif fits:
-            write_cube(tile.crop(value), Path(descriptor["piece"]), tile=1 << 30)
+            write_cube(tile.crop(value), Path(descriptor["piece"]))
         del sources, value
     return {**measured.to_dict(), "extra": {"fits": fits}}
 
 
 def _write_piece(result: Path, window: list[int], piece: xr.DataArray) -> bool:
-    """Write ``piece`` at ``window`` (top row, left column) of the ``result`` cube, whose
-    chunks it covers alone; ``False`` when it is not that cube's grid there."""
+    """Write ``piece`` at ``window`` (top row, left column) of the ``result`` cube, a window
+    no other tile writes; ``False`` when it is not that cube's grid there."""
     row, col = window
     cube = open_cube(result)
     rows, cols = (
@@ -249,7 +249,7 @@ def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Me
             workspace, plan, tile_size, started, "the result is not a raster on the source grid"
         )
     target = workspace.result_cube
-    staged = create_cube(template, workspace.staging(target), size)
+    staged = create_cube(template, workspace.staging(target))
     descriptors = [
         {
             "workspace": str(workspace.root),
@@ -277,11 +277,10 @@ def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Me
 
 
 def chunk_tiles(grid: xr.DataArray, size: int, align: int) -> list[list[Tile]] | None:
-    """Rows (top to bottom) of ``size`` px tiles from the cube's first pixel: the stores' chunk
-    grid, so a tile reads whole chunks of the sources and fills whole chunks of the result
-    (tiles anchored elsewhere decode every chunk they touch, up to four, and share chunks of
-    the result). ``None`` when the cube's first pixel is off the CRS grid's multiples of
-    ``align``: the graph's neighbourhood chunks (``apply_neighborhood``) would cross tiles."""
+    """Rows (top to bottom) of ``size`` px tiles from the cube's first pixel, so that tiles cut
+    the sources and the result into disjoint windows. ``None`` when the cube's first pixel is
+    off the CRS grid's multiples of ``align``: the graph's neighbourhood chunks
+    (``apply_neighborhood``) would cross tiles."""
     xres, yres = cube_resolution(grid)
     left, top = float(grid.x[0]) - xres / 2, float(grid.y[0]) + yres / 2
     if align > 1 and (round(left / xres) % align or round(top / yres) % align):
@@ -372,9 +371,9 @@ def _run_pieces(
     started: float,
     mapper: Mapper,
 ) -> Measurement:
-    """Tiles anchored at the CRS grid (``processes.tiling``) when the cube's chunks are not:
-    each tile writes its own piece, which the driver copies into the result cube one at a
-    time (pieces may share chunks)."""
+    """Tiles anchored at the CRS grid (``processes.tiling``) when the cube's first pixel is
+    not: each tile writes its own piece, which the driver copies into the result cube one at
+    a time."""
     tiling = tiling_plan(plan.process_graph)
     pieces_dir = workspace.root / "intermediate" / "pieces"
     shutil.rmtree(pieces_dir, ignore_errors=True)
@@ -383,7 +382,7 @@ def _run_pieces(
             "workspace": str(workspace.root),
             "bounds": [tile.left, tile.right, tile.bottom, tile.top],
             "halo": tiling.halo,
-            "piece": str(pieces_dir / f"{r}-{c}.zarr"),
+            "piece": str(pieces_dir / f"{r}-{c}.cube"),
         }
         for r, row in enumerate(crs_tiles(grid, size))
         for c, tile in enumerate(row)
@@ -409,7 +408,7 @@ def _run_pieces(
 def _assemble(
     workspace: JobWorkspace, grid: xr.DataArray, descriptors: list[Descriptor], size: int
 ) -> bool:
-    """Copy the tiles' pieces into the result cube (one at a time: pieces may share chunks).
+    """Copy the tiles' pieces into the result cube, one at a time.
     ``False`` when the pieces are not the source grid cut into tiles."""
     pieces = [open_cube(Path(d["piece"])) for d in descriptors]
     first = pieces[0]
@@ -431,7 +430,7 @@ def _assemble(
             return False
         windows.append((slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)))
     target = workspace.result_cube
-    staged = create_cube(_template(first, grid), workspace.staging(target), size)
+    staged = create_cube(_template(first, grid), workspace.staging(target))
     try:
         for piece, (rows_slice, cols_slice) in zip(pieces, windows, strict=True):
             store_write_tile(staged, rows_slice, cols_slice, piece.values)

@@ -27,11 +27,11 @@ class JobWorkspace:
         return self.root / "plan.json"
 
     def source_cube(self, node_id: str) -> Path:
-        return self.root / "intermediate" / f"source-{node_id}.zarr"
+        return self.root / "intermediate" / f"source-{node_id}.cube"
 
     @property
     def result_cube(self) -> Path:
-        return self.root / "intermediate" / "result.zarr"
+        return self.root / "intermediate" / "result.cube"
 
     @property
     def results_dir(self) -> Path:

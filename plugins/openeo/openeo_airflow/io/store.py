@@ -1,43 +1,44 @@
-"""The intermediate store between DAG stages: one cube per Zarr folder.
+"""The intermediate store between DAG stages: one cube per folder.
 
-Chunks are one time step x one band x ``tile`` x ``tile`` pixels, compressed with Blosc/LZ4
-(fast). A cube is written to a temporary sibling folder and renamed into place, so readers
-(and retried stages) see either the whole previous cube, no cube, or the whole new cube.
-Only local (or mounted shared) filesystem paths are supported for now.
+A cube is its values as one uncompressed NumPy file (``values.npy``, read memory-mapped) beside a
+JSON description of its dimensions, attributes and coordinates (``cube.json``, with the
+coordinate values in ``coords.npz``). Stages on one filesystem pay a copy through the page cache,
+nothing more: for the 104 MB sources of the sizing benchmark's medium job, writing took 0.03-0.04 s
+and reading 0.03 s, against 0.2-0.5 s and 0.1-0.27 s for the Zarr folders this store used to
+write (LZ4 or uncompressed, through xarray or zarr directly; tiles of 512 px or the whole
+extent; measured side by side). Those costs made separate stages 1.4x slower than a fused run.
+
+A cube is written to a temporary sibling folder and renamed into place, so readers (and retried
+stages) see either the whole previous cube, no cube, or the whole new cube. Tiles fill a cube
+made by ``create_cube`` in parallel: each writes only its own window of the values file.
+Only local (or mounted shared) filesystem paths are supported.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import Any
 
-import dask.array as da
 import numpy as np
 import shapely
 import xarray as xr
-import zarr
-from zarr.codecs import BloscCodec
 
-VARIABLE = "cube"
-_NAME_ATTR = "openeo_airflow:name"
-_STRING_COORDS_ATTR = "openeo_airflow:string_coords"
-_GEOMETRY_COORDS_ATTR = "openeo_airflow:geometry_coords"
+VALUES = "values.npy"
+COORDS = "coords.npz"
+DESCRIPTION = "cube.json"
 
 
-def write_cube(cube: xr.DataArray, path: Path, tile: int = 512) -> Path:
-    """Write ``cube`` to the Zarr folder ``path`` atomically (replacing any previous cube)."""
+def write_cube(cube: xr.DataArray, path: Path) -> Path:
+    """Write ``cube`` to the folder ``path`` atomically (replacing any previous cube)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
+    temporary = _temporary(path)
     try:
-        _to_dataset(cube).to_zarr(
-            temporary,
-            mode="w",
-            consolidated=False,
-            encoding={VARIABLE: {"chunks": _chunks(cube, tile), "compressors": [_codec()]}},
-        )
+        _write_description(cube, temporary)
+        np.save(temporary / VALUES, _values(cube), allow_pickle=False)
         _replace(temporary, path)
     finally:
         if temporary.exists():
@@ -45,35 +46,69 @@ def write_cube(cube: xr.DataArray, path: Path, tile: int = 512) -> Path:
     return path
 
 
-def create_cube(template: xr.DataArray, path: Path, tile: int = 512) -> Path:
+def create_cube(template: xr.DataArray, path: Path) -> Path:
     """An empty cube shaped like ``template`` (its values are never read: only dims, coords,
     dtype) at ``path``, for tiles to fill with ``write_tile`` in parallel. ``path`` is a
     private temporary folder until ``publish`` moves it into place."""
-    lazy = template.copy(data=da.zeros(template.shape, dtype=template.dtype, chunks=-1))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         shutil.rmtree(path)
-    _to_dataset(lazy).to_zarr(
-        path,
-        mode="w",
-        consolidated=False,
-        compute=False,
-        encoding={VARIABLE: {"chunks": _chunks(template, tile), "compressors": [_codec()]}},
+    path.mkdir(parents=True)
+    _write_description(template, path)
+    # A sparse file: the tiles write every byte of it.
+    if template.dtype == object:
+        raise TypeError("a cube of Python objects cannot be stored")
+    values = np.lib.format.open_memmap(
+        path / VALUES, mode="w+", dtype=template.dtype, shape=template.shape
     )
+    del values
     return path
 
 
 def write_tile(path: Path, rows: slice, cols: slice, values: np.ndarray) -> None:
     """Write one tile's values (all non-spatial indices) into a cube made by ``create_cube``.
-    Tiles aligned to the chunk grid write disjoint chunks, so tiles may write concurrently."""
-    array = zarr.open_group(str(path), mode="r+")[VARIABLE]
-    assert isinstance(array, zarr.Array)
-    index = tuple(
-        rows if dim == "y" else cols if dim == "x" else slice(None)
-        for dim in getattr(array.metadata, "dimension_names", None) or ()
-    )
-    array[index] = values
+
+    Tiles write disjoint byte ranges of the values file with plain positioned writes, so they
+    may write concurrently, from processes on other machines of a shared filesystem too (a
+    close publishes them there). A memory map written the same way needed an ``msync`` for
+    that, which wrote the file through to disk: 0.4 s more for the medium job's 104 MB.
+    """
+    file = Path(path) / VALUES
+    dims = _read_description(Path(path))["dims"]
+    shape, dtype, offset = _layout(file)
+    if dims[-2:] != ["y", "x"]:
+        raise ValueError(f"tiles cut the last two dimensions (y, x), not those of {dims}")
+    height, width = shape[-2:]
+    top, bottom, _ = rows.indices(height)
+    left, right, _ = cols.indices(width)
+    planes = np.ascontiguousarray(values, dtype=dtype).reshape(-1, bottom - top, right - left)
+    row_bytes, item = width * dtype.itemsize, dtype.itemsize
+    fd = os.open(file, os.O_WRONLY)
+    try:
+        for plane, tile in enumerate(planes):
+            start = offset + (plane * height + top) * row_bytes
+            if right - left == width:  # whole rows: one write for the plane's window
+                os.pwrite(fd, tile.data, start)
+                continue
+            for row, line in enumerate(tile):
+                os.pwrite(fd, line.data, start + row * row_bytes + left * item)
+    finally:
+        os.close(fd)
+
+
+def _layout(file: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """The array's shape, dtype and where its values start in a NumPy file."""
+    with open(file, "rb") as f:
+        major, _minor = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        if fortran:
+            raise ValueError(f"{file} is in Fortran order")
+        return shape, dtype, f.tell()
 
 
 def publish(temporary: Path, path: Path) -> Path:
@@ -83,57 +118,96 @@ def publish(temporary: Path, path: Path) -> Path:
 
 
 def open_cube(path: Path) -> xr.DataArray:
-    """The cube at ``path``, lazily: indexing (e.g. one tile) reads only the chunks needed."""
-    dataset = xr.open_zarr(Path(path), chunks=None, consolidated=False)
-    cube = dataset[VARIABLE]
-    for name in cube.attrs.pop(_STRING_COORDS_ATTR, []):
-        cube = cube.assign_coords({name: np.asarray(cube[name].values.tolist(), dtype=str)})
-    for name in cube.attrs.pop(_GEOMETRY_COORDS_ATTR, []):
-        coord = cube[name]
-        values = shapely.from_wkb(np.asarray(coord.values.tolist(), dtype=object))
-        cube = cube.assign_coords({name: (coord.dims, values, coord.attrs)})
-    cube.name = cube.attrs.pop(_NAME_ATTR, None)
-    return cube
+    """The cube at ``path``, memory-mapped: indexing (e.g. one tile) reads only what it needs."""
+    path = Path(path)
+    description = _read_description(path)
+    try:
+        values = np.load(path / VALUES, mmap_mode="r")
+    except ValueError:  # an empty array has no bytes to map
+        values = np.load(path / VALUES)
+    with np.load(path / COORDS, allow_pickle=False) as stored:
+        coords = {
+            name: _coordinate(entry, stored[name]) for name, entry in description["coords"].items()
+        }
+    return xr.DataArray(
+        values,
+        dims=description["dims"],
+        coords=coords,
+        name=description["name"],
+        attrs=description["attrs"],
+    )
 
 
 def read_cube(path: Path) -> xr.DataArray:
-    """The cube at ``path``, loaded into memory."""
-    return open_cube(path).load()
+    """The cube at ``path``, copied into memory."""
+    cube = open_cube(path)
+    return cube.copy(data=np.array(cube.values))
+
+
+def _write_description(cube: xr.DataArray, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    coords: dict[str, Any] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for name, coord in cube.coords.items():
+        geometry = _is_geometry(coord)
+        values = np.asarray(coord.values)
+        if geometry:  # the geometries of a vector cube travel as WKB (hex)
+            values = np.asarray(shapely.to_wkb(values, hex=True), dtype=str)
+        coords[str(name)] = {
+            "dims": list(coord.dims),
+            "attrs": dict(coord.attrs),
+            "geometry": geometry,
+        }
+        arrays[str(name)] = _plain(values)
+    description = {
+        "name": None if cube.name is None else str(cube.name),
+        "dims": [str(d) for d in cube.dims],
+        "attrs": dict(cube.attrs),
+        "coords": coords,
+    }
+    text = json.dumps(description, default=_json_value)  # before any file: a bad attr fails
+    np.savez(folder / COORDS, allow_pickle=False, **arrays)
+    (folder / DESCRIPTION).write_text(text)
+
+
+def _read_description(folder: Path) -> dict[str, Any]:
+    description: dict[str, Any] = json.loads((folder / DESCRIPTION).read_text())
+    return description
+
+
+def _coordinate(entry: dict[str, Any], values: np.ndarray) -> tuple[Any, ...]:
+    if entry["geometry"]:
+        values = shapely.from_wkb(values.astype(object))
+    return (tuple(entry["dims"]), values, entry["attrs"])
 
 
 def _is_geometry(coord: xr.DataArray) -> bool:
     return coord.dtype == object and coord.size > 0 and hasattr(coord.values.flat[0], "geom_type")
 
 
-def _to_dataset(cube: xr.DataArray) -> xr.Dataset:
-    """A dataset with one variable; string labels stored as variable-length strings and the
-    geometries of a vector cube as WKB (hex), which Zarr can hold."""
-    geometries = [name for name, coord in cube.coords.items() if _is_geometry(coord)]
-    cube = cube.assign_coords(
-        {
-            name: (cube[name].dims, shapely.to_wkb(cube[name].values, hex=True), cube[name].attrs)
-            for name in geometries
-        }
-    )
-    strings = [name for name, coord in cube.coords.items() if coord.dtype.kind == "U"]
-    cube = cube.assign_coords({name: cube[name].astype(object) for name in strings})
-    attrs = dict(cube.attrs)
-    attrs[_STRING_COORDS_ATTR] = [str(name) for name in strings]
-    attrs[_GEOMETRY_COORDS_ATTR] = [str(name) for name in geometries]
-    if cube.name is not None:
-        attrs[_NAME_ATTR] = str(cube.name)
-    return cube.copy(data=cube.data).assign_attrs(attrs).to_dataset(name=VARIABLE)
+def _plain(values: np.ndarray) -> np.ndarray:
+    """``values`` without Python objects (which NumPy files only hold through pickle)."""
+    if values.dtype == object:
+        return np.asarray(values.tolist(), dtype=str)
+    return values
 
 
-def _chunks(cube: xr.DataArray, tile: int) -> tuple[int, ...]:
-    return tuple(
-        max(1, min(tile, size)) if dim in ("y", "x") else 1
-        for dim, size in zip(cube.dims, cube.shape, strict=True)
-    )
+def _values(cube: xr.DataArray) -> np.ndarray:
+    values = np.asarray(cube.values)
+    if values.dtype == object:
+        raise TypeError("a cube of Python objects cannot be stored")
+    return values
 
 
-def _codec() -> BloscCodec:
-    return BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
+def _json_value(value: Any) -> Any:
+    """NumPy scalars and arrays in attributes, as JSON can hold them; anything else fails."""
+    if isinstance(value, np.generic | np.ndarray):
+        return value.tolist()
+    raise TypeError(f"an attribute of type {type(value).__name__} cannot be stored")
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex}")
 
 
 def _replace(source: Path, target: Path) -> None:
