@@ -33,7 +33,7 @@ def test_the_scheduler_imports_the_task_code_and_nothing_else_before_it_forks() 
         "preload()\n"
         "from openeo_airflow.airflow import tasks\n"
         "from airflow.sdk.api.client import Client\n"
-        "wanted = ('xarray', 'rasterio', 'h5netcdf', 'openeo_airflow.engine.streaming')\n"
+        "wanted = ('xarray', 'rasterio', 'h5netcdf', 'openeo_airflow.engine.streaming', 'dask')\n"
         "print(threading.active_count(), tasks.backend.cache_info().currsize,"
         " all(m in sys.modules for m in wanted),"
         " Client._get_ssl_context_cached.cache_info().currsize)\n"
