@@ -1,6 +1,6 @@
 """The intermediate store between DAG stages: one cube per folder.
 
-A cube is its values as one uncompressed NumPy file (``values.npy``, read memory-mapped) beside a
+A cube is its values as one uncompressed NumPy file (``values.npy``) beside a
 JSON description of its dimensions, attributes and coordinates (``cube.json``, with the
 coordinate values in ``coords.npz``). Stages on one filesystem pay a copy through the page cache,
 nothing more: for the 104 MB sources of the sizing benchmark's medium job, writing took 0.03-0.04 s
@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import shapely
 import xarray as xr
+from xarray.backends import BackendArray
+from xarray.core import indexing
 
 VALUES = "values.npy"
 COORDS = "coords.npz"
@@ -118,30 +120,82 @@ def publish(temporary: Path, path: Path) -> Path:
 
 
 def open_cube(path: Path) -> xr.DataArray:
-    """The cube at ``path``, memory-mapped: indexing (e.g. one tile) reads only what it needs."""
-    path = Path(path)
+    """The cube at ``path``, lazily: indexing (e.g. one tile) reads only that window."""
+    return _cube(Path(path), lazy=True)
+
+
+def read_cube(path: Path) -> xr.DataArray:
+    """The cube at ``path``, read into memory."""
+    return _cube(Path(path), lazy=False)
+
+
+def _cube(path: Path, lazy: bool) -> xr.DataArray:
     description = _read_description(path)
-    try:
-        values = np.load(path / VALUES, mmap_mode="r")
-    except ValueError:  # an empty array has no bytes to map
-        values = np.load(path / VALUES)
+    values: Any = (
+        indexing.LazilyIndexedArray(_StoredArray(path / VALUES)) if lazy else np.load(path / VALUES)
+    )
     with np.load(path / COORDS, allow_pickle=False) as stored:
         coords = {
             name: _coordinate(entry, stored[name]) for name, entry in description["coords"].items()
         }
     return xr.DataArray(
-        values,
-        dims=description["dims"],
+        xr.Variable(description["dims"], values),
         coords=coords,
         name=description["name"],
         attrs=description["attrs"],
     )
 
 
-def read_cube(path: Path) -> xr.DataArray:
-    """The cube at ``path``, copied into memory."""
-    cube = open_cube(path)
-    return cube.copy(data=np.array(cube.values))
+class _StoredArray(BackendArray):
+    """A stored cube's values, read window by window with positioned reads when indexed.
+
+    Not a memory map: the pages of a mapped file count in the process's resident memory, and a
+    transform tile through a map measured its window twice (the mapped pages and its copy).
+    """
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.shape, self.dtype, self.offset = _layout(file)
+
+    def __getitem__(self, key: indexing.ExplicitIndexer) -> np.ndarray:
+        return indexing.explicit_indexing_adapter(
+            key, self.shape, indexing.IndexingSupport.BASIC, self._read
+        )
+
+    def _read(self, key: tuple[Any, ...]) -> np.ndarray:
+        if len(self.shape) < 2 or 0 in self.shape:
+            return np.asarray(np.load(self.file)[key])
+        height, width = self.shape[-2:]
+        top, rows, pick_y = _span(key[-2], height)
+        left, cols, pick_x = _span(key[-1], width)
+        planes = np.arange(int(np.prod(self.shape[:-2]))).reshape(self.shape[:-2])[key[:-2]]
+        out = np.empty((planes.size, rows, cols), dtype=self.dtype)
+        row_bytes, item = width * self.dtype.itemsize, self.dtype.itemsize
+        fd = os.open(self.file, os.O_RDONLY)
+        try:
+            for target, plane in zip(out, planes.flat, strict=True):
+                start = self.offset + (int(plane) * height + top) * row_bytes
+                if cols == width:  # whole rows: one read for the plane's window
+                    os.preadv(fd, [target.data], start)
+                    continue
+                for row, line in enumerate(target):
+                    os.preadv(fd, [line.data], start + row * row_bytes + left * item)
+        finally:
+            os.close(fd)
+        return out.reshape(*planes.shape, rows, cols)[..., pick_y, pick_x]
+
+
+def _span(key: Any, size: int) -> tuple[int, int, Any]:
+    """The window (first index, count) a basic index along one axis needs, and the index that
+    picks the wanted values out of it."""
+    picked = range(size)[key]
+    if isinstance(picked, int):
+        return picked, 1, 0
+    if not picked:
+        return 0, 0, slice(None)
+    first, last = min(picked), max(picked)
+    pick: Any = slice(None) if picked.step == 1 else np.asarray(picked) - first
+    return first, last - first + 1, pick
 
 
 def _write_description(cube: xr.DataArray, folder: Path) -> None:

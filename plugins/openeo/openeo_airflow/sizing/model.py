@@ -7,13 +7,13 @@ search and one file header, ``GraphShape`` from the process graph) plus the depl
 
 The memory model, per tile of ``T`` x ``T`` pixels (``t`` time steps, ``b`` bands), fitted on
 the seven workflows of ``bench/sizing_bench.py`` (bench/README.md has the measurements):
-- load: the tile's float32 cube ``t*b*T^2*4`` bytes, plus buffers of ``4.5 * (1 + min(b, 2))``
-  planes of ``T^2`` floats (the reader's threads and the store's encoder working on several
-  dates and bands at once) and 2 MiB;
+- load: the tile's float32 cube ``t*b*T^2*4`` bytes, plus buffers of ``0.75 * (1 + min(b, 2))``
+  planes of ``T^2`` floats (the reader's threads working on several dates and bands at once)
+  and 2 MiB;
 - transform: the inputs cut to the tile (with halo) times a working-set weight, 1.95 plus
   0.025 per process (neighbourhood and temporal aggregations included), +5.85 per
-  ``merge_cubes``; with ``run_udf``, its child process (``UDF_CHILD_MB`` plus its copies of
-  the data);
+  ``merge_cubes``, +0.45 with a neighbourhood (a halo); with ``run_udf``, its child process
+  (``UDF_CHILD_MB`` plus its copies of the data);
 - save: 20 MiB plus 1.1 times the result (its time steps after temporal aggregation, one band
   when the graph reduces the bands);
 - small transforms need at least ``FLOOR_MB``, saves ``SAVE_FLOOR_MB``, whatever the size.
@@ -29,9 +29,11 @@ from openeo_airflow.sizing.resources import Resources, apply_overrides, overhead
 
 MB = 1024 * 1024
 FLOAT = 4
-# A load's buffers grow with the tile's area, not with its dates: at 8 and 12 km every
-# workflow's load measured its cube plus 9 planes of the tile for one band, 13.5 for more.
-LOAD_BUFFER_PLANES = 4.5
+# A load's buffers grow with the tile's area, not with its dates. With the Zarr store every
+# workflow's load measured its cube plus 9 planes of the tile for one band, 13.5 for more (the
+# chunks' encoding); the NumPy store writes the read values as they are, and the loads measure
+# their cube plus 1.5-2.4 planes of the tile (bench/sizing_bench.py --quick, 8 km).
+LOAD_BUFFER_PLANES = 0.75
 LOAD_FIXED_MB = 2.0
 # Transform working set per MiB of input: a base plus a share per process, since a longer
 # graph keeps more intermediates alive. Proportional, without a fixed part: on
@@ -41,6 +43,10 @@ LOAD_FIXED_MB = 2.0
 WEIGHT_BASE = 1.95
 WEIGHT_PER_NODE = 0.025
 WEIGHT_PER_MERGE = 5.85
+# A neighbourhood (a halo) keeps its windows' copies beside the input: the apply_neighborhood
+# workflow's transform measured 2.46x its input through the NumPy store (8 km), 0.36 over what
+# its node count gives.
+WEIGHT_NEIGHBOURHOOD = 0.45
 FLOOR_MB = 40.0
 # Saving holds the result and the writer's buffers: a netCDF time series measured 50.6 MiB for
 # a 29 MiB result and 92.1 MiB for 66 MiB.
@@ -191,7 +197,12 @@ def load_tile_mb(source: SourceShape, tile: int) -> float:
 
 
 def transform_weight(graph: GraphShape) -> float:
-    return WEIGHT_BASE + WEIGHT_PER_NODE * graph.nodes + WEIGHT_PER_MERGE * graph.merges
+    return (
+        WEIGHT_BASE
+        + WEIGHT_PER_NODE * graph.nodes
+        + WEIGHT_PER_MERGE * graph.merges
+        + (WEIGHT_NEIGHBOURHOOD if graph.halo else 0.0)
+    )
 
 
 def transform_tile_mb(sources: list[SourceShape], graph: GraphShape, tile: int) -> float:
