@@ -15,6 +15,7 @@ from openeo_airflow.engine import stages, streaming
 from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.planning import shape_job
 from openeo_airflow.io.grid import Grid
+from openeo_airflow.io.store import index_window
 from openeo_airflow.jobs.backend import Backend
 from openeo_airflow.sizing.model import (
     STREAM_MAX_TILE,
@@ -52,12 +53,12 @@ class _Reads:
         monkeypatch.setattr(LoadPlan, "read", read)
 
 
-def test_span_of_basic_indices() -> None:
-    assert streaming._span(3, 10) == (3, 1, 0)
-    assert streaming._span(-1, 10) == (9, 1, 0)
-    assert streaming._span(slice(2, 5), 10) == (2, 3, slice(None))
-    assert streaming._span(slice(5, 2), 10)[1] == 0
-    first, count, pick = streaming._span(slice(1, 9, 3), 10)  # 1, 4, 7
+def test_window_of_basic_indices() -> None:
+    assert index_window(3, 10) == (3, 1, 0)
+    assert index_window(-1, 10) == (9, 1, 0)
+    assert index_window(slice(2, 5), 10) == (2, 3, slice(None))
+    assert index_window(slice(5, 2), 10)[1] == 0
+    first, count, pick = index_window(slice(1, 9, 3), 10)  # 1, 4, 7
     assert (first, count) == (1, 7) and list(pick) == [0, 3, 6]
 
 

@@ -25,6 +25,7 @@ from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.measure import Measurement, meter, sum_usage
 from openeo_airflow.engine.workspace import JobWorkspace
+from openeo_airflow.io.store import index_window
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import evaluate_tiled, tiling_plan
 from openeo_airflow.sizing.model import STREAM_TILED_MIN_MB, STREAM_WHOLE_MB, stream_tile_size
@@ -51,8 +52,8 @@ class _PlanArray(BackendArray):
 
     def _read(self, key: tuple[int | slice, ...]) -> np.ndarray:
         steps, bands, y, x = key
-        top, height, pick_y = _span(y, self.shape[2])
-        left, width, pick_x = _span(x, self.shape[3])
+        top, height, pick_y = index_window(y, self.shape[2])
+        left, width, pick_x = index_window(x, self.shape[3])
         if height == 0 or width == 0:
             empty = np.empty((*self.shape[:2], height, width), dtype=np.float32)
             return empty[steps, bands][..., pick_y, pick_x]
@@ -62,20 +63,6 @@ class _PlanArray(BackendArray):
         if usage:
             self.usage.append(usage)
         return values[steps, bands][..., pick_y, pick_x]
-
-
-def _span(key: int | slice, size: int) -> tuple[int, int, Any]:
-    """The window (first pixel, pixel count) a basic index along one axis needs, and the
-    index that picks the wanted pixels out of that window."""
-    if isinstance(key, int):
-        index = range(size)[key]
-        return index, 1, 0
-    picked = range(size)[key]
-    if not picked:
-        return 0, 0, slice(None)
-    first, last = min(picked), max(picked)
-    pick: Any = slice(None) if picked.step == 1 else np.asarray(picked) - first
-    return first, last - first + 1, pick
 
 
 def lazy_source(

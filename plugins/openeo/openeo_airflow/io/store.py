@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +40,10 @@ def write_cube(cube: xr.DataArray, path: Path) -> Path:
     path = Path(path)
     temporary = _temporary(path)
     try:
+        values = np.asarray(cube.values)
+        _check_storable(values.dtype)
         _write_description(cube, temporary)
-        np.save(temporary / VALUES, _values(cube), allow_pickle=False)
+        np.save(temporary / VALUES, values, allow_pickle=False)
         _replace(temporary, path)
     finally:
         if temporary.exists():
@@ -52,14 +55,13 @@ def create_cube(template: xr.DataArray, path: Path) -> Path:
     """An empty cube shaped like ``template`` (its values are never read: only dims, coords,
     dtype) at ``path``, for tiles to fill with ``write_tile`` in parallel. ``path`` is a
     private temporary folder until ``publish`` moves it into place."""
+    _check_storable(template.dtype)
     path = Path(path)
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
     _write_description(template, path)
     # A sparse file: the tiles write every byte of it.
-    if template.dtype == object:
-        raise TypeError("a cube of Python objects cannot be stored")
     values = np.lib.format.open_memmap(
         path / VALUES, mode="w+", dtype=template.dtype, shape=template.shape
     )
@@ -80,22 +82,39 @@ def write_tile(path: Path, rows: slice, cols: slice, values: np.ndarray) -> None
     shape, dtype, offset = _layout(file)
     if dims[-2:] != ["y", "x"]:
         raise ValueError(f"tiles cut the last two dimensions (y, x), not those of {dims}")
-    height, width = shape[-2:]
-    top, bottom, _ = rows.indices(height)
-    left, right, _ = cols.indices(width)
-    planes = np.ascontiguousarray(values, dtype=dtype).reshape(-1, bottom - top, right - left)
-    row_bytes, item = width * dtype.itemsize, dtype.itemsize
+    top, bottom, _ = rows.indices(shape[-2])
+    left, right, _ = cols.indices(shape[-1])
+    block = np.ascontiguousarray(values, dtype=dtype).reshape(-1, bottom - top, right - left)
     fd = os.open(file, os.O_WRONLY)
     try:
-        for plane, tile in enumerate(planes):
-            start = offset + (plane * height + top) * row_bytes
-            if right - left == width:  # whole rows: one write for the plane's window
-                os.pwrite(fd, tile.data, start)
-                continue
-            for row, line in enumerate(tile):
-                os.pwrite(fd, line.data, start + row * row_bytes + left * item)
+        planes = range(len(block))
+        for part, at in _window_parts(block, planes, shape, offset, top, left):
+            os.pwrite(fd, part.data, at)
     finally:
         os.close(fd)
+
+
+def _window_parts(
+    block: np.ndarray,
+    planes: Iterable[int],
+    shape: tuple[int, ...],
+    offset: int,
+    top: int,
+    left: int,
+) -> Iterator[tuple[np.ndarray, int]]:
+    """The contiguous parts of ``block`` (one window of rows x columns per plane, for the
+    values file's ``planes``) with the file position of each: a whole plane window when the
+    window spans whole rows, else one part per row."""
+    height, width = shape[-2:]
+    item = block.dtype.itemsize
+    whole_rows = block.shape[-1] == width
+    for window, plane in zip(block, planes, strict=True):
+        start = offset + ((plane * height + top) * width + left) * item
+        if whole_rows:
+            yield window, start
+            continue
+        for row, line in enumerate(window):
+            yield line, start + row * width * item
 
 
 def _layout(file: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
@@ -165,27 +184,21 @@ class _StoredArray(BackendArray):
     def _read(self, key: tuple[Any, ...]) -> np.ndarray:
         if len(self.shape) < 2 or 0 in self.shape:
             return np.asarray(np.load(self.file)[key])
-        height, width = self.shape[-2:]
-        top, rows, pick_y = _span(key[-2], height)
-        left, cols, pick_x = _span(key[-1], width)
+        top, rows, pick_y = index_window(key[-2], self.shape[-2])
+        left, cols, pick_x = index_window(key[-1], self.shape[-1])
         planes = np.arange(int(np.prod(self.shape[:-2]))).reshape(self.shape[:-2])[key[:-2]]
         out = np.empty((planes.size, rows, cols), dtype=self.dtype)
-        row_bytes, item = width * self.dtype.itemsize, self.dtype.itemsize
         fd = os.open(self.file, os.O_RDONLY)
         try:
-            for target, plane in zip(out, planes.flat, strict=True):
-                start = self.offset + (int(plane) * height + top) * row_bytes
-                if cols == width:  # whole rows: one read for the plane's window
-                    os.preadv(fd, [target.data], start)
-                    continue
-                for row, line in enumerate(target):
-                    os.preadv(fd, [line.data], start + row * row_bytes + left * item)
+            numbers = (int(p) for p in planes.flat)
+            for part, at in _window_parts(out, numbers, self.shape, self.offset, top, left):
+                os.preadv(fd, [part.data], at)
         finally:
             os.close(fd)
         return out.reshape(*planes.shape, rows, cols)[..., pick_y, pick_x]
 
 
-def _span(key: Any, size: int) -> tuple[int, int, Any]:
+def index_window(key: Any, size: int) -> tuple[int, int, Any]:
     """The window (first index, count) a basic index along one axis needs, and the index that
     picks the wanted values out of it."""
     picked = range(size)[key]
@@ -246,11 +259,9 @@ def _plain(values: np.ndarray) -> np.ndarray:
     return values
 
 
-def _values(cube: xr.DataArray) -> np.ndarray:
-    values = np.asarray(cube.values)
-    if values.dtype == object:
+def _check_storable(dtype: np.dtype[Any]) -> None:
+    if dtype.kind == "O":
         raise TypeError("a cube of Python objects cannot be stored")
-    return values
 
 
 def _json_value(value: Any) -> Any:
