@@ -10,8 +10,9 @@ from typing import Any, ClassVar
 
 import pytest
 
+from openeo_airflow.core.errors import InfrastructureBusy
 from openeo_airflow.core.models import JobStatus
-from openeo_airflow.jobs import service
+from openeo_airflow.jobs import airflow_client, service
 from openeo_airflow.jobs.airflow_client import AirflowClient
 from tests.api_support import JsonHandler, http_served, make_backend
 
@@ -85,3 +86,52 @@ def test_status_reads_ask_airflow_about_a_run_at_most_every_few_seconds(
         monkeypatch.setattr(service, "RECONCILE_SECONDS", 0.0)
         assert backend.jobs.get("alice", job.id).status is JobStatus.ERROR
         assert len([r for r in Airflow.seen if "/dagRuns/" in r["path"]]) == 2
+
+
+class StubbornAirflow(Airflow):
+    """Answers PATCHes from a script: each entry is (status, state the run has afterwards)."""
+
+    script: ClassVar[list[tuple[int, str]]] = []
+
+    def do_PATCH(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        self.seen.append({"path": self.path, "body": body, "peer": self.client_address})
+        status, state = self.script.pop(0) if self.script else (200, "failed")
+        StubbornAirflow.run_state = state
+        if status >= 500:
+            self.answer(status, {"detail": "database is locked"})
+        else:
+            self.answer(status, {"state": state})
+
+
+def _patches() -> list[dict[str, Any]]:
+    return [r for r in StubbornAirflow.seen if r["body"] == {"state": "failed"}]
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        [(500, "running")],  # the mark lost a race for SQLite's lock
+        [(200, "running")],  # answered, yet the run is still active
+    ],
+)
+def test_a_cancel_is_sent_again_until_the_run_has_ended(
+    script: list[tuple[int, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("openeo_airflow.jobs.airflow_client.CANCEL_PAUSE_SECONDS", 0.0)
+    StubbornAirflow.seen, StubbornAirflow.script = [], list(script)
+    StubbornAirflow.run_state = "running"
+    with http_served(StubbornAirflow) as url:
+        AirflowClient(url, "svc", "pw").cancel("j-3")
+    assert len(_patches()) == 2
+    assert StubbornAirflow.run_state == "failed"
+
+
+def test_a_cancel_that_never_takes_is_a_clear_busy_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("openeo_airflow.jobs.airflow_client.CANCEL_PAUSE_SECONDS", 0.0)
+    StubbornAirflow.seen, StubbornAirflow.script = [], [(200, "running")] * 10
+    StubbornAirflow.run_state = "running"
+    with http_served(StubbornAirflow) as url, pytest.raises(InfrastructureBusy) as raised:
+        AirflowClient(url, "svc", "pw").cancel("j-4")
+    assert "j-4" in raised.value.message
+    assert len(_patches()) == airflow_client.CANCEL_ATTEMPTS

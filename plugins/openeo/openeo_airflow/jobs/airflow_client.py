@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,9 @@ import httpx
 from openeo_airflow.core.errors import InfrastructureBusy, Internal
 
 BATCH_DAG_ID = "openeo_batch_job"
+ENDED_RUN_STATES = frozenset({"failed", "success"})
+CANCEL_ATTEMPTS = 4
+CANCEL_PAUSE_SECONDS = 0.5
 
 
 class AirflowRunExists(Exception):
@@ -68,12 +72,29 @@ class AirflowClient:
         return str(response.json()["state"])
 
     def cancel(self, run_id: str, dag_id: str = BATCH_DAG_ID) -> None:
-        """Mark the run failed: Airflow stops its running tasks and skips the rest."""
-        response = self._request(
-            "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", json={"state": "failed"}
+        """Mark the run failed (Airflow stops its running tasks and skips the rest), and make sure
+        it stays so.
+
+        On SQLite, a PATCH racing a task's own call (its run note) can wait 5 s on the database
+        lock and then fail, and Airflow has let runs come back from a failed mark before. So the
+        state is read back after each mark, and the mark sent again while the run is active.
+        """
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}"
+        for attempt in range(CANCEL_ATTEMPTS):
+            if attempt:
+                time.sleep(CANCEL_PAUSE_SECONDS * attempt)
+            response = self._request("PATCH", path, json={"state": "failed"})
+            if response.status_code == 404:
+                return
+            if response.status_code < 500:
+                _check(response)
+                state = self.run_state(run_id, dag_id)
+                if state is None or state in ENDED_RUN_STATES:
+                    return
+        raise InfrastructureBusy(
+            f"Airflow did not stop DAG run '{run_id}' after {CANCEL_ATTEMPTS} attempts; "
+            "try again in a moment."
         )
-        if response.status_code != 404:
-            _check(response)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         client = self._session()
