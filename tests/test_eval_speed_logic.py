@@ -11,7 +11,7 @@ import xarray as xr
 
 from openeo_airflow.processes.cube import mask
 from openeo_airflow.processes.logic import and_, eq, gt, neq, not_, or_, xor
-from openeo_airflow.processes.values import boolean_nulls
+from openeo_airflow.processes.values import boolean_nulls, boolean_pattern
 
 N = np.nan
 TRUTH = {"and": and_, "or": or_, "xor": xor}
@@ -130,3 +130,25 @@ def test_mask_with_a_known_boolean_masks_like_a_plain_number_cube() -> None:
         np.testing.assert_array_equal(fast.values, general.values)
     expected = np.where(known.values == 1, np.nan, data.values)
     np.testing.assert_array_equal(mask(data, known).values, expected)
+
+
+def test_comparisons_of_one_band_share_their_nulls_and_still_follow_the_spec() -> None:
+    # A cloud mask: one band compared with several classes, the comparisons joined with or.
+    # Their nulls sit where the band has NaN, so or/and take one pass; a boolean with nulls
+    # elsewhere must not take that path.
+    scl = _cube([3.0, 8.0, N, 4.0, 9.0, N, 3.0], name="scl")
+    other = _cube([N, 1.0, 1.0, N, 0.0, N, 1.0], name="other")
+    cloudy = or_(or_(eq(scl, 3), eq(scl, 8)), eq(scl, 9))
+    shared = boolean_pattern(eq(scl, 3))
+    assert shared is not None and boolean_pattern(cloudy) is shared
+    np.testing.assert_array_equal(cloudy.values, np.array([1, 1, N, 0, 1, N, 1], np.float32))
+    both = and_(eq(scl, 3), eq(scl, 3))
+    np.testing.assert_array_equal(both.values, np.array([1, 0, N, 0, 0, N, 1], np.float32))
+    mixed = {name: TRUTH[name](eq(scl, 3), eq(other, 1)) for name in ("and", "or")}
+    for name, out in mixed.items():
+        expected = [
+            _spec(name, float(a == 3) if a == a else N, float(b == 1) if b == b else N)
+            for a, b in zip(scl.values, other.values, strict=True)
+        ]
+        np.testing.assert_array_equal(out.values, np.array(expected, np.float32))
+        assert boolean_pattern(out) is None

@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 import rasterio
@@ -483,6 +484,28 @@ def test_netcdf_round_trip(real_cube: xr.DataArray, tmp_path: Path) -> None:
     # netCDF-C (GDAL's netCDF driver) reads the compressed variables too.
     with rasterio.open(f"netcdf:{path}:B08") as src:
         np.testing.assert_array_equal(src.read(), real_cube.sel(bands="B08").values)
+
+
+def test_netcdf_values_in_partial_chunks_round_trip(tmp_path: Path) -> None:
+    # 700 x 1100 px: chunks of 512 px leave partial ones at the bottom and right edges, which
+    # are compressed on threads and stored whole (padded).
+    values = np.random.default_rng(1).random((2, 1, 700, 1100), dtype=np.float32)
+    values[0, 0, 600:, 1000:] = np.nan
+    cube = make_cube(
+        values,
+        times=np.array(["2022-07-01", "2022-07-06"], dtype="datetime64[ns]"),
+        bands=["NDVI"],
+        transform=Affine(10, 0, 500000, 0, -10, 5900000),
+        crs="EPSG:32629",
+    )
+    path = write_netcdf(cube, tmp_path / "big.nc")
+    with h5py.File(path) as file:
+        assert file["NDVI"].chunks == (1, 512, 512)
+        assert file["NDVI"].compression == "gzip" and file["NDVI"].shuffle
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        np.testing.assert_array_equal(ds["NDVI"].values, values[:, 0])
+    with rasterio.open(f"netcdf:{path}:NDVI") as src:
+        np.testing.assert_array_equal(src.read(), values[:, 0])
 
 
 def test_png_preview(real_cube: xr.DataArray, tmp_path: Path) -> None:

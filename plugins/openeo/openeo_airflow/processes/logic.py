@@ -21,9 +21,11 @@ from .values import (
     LabeledArray,
     as_bool_array,
     boolean_nulls,
+    boolean_pattern,
     has_nan,
     is_array,
     is_number,
+    nan_pattern,
     null_mask,
     numeric_operands,
     on_data,
@@ -63,12 +65,17 @@ def _compared(
             np.less_equal(np.abs(difference, out=difference), delta, out=result)
         if negate:
             np.subtract(1, result, out=result)
-        nulls = False
+        patterns = []
         for operand in (x, y):
-            if isinstance(operand, np.ndarray) and has_nan(operand):
+            if not isinstance(operand, np.ndarray):
+                continue
+            pattern, nans = nan_pattern(operand)
+            if nans and pattern not in patterns:
                 np.copyto(result, np.nan, where=np.isnan(operand))
-                nulls = True
-        return remember_boolean(result, nulls=nulls)
+                # A broadcast operand's NaN do not sit where the result's do.
+                patterns.append(pattern if operand.shape == result.shape else None)
+        shared = patterns[0] if len(patterns) == 1 else None
+        return remember_boolean(result, nulls=bool(patterns), pattern=shared)
 
     return compare
 
@@ -207,11 +214,24 @@ def _logic(
 # Without null the first ufunc alone is the answer. Each writes into arrays made here only.
 
 
+def _shared_nulls(a: Any, b: Any) -> object | None:
+    """The NaN pattern of two same-shaped booleans whose nulls sit in the same places: there
+    both are null, so the result is null, and elsewhere ``np.minimum``/``np.maximum`` of 1/0
+    is the answer with no further pass."""
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.shape != b.shape:
+        return None
+    pattern = boolean_pattern(a)
+    return pattern if pattern is not None and pattern is boolean_pattern(b) else None
+
+
 def _and(x: Any, y: Any) -> np.ndarray:
     (a, a_nulls), (b, b_nulls) = _truth(x), _truth(y)
     result = np.minimum(a, b, out=_new_boolean(a, b))
     if not (a_nulls or b_nulls):
         return remember_boolean(result, nulls=False)
+    shared = _shared_nulls(a, b)
+    if shared is not None:
+        return remember_boolean(result, nulls=True, pattern=shared)
     decisive_false = np.fmin(a, b, out=_new_boolean(a, b))
     np.subtract(1, decisive_false, out=decisive_false)
     np.divide(0, decisive_false, out=decisive_false)  # 0 where either is 0, else NaN
@@ -223,6 +243,9 @@ def _or(x: Any, y: Any) -> np.ndarray:
     result = np.maximum(a, b, out=_new_boolean(a, b))
     if not (a_nulls or b_nulls):
         return remember_boolean(result, nulls=False)
+    shared = _shared_nulls(a, b)
+    if shared is not None:
+        return remember_boolean(result, nulls=True, pattern=shared)
     decisive_true = np.fmax(a, b, out=_new_boolean(a, b))
     np.divide(decisive_true, decisive_true, out=decisive_true)  # 1 where either is 1, else NaN
     return remember_boolean(np.fmax(result, decisive_true, out=result), nulls=True)

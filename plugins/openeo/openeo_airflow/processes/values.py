@@ -180,7 +180,7 @@ def as_bool_array(value: Any, mask: Any) -> Any:
 # whether they may hold null), so that work is skipped for them. Sound because values are never
 # modified in place once a process has returned them; only arrays created here are remembered.
 
-_BOOLEANS: dict[int, tuple[weakref.ref[np.ndarray], bool]] = {}
+_BOOLEANS: dict[int, tuple[weakref.ref[np.ndarray], bool, object | None]] = {}
 
 
 def _numpy_data(value: Any) -> np.ndarray | None:
@@ -188,28 +188,72 @@ def _numpy_data(value: Any) -> np.ndarray | None:
     return data if isinstance(data, np.ndarray) else None
 
 
-def remember_boolean(value: Any, *, nulls: bool) -> Any:
-    """Note that ``value`` holds only 1.0/0.0 (and NaN if ``nulls``); returns ``value``."""
+def remember_boolean(value: Any, *, nulls: bool, pattern: object | None = None) -> Any:
+    """Note that ``value`` holds only 1.0/0.0 (and NaN if ``nulls``); returns ``value``.
+
+    ``pattern``: the token of ``nan_pattern`` whose NaN positions are exactly this value's
+    nulls, when known."""
     data = _numpy_data(value)
     if data is not None and data.dtype == BOOL_DTYPE:
         key = id(data)
-        _BOOLEANS[key] = (weakref.ref(data, lambda ref: _forget(key, ref)), nulls)
+        ref = weakref.ref(data, lambda ref: _forget(_BOOLEANS, key, ref))
+        _BOOLEANS[key] = (ref, nulls, pattern if nulls else None)
     return value
 
 
-def _forget(key: int, ref: weakref.ref[np.ndarray]) -> None:
-    entry = _BOOLEANS.get(key)
+def _forget(registry: dict[int, Any], key: int, ref: weakref.ref[np.ndarray]) -> None:
+    entry = registry.get(key)
     if entry is not None and entry[0] is ref:
-        _BOOLEANS.pop(key, None)
+        registry.pop(key, None)
 
 
-def boolean_nulls(value: Any) -> bool | None:
-    """For a remembered boolean array whether it may hold null; ``None`` if not one."""
+def _remembered(value: Any) -> tuple[weakref.ref[np.ndarray], bool, object | None] | None:
     data = _numpy_data(value)
     entry = _BOOLEANS.get(id(data)) if data is not None else None
     if entry is None or entry[0]() is not data:
         return None
-    return entry[1]
+    return entry
+
+
+def boolean_nulls(value: Any) -> bool | None:
+    """For a remembered boolean array whether it may hold null; ``None`` if not one."""
+    entry = _remembered(value)
+    return None if entry is None else entry[1]
+
+
+def boolean_pattern(value: Any) -> object | None:
+    """For a remembered boolean array with nulls, the token of where they are, if known."""
+    entry = _remembered(value)
+    return None if entry is None else entry[2]
+
+
+# --- where arrays hold NaN ----------------------------------------------------------------------
+# A cloud mask compares one band (SCL) with several classes and joins the comparisons with
+# ``or``: every comparison has its nulls where the band has NaN. Knowing that two booleans have
+# their nulls in the same places turns three-valued ``or``/``and`` into one ``maximum``/
+# ``minimum`` pass instead of four (W2: 0.32 -> 0.09 s per ``or`` on 28 x 1600 x 1600 px).
+# The token stands for an array's NaN positions; like the booleans above, sound because values
+# are never changed in place once made.
+
+_NAN_PATTERNS: dict[int, tuple[weakref.ref[np.ndarray], object, bool]] = {}
+_NO_NANS = object()
+
+
+def nan_pattern(data: np.ndarray) -> tuple[object, bool]:
+    """A token for where ``data`` holds NaN, and whether it holds any (one pass per array)."""
+    known = _remembered(data)
+    if known is not None and not known[1]:
+        return _NO_NANS, False
+    if known is not None and known[2] is not None:
+        return known[2], True
+    key = id(data)
+    entry = _NAN_PATTERNS.get(key)
+    if entry is not None and entry[0]() is data:
+        return entry[1], entry[2]
+    token, nans = object(), has_nan(data)
+    ref = weakref.ref(data, lambda ref: _forget(_NAN_PATTERNS, key, ref))
+    _NAN_PATTERNS[key] = (ref, token, nans)
+    return token, nans
 
 
 def has_nan(data: np.ndarray) -> bool:
