@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from openeo_airflow.airflow import run_notes
 from openeo_airflow.core.errors import OpenEOError
+from openeo_airflow.core.memory import reuse_freed_memory
 from openeo_airflow.core.models import JobStatus
 from openeo_airflow.core.settings import load_settings
 from openeo_airflow.engine import entrypoint, spark_local, tiled
@@ -41,6 +42,7 @@ def workspace(job_id: str) -> JobWorkspace:
 def stage(job_id: str, name: str) -> Iterator[None]:
     """Run a stage with its logs going to the job, and its failure explained there."""
     registry = backend().registry
+    reuse_freed_memory()  # a task's process computes, then ends
     with job_logging(registry, job_id, name):
         try:
             yield

@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from openeo_airflow.core.memory import reuse_freed_memory
 from openeo_airflow.engine import streaming, tiled
 from openeo_airflow.engine.errors import StageOutOfMemory
 from openeo_airflow.engine.measure import Measurement
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     workspace = JobWorkspace(Path(args.workspace))
     sizing = workspace.read_json(workspace.stage_spec_file)
+    reuse_freed_memory()
     name = stage_name(args.stage, args.node)
     from pyspark.sql import SparkSession  # only the Spark engines import Spark
 

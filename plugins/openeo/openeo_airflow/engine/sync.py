@@ -15,6 +15,7 @@ from openeo_airflow.catalog.config import CollectionConfig
 from openeo_airflow.catalog.stac import search_items
 from openeo_airflow.compiler.plan import Plan, Source
 from openeo_airflow.core.errors import NoDataAvailable, ProcessGraphComplexity
+from openeo_airflow.core.memory import release_freed_memory, reuse_freed_memory
 from openeo_airflow.engine import stages
 from openeo_airflow.engine.planning import shape_job
 from openeo_airflow.engine.sources import resolve_source
@@ -113,6 +114,21 @@ def execute(
     """Run ``plan`` tile by tile from the archive (``workers`` threads), the result in one file."""
     check_size(plan, collections, max_pixels)
     options = validate_job_options(dict(job_options or {}))
+    reuse_freed_memory()
+    try:
+        return _execute(plan, collections, gdal_profile, options, resolver, workers)
+    finally:
+        release_freed_memory()  # the api-server lives on: its memory goes back between requests
+
+
+def _execute(
+    plan: Plan,
+    collections: Mapping[str, CollectionConfig],
+    gdal_profile: str,
+    options: dict[str, Any],
+    resolver: Resolver | None,
+    workers: int,
+) -> SyncResult:
     loads = shape_job(plan, collections, gdal_profile, options).loads
     result, _usage = evaluate_streamed(
         plan, {load.node_id: load for load in loads}, workers=workers, resolver=resolver

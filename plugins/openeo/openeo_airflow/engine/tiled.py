@@ -37,6 +37,7 @@ import numpy as np
 import xarray as xr
 
 from openeo_airflow.compiler.plan import Plan
+from openeo_airflow.core.memory import reuse_freed_memory
 from openeo_airflow.cube import cube_resolution
 from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
@@ -99,6 +100,7 @@ def _load_plan(path: str) -> LoadPlan:
 
 def load_tile(descriptor: Descriptor) -> dict[str, Any]:
     """Read one tile of a source (every time step and band) into the staged cube."""
+    reuse_freed_memory()
     plan = _load_plan(descriptor["plan"])
     row, col, height, width = descriptor["window"]
     grid = plan.grid.window(row, col, height, width)
@@ -180,6 +182,7 @@ def transform_tile(descriptor: Descriptor) -> dict[str, Any]:
     """Evaluate the graph on one tile (plus halo) and write the tile's piece of the result:
     into its ``window`` of the ``result`` cube, or else into a ``piece`` cube of its own.
     ``fits`` is false (nothing written) when the piece is not a raster on the result's grid."""
+    reuse_freed_memory()
     workspace = JobWorkspace(Path(descriptor["workspace"]))
     plan = workspace.read_plan()
     tile = Tile(*descriptor["bounds"])
@@ -454,6 +457,7 @@ def _run_in_one(workspace: JobWorkspace, plan: Plan, started: float) -> Measurem
 def partial_tile(descriptor: Descriptor) -> dict[str, Any]:
     """One tile's partial result of a global process (e.g. the pixels under each polygon for
     aggregate_spatial), computed from the stored sources; the driver combines them."""
+    reuse_freed_memory()
     workspace = JobWorkspace(Path(descriptor["workspace"]))
     plan = workspace.read_plan()
     with meter() as measured:
