@@ -1,10 +1,13 @@
 """Freed memory kept for the next array while a job computes (glibc's malloc settings).
 
 glibc gives every allocation above 32 MiB pages of its own (mmap) and returns them on free, so
-each new cube-sized array starts as untouched memory whose pages fault in one by one. A
-cloud mask over W2 (28 x 1600 x 1600 px) makes a 287 MB boolean per process, and on this VM
-those faults cost more than the arithmetic: W2's graph evaluated in 1.9-3.5 s with the default,
-1.2-1.4 s with big arrays taken from the heap and freed memory kept there (peak RSS +2 %).
+each new cube-sized array starts as untouched memory whose pages fault in one by one; a cloud
+mask over W2 (28 x 1600 x 1600 px) makes 287 MB booleans, and on this VM those faults cost
+more than the arithmetic. Big arrays taken from the heap instead, with up to 256 MiB of freed
+memory kept at its top, ran W2 large through the stack (bench/e2e_bench.py, medians of 3, side
+by side) in 4.9-5.3 s instead of 6.9-7.1 s (sync) and 7.4-7.8 s instead of 9.0-10.1 s (batch);
+the batch task's peak RSS rose from 1.6-1.7 to 1.8 GB. Keeping up to 2 GiB was no faster and
+peaked at 2.1 GB.
 
 Processes that compute call ``reuse_freed_memory`` once; a long-lived one (the api-server,
 for synchronous requests) gives the memory back with ``release_freed_memory`` when done.
@@ -21,9 +24,8 @@ from functools import cache
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-# Free memory at the top of the heap is returned to the system only above this (the largest
-# value mallopt takes): a job's arrays come and go far below it.
-_KEEP_BYTES = 2**31 - 1
+# Free memory at the top of the heap is returned to the system only above this.
+_KEEP_BYTES = 256 * 2**20
 
 _lock = threading.Lock()
 _set = False
