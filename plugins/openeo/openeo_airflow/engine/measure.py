@@ -10,8 +10,6 @@ came in through read calls: local files and network alike).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import signal
 import sys
@@ -24,6 +22,8 @@ from typing import Any
 
 import psutil
 
+from openeo_airflow.core.memory import release_freed_memory
+
 MB = 1024 * 1024
 SAMPLE_SECONDS = 0.005
 # Samples between two listings of child processes (every 0.25 s: listing reads every process
@@ -32,25 +32,6 @@ CHILDREN_EVERY = 50
 # Set by the spark-local engine for its Python workers: their memory limit in MiB. On
 # Kubernetes the container limit plays this role (the kernel kills the container).
 WORKER_MEMORY_ENV = "OPENEO_AIRFLOW_WORKER_MEMORY_MB"
-
-
-def _malloc_trim() -> Any:
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
-        return None
-
-
-_MALLOC_TRIM = _malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Hand the heap's freed pages back to the system. glibc keeps them (in an arena per thread
-    that ever allocated), so a worker running tile after tile would start each tile from the
-    high-water mark of the ones before: its resident size, and what a container limit sees,
-    would creep up with the number of tiles instead of staying at one tile's need."""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 @dataclass

@@ -39,20 +39,24 @@ LOAD_FIXED_MB = 2.0
 # graph keeps more intermediates alive. Proportional, without a fixed part: on
 # bench/sizing_bench.py at 8 and 12 km every workflow measured the same multiple of its input
 # at both sizes (2.0-2.1 for 5 processes, 2.1-2.2 for 7 with a neighbourhood, 2.3 for 15 with
-# or without a temporal aggregation, 7.9-8.0 with one merge_cubes).
-WEIGHT_BASE = 1.95
-WEIGHT_PER_NODE = 0.025
-WEIGHT_PER_MERGE = 5.85
+# or without a temporal aggregation, 7.9-8.0 with one merge_cubes). Since computing processes
+# keep freed memory for the next array (core/memory), every transform measured 4-12 % more;
+# the weights were raised 7 % (ndvi_max 0.96 -> 1.03 of the measured peak at 12 km,
+# aggregate_spatial 0.89 -> 0.95, temporal_period 0.92 -> 0.99).
+WEIGHT_BASE = 2.09
+WEIGHT_PER_NODE = 0.027
+WEIGHT_PER_MERGE = 6.26
 # A neighbourhood (a halo) keeps its windows' copies beside the input: the apply_neighborhood
 # workflow's transform measured 2.46x its input through the NumPy store (8 km), 0.36 over what
 # its node count gives.
-WEIGHT_NEIGHBOURHOOD = 0.45
+WEIGHT_NEIGHBOURHOOD = 0.48
 FLOOR_MB = 40.0
-# Saving holds the result and the writer's buffers: a netCDF time series measured 50.6 MiB for
-# a 29 MiB result and 92.1 MiB for 66 MiB.
-SAVE_FIXED_MB = 20.0
-SAVE_WEIGHT = 1.1
-SAVE_FLOOR_MB = 56.0
+# Saving holds the result and the writer's buffers: a netCDF time series measured 38.3 MiB for
+# a 29 MiB result and 72.6 MiB for 66 MiB (its chunks are deflated a few at a time; through
+# HDF5's own filter it was 50.6 and 92.1 MiB).
+SAVE_FIXED_MB = 8.0
+SAVE_WEIGHT = 1.0
+SAVE_FLOOR_MB = 40.0
 # A Spark Python worker with our stack imported: 311-475 MiB measured (a plain interpreter:
 # 253); the worker's memory limit starts from it.
 PYTHON_BASE_MB = 480
@@ -72,7 +76,7 @@ UDF_SECONDS = 0.6  # per run_udf call and tile: a child Python process
 # run_udf's child process (one at a time): its interpreter with numpy, xarray and openeo.udf
 # (145 MiB measured) plus its copies of the data it gets and returns.
 UDF_CHILD_MB = 150.0
-UDF_DATA_WEIGHT = 3.2
+UDF_DATA_WEIGHT = 4.0
 SAVE_MPX_PER_SECOND = 6.0
 SAVE_FIXED_SECONDS = 0.2
 SPARK_TASK_SECONDS = 0.3  # per tile on the Spark engines
