@@ -62,11 +62,18 @@ def test_window_of_basic_indices() -> None:
     assert (first, count) == (1, 7) and list(pick) == [0, 3, 6]
 
 
-def test_stream_tiles_give_every_worker_two_or_more() -> None:
-    assert stream_tile_size(5000, 5000, 2) == STREAM_MAX_TILE
-    assert stream_tile_size(1600, 1600, 2) == 1024  # 2 x 2 tiles or more
-    assert stream_tile_size(900, 900, 2) == 512
-    assert stream_tile_size(100, 100, 4) == STREAM_MIN_TILE
+def test_stream_tiles_give_every_worker_two_or_more_equal_ones() -> None:
+    assert stream_tile_size(5000, 5000, 2) == 1000  # 5 x 5, none cut short
+    assert stream_tile_size(1600, 1600, 2) == 800  # 2 x 2 halves, not 1024 + 576
+    assert stream_tile_size(1600, 1600, 4) == 534  # 3 x 3 (the last 532)
+    assert stream_tile_size(900, 900, 2) == 450
+    assert stream_tile_size(3000, 700, 2) == 750  # the longer side decides: 4 x 1
+    assert stream_tile_size(100, 100, 4) == 100  # too small to cut: one tile
+    for height, width, workers in ((5490, 5490, 2), (1600, 1200, 2), (2100, 2100, 8)):
+        size = stream_tile_size(height, width, workers)
+        assert STREAM_MIN_TILE // 2 < size <= STREAM_MAX_TILE
+        parts = -(-max(height, width) // size)
+        assert max(height, width) - (parts - 1) * size > size - parts  # no short remainder
 
 
 def test_a_lazy_source_reads_only_the_window_it_is_cut_to(

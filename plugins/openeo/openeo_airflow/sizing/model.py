@@ -291,14 +291,22 @@ def choose_engine(megapixels: float, limits: Limits, forced: str | None) -> tupl
 
 
 def stream_tile_size(height: int, width: int, workers: int) -> int:
-    """The tiles a fused run evaluates sources read whole in: small enough that every worker
-    gets two or more (no thread idles while the last one finishes), no smaller than
+    """The tiles a fused run evaluates sources read whole in: the longer side cut into equal
+    parts, as few as give every worker two or more tiles (no thread idles while the last one
+    finishes) at no more than ``STREAM_MAX_TILE`` px (the working set); cutting stops at
     ``STREAM_MIN_TILE`` (each tile evaluates the graph once more: about 15 ms of overhead
-    measured on W1's 20 processes) and no larger than ``STREAM_MAX_TILE`` (the working set)."""
-    size = STREAM_MAX_TILE
-    while size > STREAM_MIN_TILE and -(-height // size) * -(-width // size) < 2 * workers:
-        size //= 2
-    return size
+    measured on W1's 20 processes).
+
+    Equal parts, because a remainder tile leaves a worker idle: W2's 1600 px cut at 1024 px
+    (tiles of 1024 and 576) evaluated in 1.5-2.0 s on 2 threads, cut in halves in 1.1-1.45 s."""
+    longest = max(height, width, 1)
+    parts = 1
+    while True:
+        size = -(-longest // parts)
+        tiles = -(-height // size) * -(-width // size)
+        if size <= STREAM_MIN_TILE or (size <= STREAM_MAX_TILE and tiles >= 2 * workers):
+            return size
+        parts += 1
 
 
 def _input_mb(sources: list[SourceShape]) -> float:
