@@ -341,6 +341,9 @@ def test_store_round_trip_is_exact(real_cube: xr.DataArray, tmp_path: Path) -> N
     np.testing.assert_array_equal(rows, real_cube.values[1, [0, 2], 10:20, :])
     picked = opened.isel(bands=2, y=slice(5, 60, 7), x=33).values
     np.testing.assert_array_equal(picked, real_cube.values[:, 2, 5:60:7, 33])
+    # a window off the left edge, read as whole rows and cut
+    middle = opened.isel(t=[0, 2], y=slice(7, 250), x=slice(101, 229)).values
+    np.testing.assert_array_equal(middle, real_cube.values[[0, 2], :, 7:250, 101:229])
     xr.testing.assert_identical(opened.load(), real_cube)
 
 
@@ -373,6 +376,8 @@ def test_store_round_trips_reduced_cubes(real_cube: xr.DataArray, tmp_path: Path
     xr.testing.assert_identical(read_cube(write_cube(empty, tmp_path / "e.cube")), empty)
     mask = real_cube > 1000
     xr.testing.assert_identical(read_cube(write_cube(mask, tmp_path / "m.cube")), mask)
+    window = open_cube(tmp_path / "m.cube").isel(y=slice(30, 90), x=slice(70, 170))
+    xr.testing.assert_identical(window.load(), mask.isel(y=slice(30, 90), x=slice(70, 170)))
 
 
 def test_store_write_is_atomic(real_cube: xr.DataArray, tmp_path: Path) -> None:

@@ -327,6 +327,7 @@ def _finish(job_id: str, stage_name: str) -> list[str]:
     run_notes.on_finished(backend(), job_id, files)
     backend().registry.set_status(job_id, JobStatus.FINISHED, only_from=ACTIVE, progress=100.0)
     _guard(job_id, stage_name, lambda: log.info("Job finished"))
+    ws.discard_intermediates()  # last: until here a retried save still finds its input
     return files
 
 

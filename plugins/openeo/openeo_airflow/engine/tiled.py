@@ -378,7 +378,7 @@ def _run_pieces(
     not: each tile writes its own piece, which the driver copies into the result cube one at
     a time."""
     tiling = tiling_plan(plan.process_graph)
-    pieces_dir = workspace.root / "intermediate" / "pieces"
+    pieces_dir = workspace.intermediate_dir / "pieces"
     shutil.rmtree(pieces_dir, ignore_errors=True)
     descriptors = [
         {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,12 +27,22 @@ class JobWorkspace:
     def plan_file(self) -> Path:
         return self.root / "plan.json"
 
+    @property
+    def intermediate_dir(self) -> Path:
+        return self.root / "intermediate"
+
     def source_cube(self, node_id: str) -> Path:
-        return self.root / "intermediate" / f"source-{node_id}.cube"
+        return self.intermediate_dir / f"source-{node_id}.cube"
 
     @property
     def result_cube(self) -> Path:
-        return self.root / "intermediate" / "result.cube"
+        return self.intermediate_dir / "result.cube"
+
+    def discard_intermediates(self) -> None:
+        """Remove the cubes passed between stages (as large as the job's inputs), once the
+        results are saved. Removed within seconds, most of them never reach the disk: the
+        kernel drops dirty pages of deleted files instead of writing them back."""
+        shutil.rmtree(self.intermediate_dir, ignore_errors=True)
 
     @property
     def results_dir(self) -> Path:
