@@ -16,7 +16,8 @@ are the benchmark archive (bench/archive.py). Three parts:
 3. Overhead: one small job inline, on spark-local and fused (compile, load plans read
    whole, ``evaluate_plan``, ``encode`` in memory: no intermediate store); on a medium job
    ``stage_overhead`` = (inline staged time - fused time) / fused time, the job as the sizing
-   runs it; ``_unfused`` with separate stages; ``_tiled`` separate stages in 2 x 2 tiles.
+   runs it; ``_unfused`` with separate stages (both the median of rounds in which the three
+   take turns); ``_tiled`` separate stages in 2 x 2 tiles.
 
 The last line is ``SUMMARY {json}``. See bench/README.md ("Sizing benchmark").
 """
@@ -343,23 +344,26 @@ def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) 
         graph = process_graph(workflow, side, scratch)
         log(f"overhead: {label} ({side:g} km) inline staged and fused, {args.runs} run(s) each")
         run_fused(graph, scratch / "warmup")  # file cache and imports warm for both
-        staged = median_run(
-            args.runs, lambda g=graph: run_job(g, {"engine": "inline", "fuse-stages": False})
-        )
-        # The job as sized and the bare fused run alternate: on a sub-second job the machine's
-        # drift between two blocks of runs is larger than the difference being measured.
-        pairs = [
-            (run_job(graph, {"engine": "inline"}), run_fused(graph, scratch / "fused"))
+        # The separate stages, the job as sized and the bare fused run take turns, and each
+        # overhead is the median of the rounds' own: on a sub-second job the machine's drift
+        # between two blocks of runs is larger than the difference being measured.
+        rounds = [
+            (
+                run_job(graph, {"engine": "inline", "fuse-stages": False}),
+                run_job(graph, {"engine": "inline"}),
+                run_fused(graph, scratch / "fused"),
+            )
             for _ in range(args.runs)
         ]
-        sized = sorted((p[0] for p in pairs), key=lambda r: r["staged_seconds"])[args.runs // 2]
-        fused = sorted(p[1] for p in pairs)[args.runs // 2]
+        staged = sorted((r[0] for r in rounds), key=lambda r: r["staged_seconds"])[args.runs // 2]
+        sized = sorted((r[1] for r in rounds), key=lambda r: r["staged_seconds"])[args.runs // 2]
+        fused = sorted(r[2] for r in rounds)[args.runs // 2]
         # the staged path once more in 2 x 2 tiles: the sizing runs the medium job in one
         # tile, which leaves the tiles' own costs (threads, chunk alignment) unmeasured
         half = -(-max(max(s["height"], s["width"]) for s in staged["shape"]["sources"]) // 2)
         options = {"engine": "inline", "fuse-stages": False, "tile-size": half}
         tiled = median_run(args.runs, lambda g=graph, o=options: run_job(g, o))
-        for run in (staged, sized, tiled):
+        for run in [*(r[0] for r in rounds), *(r[1] for r in rounds), tiled]:
             if run["error"]:
                 raise RuntimeError(f"overhead, {label} job: {run['error']}")
         entry = {
@@ -374,8 +378,11 @@ def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) 
             "fused_seconds": fused,
             # what the job pays as the sizing runs it (fused when small), and with separate
             # stages through the intermediate store
-            "overhead": round((sized["staged_seconds"] - fused) / fused, 3),
-            "overhead_unfused": round((staged["staged_seconds"] - fused) / fused, 3),
+            "overhead": _round_overhead(rounds, 1),
+            "overhead_unfused": _round_overhead(rounds, 0),
+            "overhead_unfused_rounds": [
+                round((r[0]["staged_seconds"] - r[2]) / r[2], 3) for r in rounds
+            ],
             "tiled_tile_size": half,
             "tiled_seconds": tiled["staged_seconds"],
             "tiled_task_seconds": tiled["walls"],
@@ -389,6 +396,11 @@ def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) 
     out["stage_overhead_unfused"] = out["medium"]["overhead_unfused"]
     out["stage_overhead_tiled"] = out["medium"]["overhead_tiled"]
     return out
+
+
+def _round_overhead(rounds: list[tuple[dict[str, Any], dict[str, Any], float]], i: int) -> float:
+    """The median over the rounds of (job ``i``'s time - the fused time) / the fused time."""
+    return round(statistics.median((r[i]["staged_seconds"] - r[2]) / r[2] for r in rounds), 3)
 
 
 # --- constants measured ---------------------------------------------------------------------------
