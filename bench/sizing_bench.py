@@ -10,7 +10,9 @@ are the benchmark archive (bench/archive.py). Three parts:
 1. Accuracy: seven workflows (bench/sizing_workflows.py) on the inline engine; per stage the
    sizing's predicted peak (``stage_peak_mb``: ``peak_tile_mb`` times the tiles running side by
    side on the worker's threads) against the measured ``peak_mb`` (the stage's peak above the
-   worker's start RSS) and predicted ``seconds`` against the stage's wall time.
+   worker's start RSS) and predicted ``seconds`` against the stage's wall time. Each workflow
+   also runs once fused (one task, sources read whole, no store): the sizing's
+   ``fused_peak_mb`` against the fused run's measured peak (``fused_peak_mem_*``).
 2. Scaling: NDVI max composite at 1x, 4x and 16x the area on spark-local: ratio of the stages'
    own time (inside the Spark application) and of the peak RSS per Python worker.
 3. Overhead: one small job inline, on spark-local and fused (compile, load plans read
@@ -170,9 +172,18 @@ def run_job(graph: dict[str, Any], options: dict[str, Any], session: Any = None)
                 "whole": bool((m.get("extra") or {}).get("whole")),
             }
         )
+    fused = measured.get("fused") or {}
     return {
         "job": job.id,
         "engine": predicted["engine"],
+        "fused": {
+            "pred_peak_mb": predicted.get("fused_peak_mb", 0.0),
+            "meas_peak_mb": round(fused.get("peak_mb", 0.0), 1),
+            "pred_seconds": predicted["seconds"],
+            "wall_seconds": round(walls.get("fused", 0.0), 2),
+        }
+        if fused
+        else None,
         "tile_size": predicted["tile_size"],
         "sized_tile_size": spec["tile_size"],
         "oom_retries": retries,
@@ -229,11 +240,13 @@ def tile_inputs_mb(shape: dict[str, Any], tile: int) -> float:
 
 def accuracy(
     args: argparse.Namespace, scratch: Path, failures: dict[str, str]
-) -> list[dict[str, Any]]:
-    """Every workflow once, inline; the stages that ran (a failure goes into ``failures``)."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every workflow once inline in separate stages, and once as one fused run (how the
+    sizing runs a job the worker can hold): the stages that ran, and the fused runs (a
+    failure goes into ``failures``)."""
     from bench.sizing_workflows import WORKFLOWS, process_graph
 
-    rows = []
+    rows, fused_rows = [], []
     for wid in args.workflows:
         workflow = WORKFLOWS[wid]
         graph = process_graph(workflow, args.side_km, scratch)
@@ -255,7 +268,23 @@ def accuracy(
             failures[wid] = run["error"]
         for message in run["oom_retries"]:
             log(f"{wid}: {message}")
-    return rows
+        fused = run_job(graph, {"engine": "inline", "fuse-stages": True})["fused"]
+        if fused is None:
+            failures[f"{wid} fused"] = "the sizing did not fuse it, or the fused run failed"
+            continue
+        fused_rows.append(
+            {
+                "workflow": wid,
+                "stage": "fused",
+                "tile_size": run["tile_size"],
+                "tiles": 1,
+                "pred_peak_mb": fused["pred_peak_mb"],
+                "meas_peak_mb": fused["meas_peak_mb"],
+                "pred_work_seconds": round(fused["pred_seconds"] - TASK_SECONDS, 2),
+                "wall_seconds": fused["wall_seconds"],
+            }
+        )
+    return rows, fused_rows
 
 
 @contextmanager
@@ -490,8 +519,8 @@ def counted(row: dict[str, Any]) -> bool:
     return bool(row["meas_peak_mb"] >= MEM_FLOOR_MB)
 
 
-def print_accuracy(rows: list[dict[str, Any]]) -> None:
-    print("\n## Sizing accuracy (inline engine; memory in MiB per tile, time in s)\n")
+def print_accuracy(rows: list[dict[str, Any]], what: str = "inline engine") -> None:
+    print(f"\n## Sizing accuracy ({what}; memory in MiB per tile, time in s)\n")
     print(f"(pred s = the model's seconds minus its per-task Airflow cost of {TASK_SECONDS:g} s)\n")
     print(
         "| workflow | stage | tile px | tiles | pred peak | meas peak | pred/meas "
@@ -571,7 +600,9 @@ def main(argv: list[str] | None = None) -> None:
         scratch.mkdir()
         setup(home, archive.collections_yaml)
         failures: dict[str, str] = {}
-        rows = accuracy(args, scratch, failures) if "accuracy" in args.parts else []
+        rows, fused_rows = (
+            accuracy(args, scratch, failures) if "accuracy" in args.parts else ([], [])
+        )
         scale = scaling(args, scratch) if "scaling" in args.parts else None
         over = (
             overhead(args, scratch, scale["runs"]["1x"] if scale else None)
@@ -586,6 +617,10 @@ def main(argv: list[str] | None = None) -> None:
         f"worst stages: {', '.join(worst)}; not counted: stages that measured under "
         f"{MEM_FLOOR_MB:g} MiB (a UDF's child process is measured with its stage)"
     )
+    print_accuracy(fused_rows, "fused runs (load, transform and save in one task)")
+    fused_err, fused_under, fused_worst = memory_errors(fused_rows)
+    print(f"\nfused peak memory: max |pred-meas|/meas {fused_err}, max under {fused_under}")
+    print(f"worst fused runs: {', '.join(fused_worst)}")
     for wid, error in failures.items():
         print(f"FAILED {wid}: {error}")
     if scale:
@@ -601,6 +636,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = {
         "peak_mem_abs_error_max": abs_err,
         "peak_mem_under_prediction_max": under,
+        "fused_peak_mem_abs_error_max": fused_err,
+        "fused_peak_mem_under_prediction_max": fused_under,
         "scaling_time_16x": scale["time_16x"] if scale else None,
         "scaling_peak_mem_16x": scale["peak_rss_16x"] if scale else None,
         "scaling_peak_mem_above_start_16x": scale["peak_mb_16x"] if scale else None,
@@ -616,6 +653,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     details = {
         "accuracy": rows,
+        "accuracy_fused": fused_rows,
         "failures": failures,
         "scaling": scale,
         "overhead": over,

@@ -16,7 +16,10 @@ the seven workflows of ``bench/sizing_bench.py`` (bench/README.md has the measur
   (``UDF_CHILD_MB`` plus its copies of the data);
 - save: 20 MiB plus 1.1 times the result (its time steps after temporal aggregation, one band
   when the graph reduces the bands);
-- small transforms need at least ``FLOOR_MB``, saves ``SAVE_FLOOR_MB``, whatever the size.
+- small transforms need at least ``FLOOR_MB``, saves ``SAVE_FLOOR_MB``, whatever the size;
+- a fused run (``fused_peak_mb``): the sources it holds (read whole, or a tile per worker),
+  each worker's transform working set beyond its tile's inputs (which are those sources), and
+  in tiles the result twice (pieces and mosaic).
 """
 
 from __future__ import annotations
@@ -209,18 +212,17 @@ def transform_weight(graph: GraphShape) -> float:
     )
 
 
-def transform_tile_mb(sources: list[SourceShape], graph: GraphShape, tile: int) -> float:
-    inputs_mb = (
-        sum(
-            s.steps
-            * s.bands
-            * min(tile + 2 * graph.halo, s.height)
-            * min(tile + 2 * graph.halo, s.width)
-            * FLOAT
-            for s in sources
-        )
+def tile_inputs_mb(sources: list[SourceShape], graph: GraphShape, tile: int) -> float:
+    """The sources cut to one tile plus halo, as float32."""
+    side = tile + 2 * graph.halo
+    return (
+        sum(s.steps * s.bands * min(side, s.height) * min(side, s.width) * FLOAT for s in sources)
         / MB
     )
+
+
+def transform_tile_mb(sources: list[SourceShape], graph: GraphShape, tile: int) -> float:
+    inputs_mb = tile_inputs_mb(sources, graph, tile)
     udf_mb = UDF_CHILD_MB + inputs_mb * UDF_DATA_WEIGHT if graph.udfs else 0.0
     return max(FLOOR_MB, inputs_mb * transform_weight(graph) + udf_mb)
 
@@ -332,9 +334,16 @@ def fused_peak_mb(sources: list[SourceShape], graph: GraphShape, tile: int, work
     else:
         held = workers * sum(load_tile_mb(s, tile) for s in sources)
         evaluated = tile
-    parallel = 1 if evaluated >= extent else workers
-    working = parallel * transform_tile_mb(sources, graph, evaluated)
-    return round(held + working + 2 * result_mb(sources, graph), 1)
+    at_once = evaluated >= extent
+    parallel = 1 if at_once else workers
+    # A tile's inputs are already held (views of the sources read whole, or the tile's own
+    # read): its working set beyond them. Tiled, the result is held twice (pieces and mosaic).
+    working = parallel * max(
+        FLOOR_MB,
+        transform_tile_mb(sources, graph, evaluated) - tile_inputs_mb(sources, graph, evaluated),
+    )
+    mosaic = 0.0 if at_once else 2 * result_mb(sources, graph)
+    return round(held + working + mosaic, 1)
 
 
 def fused_budget_mb(limits: Limits) -> float:
