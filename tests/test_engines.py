@@ -18,7 +18,7 @@ import xarray as xr
 
 from openeo_airflow.airflow import tasks
 from openeo_airflow.core.models import JobStatus
-from openeo_airflow.engine import entrypoint, streaming, tiled
+from openeo_airflow.engine import entrypoint, stages, streaming, tiled
 from openeo_airflow.engine.errors import StageOutOfMemory
 from openeo_airflow.jobs.backend import Backend
 from tests.load_support import backend_over_catalogs, read_nc, run_job
@@ -270,6 +270,31 @@ def test_a_small_job_runs_fused_with_the_same_result_as_its_stages(backend: Back
             np.testing.assert_array_equal(a.read(), b.read())
     logs = [e.message for e in backend.registry.logs(job.id)]
     assert any(m.startswith("Measured fused run:") for m in logs)
+
+
+def test_a_failed_save_keeps_the_intermediates_for_its_retry(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = {"engine": "inline", "fuse-stages": False}
+    job = backend.registry.create("alice", cdse_ndvi_max(), job_options=options)
+    backend.registry.set_status(job.id, JobStatus.QUEUED)
+    for node in tasks.size(job.id)["sources"]:
+        tasks.load(job.id, node)
+    tasks.transform(job.id)
+    written = stages.encode
+
+    def disk_full(*_args: Any, **_kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(stages, "encode", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        tasks.save(job.id)
+    workspace = tasks.workspace(job.id)
+    assert workspace.result_cube.exists() and workspace.source_cube("load").exists()
+    monkeypatch.setattr(stages, "encode", written)
+    tasks.save(job.id)  # Airflow's retry of the save task
+    assert backend.registry.get(job.id).status is JobStatus.FINISHED
+    assert any(workspace.results_dir.glob("*.tif")) and not workspace.intermediate_dir.exists()
 
 
 def test_a_fused_run_out_of_memory_falls_back_to_separate_stages(
