@@ -114,3 +114,43 @@ def test_sqlite_commits_without_fsync_in_wal_mode(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
     engine.dispose()
+
+
+def test_concurrent_first_migrations_on_postgresql_all_succeed(postgres_url: str) -> None:
+    # Replicas of the api-server and the first tasks of a fresh deployment (or of an upgrade
+    # with a new revision) each migrate on start, in processes of their own, at the same time.
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"fresh_{uuid.uuid4().hex[:8]}"
+    server = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    server.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    at = time.time() + 8  # after every process has imported
+    code = (
+        "import sys, time\n"
+        "from openeo_airflow.jobs.database import make_engine, migrate\n"
+        "engine = make_engine(sys.argv[1])\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "migrate(engine)\n"
+    )
+    starts = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, url, str(at)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outcomes = [(p.wait(timeout=120), p.communicate()[1][-300:]) for p in starts]
+    assert [code for code, _ in outcomes] == [0] * 4, outcomes
+    engine = make_engine(url)
+    assert {"jobs", "job_logs", "alembic_version"} <= set(inspect(engine).get_table_names())
+    engine.dispose()

@@ -7,9 +7,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# PostgreSQL advisory lock key of the registry's migrations ("openeo" in ASCII).
+MIGRATION_LOCK = 0x6F70656E656F
 
 
 def make_engine(database_url: str) -> Engine:
@@ -41,5 +43,10 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Processes that start together (api-server replicas, a deployment's first tasks)
+            # migrate one after the other: 3 of 4 concurrent first migrations failed on
+            # PostgreSQL's catalog (duplicate key in pg_type) without it. Released at commit.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
