@@ -40,8 +40,8 @@ class JobWorkspace:
 
     def discard_intermediates(self) -> None:
         """Remove the cubes passed between stages (as large as the job's inputs), once the
-        results are saved. Removed within seconds, most of them never reach the disk: the
-        kernel drops dirty pages of deleted files instead of writing them back."""
+        results are saved. A short job's cubes then never reach the disk: the kernel drops
+        the dirty pages of deleted files instead of writing them back."""
         shutil.rmtree(self.intermediate_dir, ignore_errors=True)
 
     @property

@@ -322,8 +322,9 @@ def reads_whole(sources: list[SourceShape]) -> bool:
 
 def fused_peak_mb(sources: list[SourceShape], graph: GraphShape, tile: int, workers: int) -> float:
     """What a fused run holds at its peak: the sources read whole (or one ``tile`` of them per
-    worker), each worker's transform working set on its tile (the whole cube with global
-    processes, which then run at once), and the result twice (its tiles and their mosaic)."""
+    worker), each worker's transform working set beyond its tile's inputs (the whole cube with
+    global processes, which then run at once), and, in tiles, the result twice (the tiles'
+    pieces and their mosaic)."""
     extent = max((max(s.height, s.width) for s in sources), default=1)
     if reads_whole(sources):
         held = sum(load_tile_mb(s, extent) for s in sources)
@@ -334,15 +335,15 @@ def fused_peak_mb(sources: list[SourceShape], graph: GraphShape, tile: int, work
     else:
         held = workers * sum(load_tile_mb(s, tile) for s in sources)
         evaluated = tile
-    at_once = evaluated >= extent
-    parallel = 1 if at_once else workers
+    whole_extent = evaluated >= extent
+    parallel = 1 if whole_extent else workers
     # A tile's inputs are already held (views of the sources read whole, or the tile's own
     # read): its working set beyond them. Tiled, the result is held twice (pieces and mosaic).
     working = parallel * max(
         FLOOR_MB,
         transform_tile_mb(sources, graph, evaluated) - tile_inputs_mb(sources, graph, evaluated),
     )
-    mosaic = 0.0 if at_once else 2 * result_mb(sources, graph)
+    mosaic = 0.0 if whole_extent else 2 * result_mb(sources, graph)
     return round(held + working + mosaic, 1)
 
 
