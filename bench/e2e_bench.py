@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import measure
 from bench.archive import build_archive
 from bench.compare import compare
+from bench.fresh_memory import probe as fresh_memory_probe
 from bench.measure import run_measured
 from bench.ours import FORMATS, Stack, run_ours, snapshot
 from bench.peer_env import ensure_peer_venv
@@ -283,9 +284,14 @@ def main(argv: list[str] | None = None) -> None:
         measure.PSS_INTERVAL = 1.0
     bench = Bench(args)
     log(f"archive: {bench.archive.root}; results: {bench.out}")
+    # Batch tasks are new processes: what their fresh memory costs here (bench/fresh_memory.py)
+    fresh = fresh_memory_probe()
+    (bench.out / "fresh_memory.json").write_text(json.dumps(fresh, indent=1))
+    log(f"fresh memory: {json.dumps(fresh)}")
     summary = bench.run()
     (bench.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(table(summary))
+    print(f"fresh memory of a new process (bench/fresh_memory.py): {json.dumps(fresh)}")
     print(f"results and outputs: {bench.out}")
     print("SUMMARY " + json.dumps(summary, separators=(",", ":")))
 

@@ -226,16 +226,11 @@ def median_run(runs: int, fn: Any) -> Any:
 
 def tile_inputs_mb(shape: dict[str, Any], tile: int) -> float:
     """The float32 inputs of one transform tile (halo included), from the job's shape."""
-    halo = int(shape["graph"].get("halo", 0))
-    side = tile + 2 * halo
-    return round(
-        sum(
-            s["steps"] * s["bands"] * min(side, s["height"]) * min(side, s["width"]) * 4
-            for s in shape["sources"]
-        )
-        / 2**20,
-        1,
-    )
+    from openeo_airflow.engine.planning import JobShape
+    from openeo_airflow.sizing.model import tile_inputs_mb as model_tile_inputs_mb
+
+    sources, graph = JobShape.shapes_from_dict(shape)
+    return round(model_tile_inputs_mb(sources, graph, tile), 1)
 
 
 def accuracy(
