@@ -120,7 +120,7 @@ def test_transient_errors_are_retried(shared_data: Path, monkeypatch: pytest.Mon
             raise RasterioIOError("CURL error: Connection reset by peer")
         return real_open(href, *args, **kwargs)
 
-    monkeypatch.setattr(source.rasterio, "open", flaky)
+    monkeypatch.setattr(rasterio, "open", flaky)
     href = str(shared_data / RKH / "B04.tif")
     grid = snap_grid((209980, 2787020, 212980, 2790020), rasterio.crs.CRS.from_epsg(32629), 100)
     waits: list[float] = []
@@ -138,7 +138,7 @@ def test_transient_errors_are_retried(shared_data: Path, monkeypatch: pytest.Mon
     assert waits == [0.5, 1.0] and len(calls) == 3
     # Out of attempts: the error says so and is marked transient.
     calls.clear()
-    monkeypatch.setattr(source.rasterio, "open", lambda *a, **k: flaky.__call__("x") and None)
+    monkeypatch.setattr(rasterio, "open", lambda *a, **k: flaky.__call__("x") and None)
     with pytest.raises(AssetError) as error, gdal_env("local"):
         source.read_values(
             href,

@@ -14,6 +14,7 @@ import xarray as xr
 from openeo_airflow.engine import stages, streaming
 from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.planning import shape_job
+from openeo_airflow.io.datasets import OpenDatasets
 from openeo_airflow.io.grid import Grid
 from openeo_airflow.io.store import index_window
 from openeo_airflow.jobs.backend import Backend
@@ -32,6 +33,17 @@ def _loads(backend: Backend, process: dict[str, Any]) -> tuple[Any, dict[str, Lo
     return plan, {load.node_id: load for load in loads}
 
 
+def _files(load: LoadPlan) -> set[str]:
+    assets = {band.asset for band in load.bands}
+    return {
+        href
+        for _, group in load.steps
+        for item in group
+        for asset, href in item.assets.items()
+        if asset in assets
+    }
+
+
 def _whole(plan: Any, loads: dict[str, LoadPlan]) -> Any:
     cubes = {n: p.empty_cube().copy(data=p.read(p.grid)[0]) for n, p in loads.items()}
     return stages.evaluate_plan(plan, cubes)
@@ -43,12 +55,20 @@ class _Reads:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.windows: list[tuple[int, int]] = []
         self.threads: set[str] = set()
+        self.datasets: list[OpenDatasets] = []
         original = LoadPlan.read
 
-        def read(plan: LoadPlan, grid: Grid, workers: int | None = None) -> Any:
+        def read(
+            plan: LoadPlan,
+            grid: Grid,
+            workers: int | None = None,
+            datasets: OpenDatasets | None = None,
+        ) -> Any:
             self.windows.append((grid.height, grid.width))
             self.threads.add(threading.current_thread().name)
-            return original(plan, grid, workers)
+            if datasets is not None and datasets not in self.datasets:
+                self.datasets.append(datasets)
+            return original(plan, grid, workers, datasets)
 
         monkeypatch.setattr(LoadPlan, "read", read)
 
@@ -114,5 +134,11 @@ def test_tiled_threaded_evaluation_equals_the_whole_cube(
     if whole_mb == 0.0:
         assert len(reads.windows) > 4 and max(h for h, _ in reads.windows) <= 16 + 2 * 2
         assert len(reads.threads - {"MainThread"}) == 2  # the first tile, then both workers
+        # Each reading thread opened each file once, not once per tile; all closed at the end.
+        [datasets] = reads.datasets
+        files = sum(len(_files(load)) for load in loads.values())
+        tiles = len(reads.windows) // len(loads)
+        assert files <= datasets.opened <= files * len(reads.threads) < files * tiles
+        assert datasets.closed
     else:
         assert len(reads.windows) == len(loads)  # each source once, whole

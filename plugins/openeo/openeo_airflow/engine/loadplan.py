@@ -28,6 +28,7 @@ from openeo_airflow.compiler.plan import Source
 from openeo_airflow.cube import make_cube
 from openeo_airflow.io import geometry_mask
 from openeo_airflow.io.backscatter import parse_backscatter
+from openeo_airflow.io.datasets import OpenDatasets
 from openeo_airflow.io.gdal_env import gdal_env
 from openeo_airflow.io.geometry_mask import geometry_text
 from openeo_airflow.io.grid import Grid
@@ -93,12 +94,19 @@ class LoadPlan:
             return {BACKSCATTER_ATTR: parse_backscatter(self.backscatter).coefficient or "none"}
         return {}
 
-    def read(self, grid: Grid, workers: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def read(
+        self, grid: Grid, workers: int | None = None, datasets: OpenDatasets | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """``(t, bands, y, x)`` float32 values on ``grid`` (one tile of the cube grid), and
         the usage the read reports itself (Sentinel Hub processing units). ``workers``: the
-        archive reader's threads (1 when tiles are read in parallel already)."""
+        archive reader's threads (1 when tiles are read in parallel already); ``datasets``:
+        archive files kept open from one tile's read to the next."""
         if self.sentinelhub is None and self.backscatter is None:
-            options = self.options if workers is None else replace(self.options, workers=workers)
+            options = replace(
+                self.options,
+                workers=self.options.workers if workers is None else workers,
+                datasets=datasets,
+            )
             return read_steps(self.steps_for(grid), self.bands, grid, options), {}
         inside = (
             geometry_mask.inside(self.options.geometry, grid) if self.options.geometry else None

@@ -25,6 +25,7 @@ from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.measure import Measurement, meter, sum_usage
 from openeo_airflow.engine.workspace import JobWorkspace
+from openeo_airflow.io.datasets import OpenDatasets
 from openeo_airflow.io.store import index_window
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import evaluate_tiled, tiling_plan
@@ -38,9 +39,16 @@ READ_TILE = 2048  # sources read per tile without a sized tile: few blocks decod
 class _PlanArray(BackendArray):
     """The values of a load plan, read window by window when xarray indexes them."""
 
-    def __init__(self, plan: LoadPlan, workers: int | None, usage: list[dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        plan: LoadPlan,
+        workers: int | None,
+        usage: list[dict[str, Any]],
+        datasets: OpenDatasets | None = None,
+    ) -> None:
         self.plan = plan
         self.workers = workers
+        self.datasets = datasets
         self.shape = plan.shape
         self.dtype = np.dtype(np.float32)
         self.usage = usage  # what the reads report, appended (atomic under the GIL)
@@ -58,7 +66,7 @@ class _PlanArray(BackendArray):
             empty = np.empty((*self.shape[:2], height, width), dtype=np.float32)
             return empty[steps, bands][..., pick_y, pick_x]
         values, usage = self.plan.read(
-            self.plan.grid.window(top, left, height, width), self.workers
+            self.plan.grid.window(top, left, height, width), self.workers, self.datasets
         )
         if usage:
             self.usage.append(usage)
@@ -66,12 +74,17 @@ class _PlanArray(BackendArray):
 
 
 def lazy_source(
-    plan: LoadPlan, workers: int | None = None, usage: list[dict[str, Any]] | None = None
+    plan: LoadPlan,
+    workers: int | None = None,
+    usage: list[dict[str, Any]] | None = None,
+    datasets: OpenDatasets | None = None,
 ) -> xr.DataArray:
     """The cube ``plan`` loads, read only where it is indexed (and then, every time); what
-    the reads report (Sentinel Hub processing units) is appended to ``usage``."""
+    the reads report (Sentinel Hub processing units) is appended to ``usage``. The archive
+    files stay open in ``datasets`` when given (its owner closes them)."""
     template = plan.empty_cube()
-    data = indexing.LazilyIndexedArray(_PlanArray(plan, workers, [] if usage is None else usage))
+    usage = [] if usage is None else usage
+    data = indexing.LazilyIndexedArray(_PlanArray(plan, workers, usage, datasets))
     return xr.DataArray(
         xr.Variable(template.dims, data), coords=template.coords, attrs=template.attrs
     )
@@ -115,12 +128,25 @@ def evaluate_streamed(
         height = max((shape[2] for shape in shapes), default=0)
         width = max((shape[3] for shape in shapes), default=0)
         tile_size = tile_size or stream_tile_size(height, width, workers)
-    else:
-        # The tiles are the parallel unit: each reads its window on one thread.
-        reader_threads = None if workers <= 1 else 1
-        sources = {n: lazy_source(load, reader_threads, usage) for n, load in loads.items()}
-        tile_size = read_tile
-    value = evaluate_tiled(
+        return _evaluate_tiles(plan, sources, tile_size, workers, resolver), usage
+    # The tiles are the parallel unit: each reads its window on one thread, and each thread
+    # keeps the files it opened for its next tiles.
+    reader_threads = None if workers <= 1 else 1
+    with OpenDatasets() as datasets:
+        sources = {
+            n: lazy_source(load, reader_threads, usage, datasets) for n, load in loads.items()
+        }
+        return _evaluate_tiles(plan, sources, read_tile, workers, resolver), usage
+
+
+def _evaluate_tiles(
+    plan: Plan,
+    sources: dict[str, xr.DataArray],
+    tile_size: int,
+    workers: int,
+    resolver: Resolver | None,
+) -> Any:
+    return evaluate_tiled(
         plan.process_graph,
         sources,
         tile_size=tile_size,
@@ -128,7 +154,6 @@ def evaluate_streamed(
         resolver=resolver,
         workers=workers,
     )
-    return value, usage
 
 
 def _log_loads(loads: Mapping[str, LoadPlan], whole: bool) -> None:

@@ -47,6 +47,7 @@ from openeo_airflow.catalog.stac import StacItem, parse_datetime, search_items
 from openeo_airflow.core.errors import Internal, ProcessParameterInvalid
 from openeo_airflow.cube import make_cube
 from openeo_airflow.io import geometry_mask
+from openeo_airflow.io.datasets import OpenDatasets
 from openeo_airflow.io.gdal_env import gdal_env
 from openeo_airflow.io.grid import DEFAULT_TILE_SIZE, Grid, Tile, snap_grid, target_grid, tiles
 from openeo_airflow.io.source import AssetError, Decoding, RetryPolicy, read_values
@@ -84,6 +85,8 @@ class LoadOptions:
     # A GeoJSON spatial_extent's polygons (GeoJSON text, WGS 84): pixels whose centre lies
     # outside them are NaN (``io.geometry_mask``); ``None`` for a bounding box.
     geometry: str | None = None
+    # Files kept open across the reads of one evaluation (its tiles); never serialized.
+    datasets: OpenDatasets | None = field(default=None, compare=False, repr=False)
 
 
 def load_cube(
@@ -345,7 +348,15 @@ class _Loader:
         out: np.ndarray | None = None,
     ) -> np.ndarray | None:
         try:
-            return read_values(href, band, decoding, grid, retry=self.options.retry, out=out)
+            return read_values(
+                href,
+                band,
+                decoding,
+                grid,
+                retry=self.options.retry,
+                out=out,
+                datasets=self.options.datasets,
+            )
         except AssetError as error:
             self._record_failure(item, band, error)
             return None

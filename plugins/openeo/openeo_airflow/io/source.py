@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
@@ -33,6 +32,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from openeo_airflow.catalog.config import BandConfig
+from openeo_airflow.io.datasets import OpenDatasets, opened
 from openeo_airflow.io.grid import Grid
 
 log = logging.getLogger(__name__)
@@ -118,15 +118,17 @@ def read_values(
     retry: RetryPolicy | None = None,
     sleep: Callable[[float], None] = time.sleep,
     out: np.ndarray | None = None,
+    datasets: OpenDatasets | None = None,
 ) -> np.ndarray | None:
     """The asset on ``grid`` as float32 (NaN where there is no valid data), written into
     ``out`` when given (a float32 array of the grid's shape, e.g. a view into the cube: no
     temporary array and no copy); ``out`` is left untouched when reading fails.
 
-    ``None`` when the asset's raster does not touch the grid at all.
+    ``None`` when the asset's raster does not touch the grid at all. ``datasets``: files kept
+    open across calls (by the evaluation that owns it).
     """
     policy = retry or RetryPolicy()
-    result = policy.run(href, lambda: _read(href, band, decoding, grid), sleep)
+    result = policy.run(href, lambda: _read(href, band, decoding, grid, datasets), sleep)
     if result is None:
         return None
     raw, missing = result
@@ -145,10 +147,10 @@ def read_values(
 
 
 def _read(
-    href: str, band: BandConfig, decoding: Decoding, grid: Grid
+    href: str, band: BandConfig, decoding: Decoding, grid: Grid, datasets: OpenDatasets | None
 ) -> tuple[np.ndarray, np.ndarray | None] | None:
     """The raw values on ``grid`` and where they are no data (None: nowhere)."""
-    read = _read_raw(href, band, decoding, grid)
+    read = _read_raw(href, band, decoding, grid, datasets)
     if read is None:
         return None
     raw, outside, nodata = read
@@ -159,8 +161,10 @@ def _read(
 _Raw = tuple[np.ndarray, np.ndarray | None, float | None]  # (raw, outside the source, nodata)
 
 
-def _read_raw(href: str, band: BandConfig, decoding: Decoding, grid: Grid) -> _Raw | None:
-    with rasterio.open(href) as src:
+def _read_raw(
+    href: str, band: BandConfig, decoding: Decoding, grid: Grid, datasets: OpenDatasets | None
+) -> _Raw | None:
+    with opened(href, None, datasets) as src:
         nodata = decoding.nodata if decoding.nodata is not None else src.nodata
         if not _touches(src, grid):
             return None
@@ -173,7 +177,7 @@ def _read_raw(href: str, band: BandConfig, decoding: Decoding, grid: Grid) -> _R
         level = _overview_level(src, grid) if band.overviews else None
         if level is None:
             return (*_read_warped(src, nodata, band, grid), nodata)
-    with rasterio.open(href, overview_level=level) as src:
+    with opened(href, level, datasets) as src:
         return (*_read_warped(src, nodata, band, grid), nodata)
 
 
