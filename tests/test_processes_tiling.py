@@ -15,7 +15,13 @@ from openeo_airflow.cube import make_cube
 from openeo_airflow.processes import registry
 from openeo_airflow.processes.graph import evaluate
 from openeo_airflow.processes.space import LOCAL, NOT_LITERAL, Space, resolve_space
-from openeo_airflow.processes.tiling import evaluate_tiled, node_space, tiling_plan
+from openeo_airflow.processes.tiling import (
+    _anchor,
+    evaluate_tiled,
+    node_space,
+    tiles,
+    tiling_plan,
+)
 
 CRS = 32633
 TRANSFORM = Affine(10, 0, 500_010, 0, -10, 5_000_030)  # not aligned to the tiles
@@ -199,14 +205,40 @@ def assert_same(tiled: Any, reference: Any) -> None:
     np.testing.assert_allclose(tiled.values, reference.values, rtol=1e-5, atol=1e-6)
 
 
+# Tiles anchored at the CRS origin, where a source's files start (off it by 3 x 5 px), or
+# inside a pixel (tile edges then cut pixels: each goes to the tile that holds its centre).
+FILES_ORIGIN = (500_040.0, 4_999_980.0)
+MID_PIXEL = (500_092.0, 4_999_702.0)  # edges 2 px inside the last column and top row
+
+
 @pytest.mark.parametrize("name", list(GRAPHS))
 @pytest.mark.parametrize("tile_size", [8, 16])
-def test_tiled_equals_untiled(name: str, tile_size: int) -> None:
+@pytest.mark.parametrize("origin", [None, FILES_ORIGIN, MID_PIXEL])
+def test_tiled_equals_untiled(
+    name: str, tile_size: int, origin: tuple[float, float] | None
+) -> None:
     graph = GRAPHS[name]
     reference = untiled(graph)
     values = {k: v for k, v in sources().items() if k in graph}
-    tiled = evaluate_tiled(graph, values, tile_size=tile_size)
+    tiled = evaluate_tiled(graph, values, tile_size=tile_size, origin=origin)
     assert_same(tiled, reference)
+
+
+def test_tile_edges_fall_on_the_origin_and_on_the_chunks_grid() -> None:
+    grid = source()
+    step = 8 * 10.0
+    for origin in [(0.0, 0.0), FILES_ORIGIN]:
+        rows = tiles(grid, 8, origin)
+        edges_x = {t.left for row in rows for t in row} | {t.right for row in rows for t in row}
+        edges_y = {t.bottom for row in rows for t in row} | {t.top for row in rows for t in row}
+        assert all((x - origin[0]) % step == 0 for x in edges_x)
+        assert all((y - origin[1]) % step == 0 for y in edges_y)
+        covered = sum(len(row) for row in rows)
+        assert covered == len(rows) * len(rows[0]) and covered >= 6 * 5  # 41 x 37 px
+    # Neighbourhood chunks of 4 px fall from the CRS origin: the anchor moves back onto them.
+    assert _anchor(FILES_ORIGIN, 4, (10.0, 10.0)) == (500_040.0, 4_999_960.0)
+    assert _anchor(FILES_ORIGIN, 1, (10.0, 10.0)) == FILES_ORIGIN
+    assert _anchor(None, 4, (10.0, 10.0)) == (0.0, 0.0)
 
 
 def test_tiling_plans() -> None:

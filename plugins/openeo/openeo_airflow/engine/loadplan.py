@@ -11,6 +11,7 @@ read (``backscatter``: each tile geocoded into the products' image windows it ne
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, replace
 from datetime import date, datetime
 from typing import Any
@@ -144,6 +145,27 @@ class LoadPlan:
         cube.attrs.update(self.attrs)
         return cube
 
+    def block_origin(self) -> tuple[float, float] | None:
+        """Where the archive files' pixels (and so their blocks) start, in the cube's CRS, when
+        the cube lies on their pixel grid: tiles cut from there decode each block once. From
+        the first item's ``proj:transform`` of a band on the cube's grid; ``None`` when the
+        items do not say, or the cube is reprojected or resampled."""
+        if self.sentinelhub is not None or self.backscatter is not None:
+            return None
+        item = next((item for _, group in self.steps for item in group), None)
+        if item is None or item.crs is None or CRS.from_user_input(item.crs) != self.grid.crs:
+            return None
+        grid = self.grid.transform
+        for band in self.bands:
+            values = item.asset_fields.get(band.asset, {}).get("proj:transform")
+            if not isinstance(values, list) or len(values) < 6:
+                continue
+            a, b, c, d, e, f = (float(v) for v in values[:6])
+            same_size = b == 0 and d == 0 and math.isclose(a, grid.a) and math.isclose(e, grid.e)
+            if same_size and _whole(grid.c - c, a) and _whole(grid.f - f, e):
+                return (c, f)  # on the cube's pixel edges
+        return None
+
     def steps_for(self, grid: Grid) -> Steps:
         """The time steps with only the items touching ``grid`` (a tile): the others need not
         be opened. Steps stay, empty or not, so every tile has the same time axis."""
@@ -202,6 +224,12 @@ class LoadPlan:
             sar=SarConfig(**data["sar"]) if data.get("sar") else None,
             dem=data.get("dem"),
         )
+
+
+def _whole(offset: float, pixel: float) -> bool:
+    """Whether ``offset`` is a whole number of ``pixel`` sizes."""
+    steps = offset / pixel
+    return abs(steps - round(steps)) < 1e-6
 
 
 def prepare_load(

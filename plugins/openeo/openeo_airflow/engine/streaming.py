@@ -130,13 +130,15 @@ def evaluate_streamed(
         tile_size = tile_size or stream_tile_size(height, width, workers)
         return _evaluate_tiles(plan, sources, tile_size, workers, resolver), usage
     # The tiles are the parallel unit: each reads its window on one thread, and each thread
-    # keeps the files it opened for its next tiles.
+    # keeps the files it opened for its next tiles. Tiles cut where the files' blocks start
+    # decode each block once (read_tile is a multiple of the block).
     reader_threads = None if workers <= 1 else 1
+    origin = next(iter(loads.values())).block_origin() if loads else None
     with OpenDatasets() as datasets:
         sources = {
             n: lazy_source(load, reader_threads, usage, datasets) for n, load in loads.items()
         }
-        return _evaluate_tiles(plan, sources, read_tile, workers, resolver), usage
+        return _evaluate_tiles(plan, sources, read_tile, workers, resolver, origin), usage
 
 
 def _evaluate_tiles(
@@ -145,6 +147,7 @@ def _evaluate_tiles(
     tile_size: int,
     workers: int,
     resolver: Resolver | None,
+    origin: tuple[float, float] | None = None,
 ) -> Any:
     return evaluate_tiled(
         plan.process_graph,
@@ -153,6 +156,7 @@ def _evaluate_tiles(
         hooks={"save_result": stages.pass_data_on},
         resolver=resolver,
         workers=workers,
+        origin=origin,
     )
 
 

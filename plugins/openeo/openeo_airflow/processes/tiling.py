@@ -9,7 +9,8 @@ test that tiled and untiled runs give the same result.
 How it runs:
 
 1. Tiles are squares of ``tile_size`` pixels on the grid of the first source, anchored at
-   pixel index 0 of the CRS's grid (so neighbourhood chunks fall the same way in every tile).
+   pixel index 0 of the CRS's grid (so neighbourhood chunks fall the same way in every tile),
+   or at a given origin moved onto the chunks' grid (where the source files' blocks start).
 2. Each global node upstream of the result, in graph order: its input is computed per tile
    (sources cut to the tile plus the halo its input needs), cut back to the tile, turned into a
    partial result (``Reduction.partial``), combined, and finished once. Without a declared
@@ -161,26 +162,45 @@ def is_raster(value: Any) -> bool:
     return isinstance(value, xr.DataArray) and {"x", "y"} <= set(value.dims)
 
 
-def tiles(grid: xr.DataArray, tile_size: int) -> list[list[Tile]]:
-    """Rows (top to bottom) of tiles covering ``grid``, anchored at the CRS grid's origin."""
+def tiles(
+    grid: xr.DataArray, tile_size: int, origin: tuple[float, float] = (0.0, 0.0)
+) -> list[list[Tile]]:
+    """Rows (top to bottom) of tiles covering ``grid``, anchored at ``origin`` (CRS units; by
+    default the CRS grid's origin): tile edges fall ``tile_size`` pixels apart from there."""
     xres, yres = cube_resolution(grid)
     step_x, step_y = tile_size * xres, tile_size * yres
-    x, y = grid.x.values, grid.y.values
+    shift_x, shift_y = origin[0] % step_x, origin[1] % step_y
+    x, y = grid.x.values - shift_x, grid.y.values - shift_y
     if not x.size or not y.size:
         return []
-    first_col = math.floor((x.min() - xres / 2) / step_x + 1e-9)
-    last_col = math.floor((x.max() - xres / 2) / step_x + 1e-9)
-    first_row = math.floor((y.min() - yres / 2) / step_y + 1e-9)
-    last_row = math.floor((y.max() - yres / 2) / step_y + 1e-9)
+    # By pixel centres, as ``Tile.crop`` cuts: an edge may fall inside a pixel (a grid whose
+    # pixels do not start on the anchor), and that pixel goes to the tile holding its centre.
+    first_col = math.floor(x.min() / step_x)
+    last_col = math.floor(x.max() / step_x)
+    first_row = math.floor(y.min() / step_y)
+    last_row = math.floor(y.max() / step_y)
     rows = []
     for row in range(last_row, first_row - 1, -1):
-        bottom = row * step_y
+        bottom = shift_y + row * step_y
         cells = []
         for col in range(first_col, last_col + 1):
-            left = col * step_x
+            left = shift_x + col * step_x
             cells.append(Tile(left, left + step_x, bottom, bottom + step_y))
         rows.append(cells)
     return rows
+
+
+def _anchor(
+    origin: tuple[float, float] | None, align: int, resolution: tuple[float, float]
+) -> tuple[float, float]:
+    """``origin`` moved back onto the grid of the graph's alignment from the CRS origin (where
+    neighbourhood chunks fall), so that tile edges fall on both."""
+    if origin is None:
+        return (0.0, 0.0)
+    if align == 1:
+        return origin
+    (x, y), (xres, yres) = origin, resolution
+    return x - x % (align * xres), y - y % (align * yres)
 
 
 def mosaic(rows: list[list[xr.DataArray]]) -> xr.DataArray:
@@ -206,6 +226,7 @@ class _TiledRun:
         arguments: dict[str, Any],
         map_partials: PartialsMapper | None = None,
         workers: int = 1,
+        origin: tuple[float, float] | None = None,
     ) -> None:
         self.graph, self.hooks, self.resolver, self.arguments = graph, hooks, resolver, arguments
         self.map_partials = map_partials
@@ -217,7 +238,8 @@ class _TiledRun:
         self.grid = next((v for v in sources.values() if is_raster(v)), None)
         if self.grid is not None:
             size = -(-max(tile_size, 1) // self.plan.align) * self.plan.align
-            self.rows = tiles(self.grid, size)
+            anchor = _anchor(origin, self.plan.align, cube_resolution(self.grid))
+            self.rows = tiles(self.grid, size, anchor)
 
     def _map(self, fn: Callable[[Tile], Any], tiles: list[Tile]) -> list[Any]:
         """``fn`` on every tile, in order; on ``workers`` threads (numpy and GDAL release the
@@ -376,16 +398,27 @@ def evaluate_tiled(
     arguments: dict[str, Any] | None = None,
     map_partials: PartialsMapper | None = None,
     workers: int = 1,
+    origin: tuple[float, float] | None = None,
 ) -> Any:
     """Evaluate a graph tile by tile; ``sources`` gives the value of source nodes by node id
     (e.g. the loaded cube of each ``load_collection``, or a lazy cube that reads the window
     it is cut to). ``map_partials(node_id, tiles)``, when given, computes the partials of a
     global node with a declared reduction on those tiles (in order) elsewhere, each with
-    ``tile_partial``; ``workers``: threads that evaluate tiles at once."""
+    ``tile_partial``; ``workers``: threads that evaluate tiles at once; ``origin``: a point
+    tile edges should fall on (e.g. where the source files' blocks start, so that a lazy
+    source's tiles decode each block once), kept on the graph's alignment."""
     graph, scope = split_process(process_graph)
     scope.update(arguments or {})
     run = _TiledRun(
-        graph, sources, tile_size, dict(hooks or {}), resolver, scope, map_partials, workers
+        graph,
+        sources,
+        tile_size,
+        dict(hooks or {}),
+        resolver,
+        scope,
+        map_partials,
+        workers,
+        origin,
     )
     return run.result()
 
