@@ -26,6 +26,7 @@ from openeo_airflow.sizing.model import (
     shrink,
     size_job,
     stage_peak_mb,
+    stream_read_tile,
     tile_inputs_mb,
     transform_tile_mb,
 )
@@ -369,18 +370,19 @@ def test_a_job_over_the_fused_memory_budget_runs_in_stages() -> None:
     )
 
 
-def test_a_tiled_job_that_fits_the_worker_is_fused_and_read_whole() -> None:
-    """A year of dates over 1600 px: the tile budget cuts its stages into tiles, but the fused
-    run reads it whole (860 MiB) and evaluates it in tiles on both cores, so it fits half the
-    worker's memory; on a small worker it runs in tiled stages."""
+def test_a_deep_job_is_fused_and_read_per_tile() -> None:
+    """A year of dates over 1600 px (820 MiB as float32): the tile budget cuts its stages into
+    tiles; the fused run reads it in 512 px tiles on both cores and holds well under its
+    input, so it fits a 2 GiB worker too; below that it runs in tiled stages."""
     year = SourceShape("load", steps=28, bands=3, height=1600, width=1600, block_size=512)
     graph = GraphShape(nodes=15, reduces_time=True, temporal_aggregation=True)
     sizing = size_job([year], graph, Limits(), {"engine": "inline"})
     assert sizing.tile_size < 1600 and any(s.tiles > 1 for s in sizing.stages)
-    assert reads_whole([year]) and sizing.fused
+    assert not reads_whole([year], graph) and sizing.fused
     whole = year.megapixels * 1e6 * 4 / 2**20
-    assert whole < sizing.fused_peak_mb <= fused_budget_mb(Limits())
-    small = size_job([year], graph, Limits(local_memory_mb=2048), {"engine": "inline"})
+    assert sizing.fused_peak_mb < 0.7 * whole
+    assert size_job([year], graph, Limits(local_memory_mb=2048), {"engine": "inline"}).fused
+    small = size_job([year], graph, Limits(local_memory_mb=512), {"engine": "inline"})
     assert not small.fused
     for options in ({"tile-size": 1024}, {"fuse-stages": False}):
         chosen = size_job(
@@ -395,13 +397,18 @@ def test_a_fused_run_too_large_to_read_whole_holds_a_tile_per_worker() -> None:
     big = SourceShape("load", steps=50, bands=4, height=2000, width=2000, block_size=512)
     larger = SourceShape("load", steps=50, bands=4, height=4000, width=4000, block_size=512)
     graph = GraphShape(nodes=8, reduces_time=True)
-    assert not reads_whole([big])
+    assert not reads_whole([big], graph)
     two = fused_peak_mb([big], graph, 512, workers=2)
     four = fused_peak_mb([big], graph, 512, workers=4)
     assert two < big.megapixels * 1e6 * 4 / 2**20 * 0.6 and four > two
     grown = 2 * (result_mb([larger], graph) - result_mb([big], graph))
     assert fused_peak_mb([larger], graph, 512, workers=2) - two == pytest.approx(grown, abs=0.2)
-    assert fused_peak_mb([big], graph, 1024, workers=2) > two
+    # Read in block multiples of about 512 px, never more than the sized tile (a deep stack's
+    # tile budget may ask for less).
+    assert stream_read_tile(512, 1024) == stream_read_tile(512, 512) == 512
+    assert stream_read_tile(256, 1792) == 512 and stream_read_tile(1024, 1792) == 1024
+    assert fused_peak_mb([big], graph, 1024, workers=2) == two
+    assert fused_peak_mb([big], graph, 256, workers=2) < two
 
 
 def test_a_fused_run_counts_the_sources_it_holds_once() -> None:
@@ -417,8 +424,9 @@ def test_a_fused_run_counts_the_sources_it_holds_once() -> None:
 
 
 def test_global_processes_in_a_fused_run_work_on_the_whole_cube() -> None:
-    # 369 MB read whole: local graphs are evaluated in tiles on both cores, global ones at once;
-    # 184 MB is evaluated at once either way (tiles would cost more than the second core gives).
+    # 369 MB: local graphs are read and evaluated per tile on both cores; global ones read it
+    # whole and run at once. 184 MB is read whole and evaluated at once either way (tiles
+    # would cost more than the second core gives).
     cube = SourceShape("load", steps=12, bands=3, height=1600, width=1600, block_size=512)
     small = SourceShape("load", steps=6, bands=3, height=1600, width=1600, block_size=512)
     local = GraphShape(nodes=10, reduces_time=True)

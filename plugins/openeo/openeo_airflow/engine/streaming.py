@@ -29,11 +29,16 @@ from openeo_airflow.io.datasets import OpenDatasets
 from openeo_airflow.io.store import index_window
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import evaluate_tiled, tiling_plan
-from openeo_airflow.sizing.model import STREAM_TILED_MIN_MB, STREAM_WHOLE_MB, stream_tile_size
+from openeo_airflow.sizing.model import (
+    STREAM_TILED_MIN_MB,
+    stream_read_tile,
+    stream_tile_size,
+    whole_read,
+)
 
 log = logging.getLogger(__name__)
 
-READ_TILE = 2048  # sources read per tile without a sized tile: few blocks decoded twice
+READ_TILE = 2048  # the largest read tile without a sized tile (a synchronous request)
 
 
 class _PlanArray(BackendArray):
@@ -96,22 +101,24 @@ def evaluate_streamed(
     *,
     workers: int,
     resolver: Resolver | None = None,
-    whole_mb: float = STREAM_WHOLE_MB,
+    whole_mb: float | None = None,
     tile_size: int | None = None,
-    read_tile: int = READ_TILE,
+    read_tile: int | None = None,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """The graph's value, evaluated tile by tile on ``workers`` threads; also the usage the
     reads reported (Sentinel Hub processing units).
 
-    Sources that fit ``whole_mb`` together are read whole first: each file is opened once and
-    each of its blocks decoded once (windows of a tiled read share the blocks on their edges),
-    and the tiles are views of them. Below ``STREAM_TILED_MIN_MB``, or with global processes,
-    the graph then runs on the whole cube at once (``tile_size`` forces tiles). Larger
-    sources are read and evaluated per tile of ``read_tile`` px."""
+    Sources smaller than ``whole_mb`` together (by default ``sizing.model.whole_read``:
+    ``STREAM_WHOLE_MB``, more with global processes) are read whole first, each file opened
+    once, and the graph runs on the whole cube at once (``tile_size`` forces tiles of it; so
+    do sources over ``STREAM_TILED_MIN_MB`` without global processes). Larger sources are read
+    and evaluated per tile of ``read_tile`` px (by default ``read_tile_for(loads)``): each
+    reading thread keeps the files open, and tiles start on the files' blocks."""
     shapes = [load.shape for load in loads.values()]
     input_mb = sum(float(np.prod(shape)) for shape in shapes) * 4 / 2**20
     usage: list[dict[str, Any]] = []
-    whole = input_mb <= whole_mb
+    global_nodes = bool(tiling_plan(plan.process_graph).global_nodes)
+    whole = whole_read(input_mb, global_nodes) if whole_mb is None else input_mb < whole_mb
     _log_loads(loads, whole)
     if whole:
         sources = {}
@@ -120,7 +127,7 @@ def evaluate_streamed(
             sources[node_id] = load.empty_cube().copy(data=values)
             usage += [used] if used else []
         small = tile_size is None and input_mb < STREAM_TILED_MIN_MB
-        if small or tiling_plan(plan.process_graph).global_nodes:
+        if small or global_nodes:
             # In memory, global processes run best on the whole cube (their per-tile
             # partials are for sources that do not fit); and below STREAM_TILED_MIN_MB the
             # tiles' own cost outweighs what the second core gives.
@@ -133,12 +140,20 @@ def evaluate_streamed(
     # keeps the files it opened for its next tiles. Tiles cut where the files' blocks start
     # decode each block once (read_tile is a multiple of the block).
     reader_threads = None if workers <= 1 else 1
+    read_tile = read_tile or read_tile_for(loads)
     origin = next(iter(loads.values())).block_origin() if loads else None
     with OpenDatasets() as datasets:
         sources = {
             n: lazy_source(load, reader_threads, usage, datasets) for n, load in loads.items()
         }
         return _evaluate_tiles(plan, sources, read_tile, workers, resolver, origin), usage
+
+
+def read_tile_for(loads: Mapping[str, LoadPlan], tile: int = READ_TILE) -> int:
+    """The tile sources too large to read whole are read in: a block multiple of about
+    ``STREAM_MIN_TILE`` px, at most ``tile`` (the sized one)."""
+    block = max((load.stats.block_size for load in loads.values()), default=1)
+    return stream_read_tile(block, tile)
 
 
 def _evaluate_tiles(
@@ -188,7 +203,11 @@ def run_fused(workspace: JobWorkspace, workers: int, tile_size: int) -> Measurem
     tiling = tiling_plan(plan.process_graph)
     with meter() as measured:
         result, usage = evaluate_streamed(
-            plan, loads, workers=workers, resolver=workspace.resolver(), read_tile=tile_size
+            plan,
+            loads,
+            workers=workers,
+            resolver=workspace.resolver(),
+            read_tile=read_tile_for(loads, tile_size),
         )
         if not isinstance(result, xr.DataArray):
             result = xr.DataArray(np.asarray(result, dtype="float32"))

@@ -89,15 +89,18 @@ TASK_SECONDS = 2.0
 SPARK_STARTUP_SECONDS = {"inline": 0.0, "spark-local": 25.0, "spark-k8s": 60.0}
 INLINE_MAX_MEGAPIXELS = 400.0  # above: the job goes to the configured Spark engine
 # A fused run (engine.streaming) may take this share of the local worker's memory
-# (Limits.local_memory_mb). It reads sources up to STREAM_WHOLE_MB whole (each file opened and
-# each block decoded once), larger ones per tile; it evaluates tiles of STREAM_MIN_TILE to
-# STREAM_MAX_TILE px on the worker's cores.
+# (Limits.local_memory_mb). It reads sources under STREAM_WHOLE_MB whole and evaluates them at
+# once: measured in process, W1's 184 MB took 0.71 s in tiles on 2 threads against 0.64 s at
+# once (W4's 10 MB: 0.16 vs 0.135 s). Larger sources are read and evaluated per tile of
+# STREAM_MIN_TILE px (a block multiple, at most the sized tile) on the worker's cores: with
+# files kept open and tiles on the files' blocks, W2's 860 MB took 2.98 s that way against
+# 3.39 s read whole and evaluated in tiles of it (bench/tiled_reads.py), at half the memory.
 FUSED_MEMORY_SHARE = 0.5
-STREAM_WHOLE_MB = 2048.0
-# Sources read whole and smaller than this are evaluated at once: measured in process, W1's
-# 184 MB took 0.71 s in tiles on 2 threads against 0.64 s at once (W4's 10 MB: 0.16 vs 0.135
-# s), W2's 645 MB 3.9 s against 4.8 s.
-STREAM_TILED_MIN_MB = 256.0
+STREAM_WHOLE_MB = 256.0
+STREAM_TILED_MIN_MB = STREAM_WHOLE_MB  # whole sources smaller than this: evaluated at once
+# Graphs with global processes still read sources up to this whole: they run at once on the
+# whole cube (their per-tile partials are for sources that do not fit).
+STREAM_GLOBAL_WHOLE_MB = 2048.0
 STREAM_MIN_TILE = 512
 STREAM_MAX_TILE = 1024
 CREDITS_PER_CORE_HOUR = 1.0
@@ -315,26 +318,41 @@ def _input_mb(sources: list[SourceShape]) -> float:
     return sum(s.megapixels for s in sources) * 1e6 * FLOAT / MB
 
 
-def reads_whole(sources: list[SourceShape]) -> bool:
+def reads_whole(sources: list[SourceShape], graph: GraphShape) -> bool:
     """Whether a fused run reads its sources whole (else tile by tile)."""
-    return _input_mb(sources) <= STREAM_WHOLE_MB
+    return whole_read(_input_mb(sources), bool(graph.global_nodes))
+
+
+def whole_read(input_mb: float, global_nodes: bool) -> bool:
+    """Whether sources of ``input_mb`` (float32) are read whole for a streamed run."""
+    return input_mb < (STREAM_GLOBAL_WHOLE_MB if global_nodes else STREAM_WHOLE_MB)
+
+
+def stream_read_tile(block_size: int, tile: int) -> int:
+    """The tiles a streamed run reads sources in when it does not read them whole:
+    ``STREAM_MIN_TILE`` px rounded up to a multiple of the source block (tiles start on the
+    files' blocks, so each block is decoded once), and no larger than the sized ``tile``,
+    which fits the tile memory budget of deep time series."""
+    block = max(block_size, 1)
+    return min(-(-STREAM_MIN_TILE // block) * block, tile)
 
 
 def fused_peak_mb(sources: list[SourceShape], graph: GraphShape, tile: int, workers: int) -> float:
-    """What a fused run holds at its peak: the sources read whole (or one ``tile`` of them per
-    worker), each worker's transform working set beyond its tile's inputs (the whole cube with
-    global processes, which then run at once), and, in tiles, the result twice (the tiles'
-    pieces and their mosaic)."""
+    """What a fused run holds at its peak: the sources read whole (or one read tile of them
+    per worker, ``stream_read_tile`` of the sized ``tile``), each worker's transform working
+    set beyond its tile's inputs (the whole cube with global processes, which then run at
+    once), and, in tiles, the result twice (the tiles' pieces and their mosaic)."""
     extent = max((max(s.height, s.width) for s in sources), default=1)
-    if reads_whole(sources):
+    if reads_whole(sources, graph):
         held = sum(load_tile_mb(s, extent) for s in sources)
         height = max((s.height for s in sources), default=1)
         width = max((s.width for s in sources), default=1)
         at_once = graph.global_nodes or _input_mb(sources) < STREAM_TILED_MIN_MB
         evaluated = extent if at_once else stream_tile_size(height, width, workers)
     else:
-        held = workers * sum(load_tile_mb(s, tile) for s in sources)
-        evaluated = tile
+        block = max((s.block_size for s in sources), default=STREAM_MIN_TILE)
+        evaluated = stream_read_tile(block, tile)
+        held = workers * sum(load_tile_mb(s, evaluated) for s in sources)
     whole_extent = evaluated >= extent
     parallel = 1 if whole_extent else workers
     # A tile's inputs are already held (views of the sources read whole, or the tile's own
