@@ -1,11 +1,14 @@
 """Jobs run tile by tile straight from the archive, without an intermediate store: synchronous
 requests and the batch jobs the sizing fuses.
 
-Sources that fit the worker are read whole through their ``LoadPlan`` (each file opened
-once); larger ones become lazy cubes, whose tiles (plus halo) read just their window when
-loaded. ``processes.tiling.evaluate_tiled`` evaluates the graph per tile on a few threads (GDAL
-decoding and numpy arithmetic release the GIL), combines the partial results of global
-processes and mosaics the result; small or global graphs on sources read whole run at once.
+Small sources (under ``STREAM_WHOLE_MB``; more for graphs with global processes) are read
+whole through their ``LoadPlan`` and the graph runs on them at once. Larger ones become lazy
+cubes, whose tiles (plus halo) read just their window when loaded: tiles start where the
+files' blocks start, and each reading thread keeps the files it opened. With the files kept
+open that costs about what reading them whole costs, at a fraction of the memory
+(bench/tiled_reads.py). ``processes.tiling.evaluate_tiled`` evaluates the graph per tile on a
+few threads (GDAL decoding and numpy arithmetic release the GIL), combines the partial results
+of global processes and mosaics the result.
 """
 
 from __future__ import annotations
