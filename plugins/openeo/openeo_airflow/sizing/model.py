@@ -343,12 +343,9 @@ def fused_peak_mb(sources: list[SourceShape], graph: GraphShape, tile: int, work
     set beyond its tile's inputs (the whole cube with global processes, which then run at
     once), and, in tiles, the result twice (the tiles' pieces and their mosaic)."""
     extent = max((max(s.height, s.width) for s in sources), default=1)
-    if reads_whole(sources, graph):
+    if reads_whole(sources, graph):  # small, or global processes: evaluated at once
         held = sum(load_tile_mb(s, extent) for s in sources)
-        height = max((s.height for s in sources), default=1)
-        width = max((s.width for s in sources), default=1)
-        at_once = graph.global_nodes or _input_mb(sources) < STREAM_TILED_MIN_MB
-        evaluated = extent if at_once else stream_tile_size(height, width, workers)
+        evaluated = extent
     else:
         block = max((s.block_size for s in sources), default=STREAM_MIN_TILE)
         evaluated = stream_read_tile(block, tile)
