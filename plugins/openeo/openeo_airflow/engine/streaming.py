@@ -33,7 +33,7 @@ from openeo_airflow.io.store import index_window
 from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import evaluate_tiled, tiling_plan
 from openeo_airflow.sizing.model import (
-    STREAM_TILED_MIN_MB,
+    STREAM_WHOLE_MB,
     stream_read_tile,
     stream_tile_size,
     whole_read,
@@ -114,7 +114,7 @@ def evaluate_streamed(
     Sources smaller than ``whole_mb`` together (by default ``sizing.model.whole_read``:
     ``STREAM_WHOLE_MB``, more with global processes) are read whole first, each file opened
     once, and the graph runs on the whole cube at once (``tile_size`` forces tiles of it; so
-    do sources over ``STREAM_TILED_MIN_MB`` without global processes). Larger sources are read
+    do sources of ``STREAM_WHOLE_MB`` or more without global processes). Larger sources are read
     and evaluated per tile of ``read_tile`` px (by default ``read_tile_for(loads)``): each
     reading thread keeps the files open, and tiles start on the files' blocks."""
     shapes = [load.shape for load in loads.values()]
@@ -129,10 +129,10 @@ def evaluate_streamed(
             values, used = load.read(load.grid)
             sources[node_id] = load.empty_cube().copy(data=values)
             usage += [used] if used else []
-        small = tile_size is None and input_mb < STREAM_TILED_MIN_MB
+        small = tile_size is None and input_mb < STREAM_WHOLE_MB
         if small or global_nodes:
             # In memory, global processes run best on the whole cube (their per-tile
-            # partials are for sources that do not fit); and below STREAM_TILED_MIN_MB the
+            # partials are for sources that do not fit); and below STREAM_WHOLE_MB the
             # tiles' own cost outweighs what the second core gives.
             return stages.evaluate_plan(plan, sources, resolver), usage
         height = max((shape[2] for shape in shapes), default=0)

@@ -97,7 +97,6 @@ INLINE_MAX_MEGAPIXELS = 400.0  # above: the job goes to the configured Spark eng
 # 3.39 s read whole and evaluated in tiles of it (bench/tiled_reads.py), at half the memory.
 FUSED_MEMORY_SHARE = 0.5
 STREAM_WHOLE_MB = 256.0
-STREAM_TILED_MIN_MB = STREAM_WHOLE_MB  # whole sources smaller than this: evaluated at once
 # Graphs with global processes still read sources up to this whole: they run at once on the
 # whole cube (their per-tile partials are for sources that do not fit).
 STREAM_GLOBAL_WHOLE_MB = 2048.0
