@@ -331,6 +331,36 @@ def test_a_memory_error_in_a_tile_is_a_stage_out_of_memory(
     assert entrypoint.out_of_memory_evidence("ValueError: bad band") == ""
 
 
+def test_load_tiles_read_on_one_thread_when_they_run_side_by_side(backend: Backend) -> None:
+    # What the sizing predicts a load tile holds depends on the reader's threads
+    # (sizing.model.read_threads): the stage must read with those.
+    job = backend.registry.create("alice", cdse_ndvi_max(), job_options={"engine": "inline"})
+    backend.registry.set_status(job.id, JobStatus.QUEUED)
+    tasks.size(job.id)
+    seen: list[dict[str, Any]] = []
+
+    def spark_like(fn: tiled.TileFn, descriptors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        seen.extend(descriptors)
+        return [fn(d) for d in descriptors]
+
+    workspace = tasks.workspace(job.id)
+    tiled.run_load(workspace, "load", 32, spark_like)  # 2 x 2 tiles, as Spark tasks
+    assert len(seen) == 4 and {d["read_workers"] for d in seen} == {1}
+    seen.clear()
+    tiled.run_load(workspace, "load", 4096, spark_like)  # one tile: the reader's threads
+    assert [d["read_workers"] for d in seen] == [4]
+
+    class RecordingThreads(tiled.ThreadMapper):
+        def __call__(self, fn: tiled.TileFn, descriptors: list[dict[str, Any]]) -> list[Any]:
+            seen.extend(descriptors)
+            return super().__call__(fn, descriptors)
+
+    seen.clear()
+    tiled.run_load(workspace, "load", 4096, RecordingThreads(3))  # one tile: the cores
+    tiled.run_load(workspace, "load", 32, RecordingThreads(2))  # side by side: one each
+    assert [d["read_workers"] for d in seen] == [3, 1, 1, 1, 1]
+
+
 @pytest.mark.timeout(600)
 def test_spark_local_recovers_from_a_too_small_size(backend: Backend) -> None:
     # 128 MiB for each of 2 Python workers is less than one needs just to start (250-480 MiB

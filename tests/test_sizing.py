@@ -11,7 +11,9 @@ import pytest
 
 from openeo_airflow.core.errors import ProcessGraphComplexity, ProcessParameterInvalid
 from openeo_airflow.engine.planning import check_scale, graph_shape
+from openeo_airflow.io.grid import DEFAULT_TILE_SIZE
 from openeo_airflow.sizing.model import (
+    READER_TILE,
     TILE_BUDGET_MB,
     GraphShape,
     Limits,
@@ -21,6 +23,7 @@ from openeo_airflow.sizing.model import (
     fused_budget_mb,
     fused_peak_mb,
     load_tile_mb,
+    read_threads,
     reads_whole,
     result_mb,
     shrink,
@@ -419,8 +422,9 @@ def test_a_fused_run_counts_the_sources_it_holds_once() -> None:
     medium = SourceShape("load", steps=6, bands=3, height=1200, width=1200, block_size=512)
     peak = fused_peak_mb([medium], GRAPH, 1280, workers=2)
     beyond = transform_tile_mb([medium], GRAPH, 1200) - tile_inputs_mb([medium], GRAPH, 1200)
-    assert peak == pytest.approx(load_tile_mb(medium, 1200) + beyond, abs=0.2)
-    assert peak < load_tile_mb(medium, 1200) + transform_tile_mb([medium], GRAPH, 1200)
+    read = load_tile_mb(medium, 1200, threads=2)  # read whole on both cores
+    assert peak == pytest.approx(read + beyond, abs=0.2)
+    assert peak < read + transform_tile_mb([medium], GRAPH, 1200)
 
 
 def test_global_processes_in_a_fused_run_work_on_the_whole_cube() -> None:
@@ -455,3 +459,34 @@ def test_inline_tiles_side_by_side_are_predicted_together() -> None:
     assert stage_peak_mb("spark-local", load) == load.peak_tile_mb
     one = size_job([SMALL], GRAPH, Limits(), {"fuse-stages": False}).stage("load:load")
     assert one is not None and stage_peak_mb("inline", one) == one.peak_tile_mb
+
+
+def test_a_load_holds_its_cube_and_a_plane_and_a_half_per_reader_thread() -> None:
+    # bench/sizing_bench.py at 12 km: loads of 1 to 3 bands measured their cube plus 1.05-1.65
+    # planes per reader thread, whatever their bands; a merge_cubes load of one band was
+    # under-predicted by 17 % when the buffers grew with the bands instead.
+    one_band = SourceShape("load", steps=6, bands=1, height=1200, width=1200)
+    plane = 1200 * 1200 * 4 / 2**20
+    cube = 6 * plane
+    assert load_tile_mb(one_band, 1280, threads=2) == pytest.approx(cube + 3.3 * plane + 2)
+    assert load_tile_mb(one_band, 1280, threads=1) == pytest.approx(cube + 1.65 * plane + 2)
+    # the reader's unit is at most READER_TILE px square, whatever the tile
+    wide = SourceShape("load", steps=2, bands=1, height=4096, width=4096)
+    unit = READER_TILE**2 * 4 / 2**20
+    assert load_tile_mb(wide, 4096, threads=1) - 2 * 4096**2 * 4 / 2**20 - 2 == pytest.approx(
+        1.65 * unit
+    )
+    assert READER_TILE == DEFAULT_TILE_SIZE
+
+
+def test_reader_threads_follow_the_tiles_that_run_at_once() -> None:
+    assert read_threads(2) == 2 and read_threads(16) == 4 and read_threads(0) == 1
+    assert read_threads(8, tiles=4) == 1  # tiles side by side are the parallel unit
+    # a one-tile load reads on the worker's cores; several tiles on one thread each
+    medium = SourceShape("load", steps=6, bands=1, height=1200, width=1200)
+    limits = Limits(local_cores=2)
+    one = size_job([medium], GRAPH, limits, {"engine": "inline"}).stage("load:load")
+    tiled = size_job([medium], GRAPH, limits, {"engine": "inline", "tile-size": 512})
+    assert one is not None and one.peak_tile_mb == round(load_tile_mb(medium, 1280, 2), 1)
+    load = tiled.stage("load:load")
+    assert load is not None and load.peak_tile_mb == round(load_tile_mb(medium, 512, 1), 1)

@@ -34,6 +34,7 @@ from openeo_airflow.processes.graph import Resolver
 from openeo_airflow.processes.tiling import evaluate_tiled, tiling_plan
 from openeo_airflow.sizing.model import (
     STREAM_WHOLE_MB,
+    read_threads,
     stream_read_tile,
     stream_tile_size,
     whole_read,
@@ -126,7 +127,7 @@ def evaluate_streamed(
     if whole:
         sources = {}
         for node_id, load in loads.items():
-            values, used = load.read(load.grid)
+            values, used = load.read(load.grid, read_threads(workers))
             sources[node_id] = load.empty_cube().copy(data=values)
             usage += [used] if used else []
         small = tile_size is None and input_mb < STREAM_WHOLE_MB
@@ -142,13 +143,10 @@ def evaluate_streamed(
     # The tiles are the parallel unit: each reads its window on one thread, and each thread
     # keeps the files it opened for its next tiles. Tiles cut where the files' blocks start
     # decode each block once (read_tile is a multiple of the block).
-    reader_threads = None if workers <= 1 else 1
     read_tile = read_tile or read_tile_for(loads)
     origin = next(iter(loads.values())).block_origin() if loads else None
     with OpenDatasets() as datasets:
-        sources = {
-            n: lazy_source(load, reader_threads, usage, datasets) for n, load in loads.items()
-        }
+        sources = {n: lazy_source(load, 1, usage, datasets) for n, load in loads.items()}
         return _evaluate_tiles(plan, sources, read_tile, workers, resolver, origin), usage
 
 

@@ -55,6 +55,7 @@ from openeo_airflow.processes.tiling import (
     tiling_plan,
 )
 from openeo_airflow.processes.tiling import tiles as crs_tiles
+from openeo_airflow.sizing.model import READ_THREADS_MAX, read_threads
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +118,14 @@ def load_tile(descriptor: Descriptor) -> dict[str, Any]:
 
 
 def _read_workers(mapper: Mapper, tiles: int) -> int | None:
-    """Reading threads per tile: one when tiles already run side by side on this worker's
-    threads (more would only compete for its cores), else the loader's default."""
-    return 1 if _side_by_side(mapper, tiles) else None
+    """Reading threads per tile (``sizing.model.read_threads``): one when several tiles run
+    at once (on this worker's threads, or as Spark tasks on the executors' cores), else the
+    worker's cores; the loader's default for tiles read one after another in this process."""
+    if isinstance(mapper, ThreadMapper):
+        return read_threads(mapper.workers, tiles if mapper.workers > 1 else 1)
+    if mapper is inline_mapper:
+        return None
+    return read_threads(READ_THREADS_MAX, tiles)
 
 
 def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapper) -> Measurement:

@@ -51,6 +51,7 @@ from openeo_airflow.io.datasets import OpenDatasets
 from openeo_airflow.io.gdal_env import gdal_env
 from openeo_airflow.io.grid import DEFAULT_TILE_SIZE, Grid, Tile, snap_grid, target_grid, tiles
 from openeo_airflow.io.source import AssetError, Decoding, RetryPolicy, read_values
+from openeo_airflow.sizing.model import read_threads
 
 __all__ = [
     "Grid",
@@ -269,7 +270,7 @@ class _Loader:
         ]
         if not work:
             return
-        workers = min(self.options.workers or min(4, os.cpu_count() or 1), len(work))
+        workers = min(self.options.workers or read_threads(os.cpu_count() or 1), len(work))
         # One GDAL environment per thread, not per unit: each thread takes units in order
         # until none are left (units write disjoint parts of ``data``). After a failure no new
         # unit starts, and the failure of the earliest unit is raised, as a serial load would.

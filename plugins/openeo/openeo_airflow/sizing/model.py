@@ -7,9 +7,9 @@ search and one file header, ``GraphShape`` from the process graph) plus the depl
 
 The memory model, per tile of ``T`` x ``T`` pixels (``t`` time steps, ``b`` bands), fitted on
 the seven workflows of ``bench/sizing_bench.py`` (bench/README.md has the measurements):
-- load: the tile's float32 cube ``t*b*T^2*4`` bytes, plus buffers of ``0.75 * (1 + min(b, 2))``
-  planes of ``T^2`` floats (the reader's threads working on several dates and bands at once)
-  and 2 MiB;
+- load: the tile's float32 cube ``t*b*T^2*4`` bytes, plus 1.65 planes of the reader's unit
+  (``min(T, 2048)^2`` floats) per reader thread (``read_threads``: one when tiles run side
+  by side) and 2 MiB;
 - transform: the inputs cut to the tile (with halo) times a working-set weight, 1.95 plus
   0.025 per process (neighbourhood and temporal aggregations included), +5.85 per
   ``merge_cubes``, +0.45 with a neighbourhood (a halo); with ``run_udf``, its child process
@@ -32,11 +32,14 @@ from openeo_airflow.sizing.resources import Resources, apply_overrides, overhead
 
 MB = 1024 * 1024
 FLOAT = 4
-# A load's buffers grow with the tile's area, not with its dates. With the Zarr store every
-# workflow's load measured its cube plus 9 planes of the tile for one band, 13.5 for more (the
-# chunks' encoding); the NumPy store writes the read values as they are, and the loads measure
-# their cube plus 1.5-2.4 planes of the tile (bench/sizing_bench.py --quick, 8 km).
-LOAD_BUFFER_PLANES = 0.75
+# A load holds its tile's cube plus what each of the reader's threads decodes at once: one
+# plane of the reader's unit (a band of one date, at most READER_TILE px square) as read, its
+# no-data mask, and a second item's plane where products overlap. At 12 km (1200 px planes, two
+# threads) the seven workflows' loads measured their cube plus 1.05-1.65 planes per thread,
+# whatever their bands (bench/sizing_bench.py, 2026-11-29); 1.0-1.2 with one band at 8 km.
+LOAD_BUFFER_PLANES = 1.65
+READER_TILE = 2048  # io.grid.DEFAULT_TILE_SIZE: the reader's unit
+READ_THREADS_MAX = 4  # the reader's threads on one tile, at most
 LOAD_FIXED_MB = 2.0
 # Transform working set per MiB of input: a base plus a share per process, since a longer
 # graph keeps more intermediates alive. Proportional, without a fixed part: on
@@ -199,9 +202,19 @@ class Sizing:
 # --- memory per tile ------------------------------------------------------------------------------
 
 
-def load_tile_mb(source: SourceShape, tile: int) -> float:
-    window = min(tile, source.height) * min(tile, source.width) * FLOAT / MB
-    buffers = window * LOAD_BUFFER_PLANES * (1 + min(source.bands, 2))
+def read_threads(cores: int, tiles: int = 1) -> int:
+    """The archive reader's threads for one load tile: one when tiles run side by side (the
+    tiles are then the parallel unit), else the worker's ``cores``, at most ``READ_THREADS_MAX``
+    (more threads than that decoded no faster: bench/LOAD.md)."""
+    return 1 if tiles > 1 else max(1, min(READ_THREADS_MAX, cores))
+
+
+def load_tile_mb(source: SourceShape, tile: int, threads: int = 1) -> float:
+    """A load tile's cube and the buffers of the reader's ``threads``."""
+    height, width = min(tile, source.height), min(tile, source.width)
+    window = height * width * FLOAT / MB
+    unit = min(height, READER_TILE) * min(width, READER_TILE) * FLOAT / MB
+    buffers = unit * LOAD_BUFFER_PLANES * min(threads, source.steps * source.bands)
     return source.steps * source.bands * window + buffers + LOAD_FIXED_MB
 
 
@@ -343,7 +356,7 @@ def fused_peak_mb(sources: list[SourceShape], graph: GraphShape, tile: int, work
     once), and, in tiles, the result twice (the tiles' pieces and their mosaic)."""
     extent = max((max(s.height, s.width) for s in sources), default=1)
     if reads_whole(sources, graph):  # small, or global processes: evaluated at once
-        held = sum(load_tile_mb(s, extent) for s in sources)
+        held = sum(load_tile_mb(s, extent, read_threads(workers)) for s in sources)
         evaluated = extent
     else:
         block = max((s.block_size for s in sources), default=STREAM_MIN_TILE)
@@ -352,10 +365,10 @@ def fused_peak_mb(sources: list[SourceShape], graph: GraphShape, tile: int, work
     whole_extent = evaluated >= extent
     parallel = 1 if whole_extent else workers
     # A tile's inputs are already held (views of the sources read whole, or the tile's own
-    # read): its working set beyond them. Tiled, the result is held twice (pieces and mosaic).
-    working = parallel * max(
-        FLOOR_MB,
-        transform_tile_mb(sources, graph, evaluated) - tile_inputs_mb(sources, graph, evaluated),
+    # read): its working set beyond them (the floor is on the whole working set, inputs
+    # included). Tiled, the result is held twice (pieces and mosaic).
+    working = parallel * (
+        transform_tile_mb(sources, graph, evaluated) - tile_inputs_mb(sources, graph, evaluated)
     )
     mosaic = 0.0 if whole_extent else 2 * result_mb(sources, graph)
     return round(held + working + mosaic, 1)
@@ -425,7 +438,7 @@ def size_stages(
     startup = TASK_SECONDS + SPARK_STARTUP_SECONDS.get(engine, 0.0)
     for source in sources:
         tiles = _tile_count([source], tile)
-        tile_mb = load_tile_mb(source, tile)
+        tile_mb = load_tile_mb(source, tile, read_threads(_reader_cores(engine, limits), tiles))
         resources = apply_overrides(_resources(engine, tiles, tile_mb, 1024, limits), options)
         parallel = max(1, min(tiles, resources.executor_cores * resources.max_executors))
         per_tile = SPARK_TASK_SECONDS if spark else 0.0
@@ -463,6 +476,12 @@ def size_stages(
         )
     )
     return stages
+
+
+def _reader_cores(engine: str, limits: Limits) -> int:
+    """The cores a one-tile load reads on: the local worker's, else (a Kubernetes node of
+    unknown size) as many threads as the reader takes."""
+    return READ_THREADS_MAX if engine == "spark-k8s" else limits.local_cores
 
 
 def _transform_stage(
