@@ -347,8 +347,8 @@ def test_load_tiles_read_on_one_thread_when_they_run_side_by_side(backend: Backe
     tiled.run_load(workspace, "load", 32, spark_like)  # 2 x 2 tiles, as Spark tasks
     assert len(seen) == 4 and {d["read_workers"] for d in seen} == {1}
     seen.clear()
-    tiled.run_load(workspace, "load", 4096, spark_like)  # one tile: the reader's threads
-    assert [d["read_workers"] for d in seen] == [4]
+    tiled.run_load(workspace, "load", 4096, spark_like)  # one tile: the reader's default
+    assert [d["read_workers"] for d in seen] == [None]
 
     class RecordingThreads(tiled.ThreadMapper):
         def __call__(self, fn: tiled.TileFn, descriptors: list[dict[str, Any]]) -> list[Any]:

@@ -55,7 +55,7 @@ from openeo_airflow.processes.tiling import (
     tiling_plan,
 )
 from openeo_airflow.processes.tiling import tiles as crs_tiles
-from openeo_airflow.sizing.model import READ_THREADS_MAX, read_threads
+from openeo_airflow.sizing.model import read_threads
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +120,11 @@ def load_tile(descriptor: Descriptor) -> dict[str, Any]:
 def _read_workers(mapper: Mapper, tiles: int) -> int | None:
     """Reading threads per tile (``sizing.model.read_threads``): one when several tiles run
     at once (on this worker's threads, or as Spark tasks on the executors' cores), else the
-    worker's cores; the loader's default for tiles read one after another in this process."""
+    worker's cores (``None``: the reader's default, from the machine's)."""
     if isinstance(mapper, ThreadMapper):
         return read_threads(mapper.workers, tiles if mapper.workers > 1 else 1)
-    if mapper is inline_mapper:
-        return None
-    return read_threads(READ_THREADS_MAX, tiles)
+    spark = mapper is not inline_mapper
+    return 1 if spark and tiles > 1 else None
 
 
 def run_load(workspace: JobWorkspace, node_id: str, tile_size: int, mapper: Mapper) -> Measurement:
