@@ -18,7 +18,8 @@ from pyproj import Transformer
 
 from openeo_airflow.airflow import tasks
 from openeo_airflow.io.geometry_mask import geometry_text, inside
-from openeo_airflow.io.grid import snap_grid, tiles
+from openeo_airflow.io.grid import Tile, snap_grid, tiles
+from openeo_airflow.io.reader import LoadOptions, read_steps, resolve_load, stream_steps, time_steps
 from openeo_airflow.jobs.backend import Backend
 from tests.load_support import (
     OCTOBER,
@@ -165,3 +166,29 @@ def _crs(epsg: int) -> Any:
     from rasterio.crs import CRS
 
     return CRS.from_epsg(epsg)
+
+
+def test_a_streamed_load_hands_over_every_window_as_the_whole_read_has_it(
+    setup: tuple[Backend, Path],
+) -> None:
+    # A staged load writes each window as the reader finishes it (reader.stream_steps): the
+    # windows together must be the cube read whole, windows wholly outside the polygons
+    # (never read) included, as NaN.
+    cfg = setup[0].collections["TEST_CDSE_S2"]
+    items, bands, grid = resolve_load(
+        cfg, spatial_extent=COLLECTION, temporal_extent=OCTOBER, bands=["B04", "SCL"]
+    )
+    options = LoadOptions(tile_size=8, workers=2, geometry=geometry_text(COLLECTION))
+    steps = time_steps(items, cfg.sentinel2)
+    whole = read_steps(steps, bands, grid, options)
+    streamed = np.full_like(whole, -1.0)
+    skipped = []
+
+    def sink(step: int, band: int, tile: Tile, values: np.ndarray) -> None:
+        streamed[step, band, tile.rows, tile.cols] = values
+        if not inside(options.geometry or "", tile.grid).any():
+            skipped.append(tile)
+
+    stream_steps(steps, bands, grid, options, sink)
+    np.testing.assert_array_equal(streamed, whole)
+    assert skipped and all(np.isnan(streamed[:, :, t.rows, t.cols]).all() for t in skipped)

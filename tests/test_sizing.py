@@ -22,6 +22,7 @@ from openeo_airflow.sizing.model import (
     choose_tile,
     fused_budget_mb,
     fused_peak_mb,
+    load_stage_mb,
     load_tile_mb,
     read_threads,
     reads_whole,
@@ -487,6 +488,17 @@ def test_reader_threads_follow_the_tiles_that_run_at_once() -> None:
     limits = Limits(local_cores=2)
     one = size_job([medium], GRAPH, limits, {"engine": "inline"}).stage("load:load")
     tiled = size_job([medium], GRAPH, limits, {"engine": "inline", "tile-size": 512})
-    assert one is not None and one.peak_tile_mb == round(load_tile_mb(medium, 1280, 2), 1)
+    assert one is not None and one.peak_tile_mb == round(load_stage_mb(medium, 1280, 2), 1)
     load = tiled.stage("load:load")
-    assert load is not None and load.peak_tile_mb == round(load_tile_mb(medium, 512, 1), 1)
+    assert load is not None and load.peak_tile_mb == round(load_stage_mb(medium, 512, 1), 1)
+
+
+def test_a_staged_load_holds_its_reading_threads_windows_not_its_cube() -> None:
+    # Archive reads are stored window by window as they are read (2.5 planes per thread);
+    # Sentinel Hub and backscatter loads read their tile whole first.
+    deep = SourceShape("load", steps=28, bands=3, height=1200, width=1200)
+    plane = 1200 * 1200 * 4 / 2**20
+    assert load_stage_mb(deep, 1280, threads=2) == pytest.approx(2 * 2.5 * plane + 2)
+    whole = SourceShape("load", steps=28, bands=3, height=1200, width=1200, streams=False)
+    assert load_stage_mb(whole, 1280, threads=2) == load_tile_mb(whole, 1280, threads=2)
+    assert load_tile_mb(whole, 1280, threads=2) > 84 * plane  # the tile's 84 planes

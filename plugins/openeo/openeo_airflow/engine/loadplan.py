@@ -32,13 +32,15 @@ from openeo_airflow.io.backscatter import parse_backscatter
 from openeo_airflow.io.datasets import OpenDatasets
 from openeo_airflow.io.gdal_env import gdal_env
 from openeo_airflow.io.geometry_mask import geometry_text
-from openeo_airflow.io.grid import Grid
+from openeo_airflow.io.grid import Grid, Tile
 from openeo_airflow.io.reader import (
     LoadOptions,
     SearchFn,
     Steps,
+    WindowSink,
     read_steps,
     resolve_load,
+    stream_steps,
     time_steps,
 )
 from openeo_airflow.io.sar import (
@@ -130,6 +132,31 @@ class LoadPlan:
         if inside is not None:
             values[:, :, ~inside] = np.nan  # polygons: their bounding box was read
         return values, usage
+
+    @property
+    def streams(self) -> bool:
+        """Whether ``stream`` hands windows over as they are read (archive reads), rather
+        than after reading the whole grid (Sentinel Hub, backscatter)."""
+        return self.sentinelhub is None and self.backscatter is None
+
+    def stream(self, grid: Grid, sink: WindowSink, workers: int | None = None) -> dict[str, Any]:
+        """What ``read`` reads on ``grid``, handed to ``sink`` window by window (a band of one
+        time step on one of the reader's tiles) as each is finished, so the caller need not
+        hold the cube; the usage the read reports. Only archive reads stream: Sentinel Hub's
+        and backscatter's come whole, and are then handed over a plane at a time."""
+        if self.streams:
+            options = replace(
+                self.options,
+                workers=self.options.workers if workers is None else workers,
+            )
+            stream_steps(self.steps_for(grid), self.bands, grid, options, sink)
+            return {}
+        values, usage = self.read(grid, workers)
+        whole = Tile(0, 0, grid)
+        for step, planes in enumerate(values):
+            for band, plane in enumerate(planes):
+                sink(step, band, whole, plane)
+        return usage
 
     def empty_cube(self) -> xr.DataArray:
         """The cube this plan loads, all NaN and without memory behind it: its coordinates,

@@ -43,6 +43,7 @@ from openeo_airflow.engine import stages
 from openeo_airflow.engine.loadplan import LoadPlan
 from openeo_airflow.engine.measure import Measurement, combine, meter, sum_usage
 from openeo_airflow.engine.workspace import JobWorkspace
+from openeo_airflow.io.grid import Tile as GridTile
 from openeo_airflow.io.grid import tiles as grid_tiles
 from openeo_airflow.io.store import create_cube, open_cube, publish, read_cube, write_cube
 from openeo_airflow.io.store import write_tile as store_write_tile
@@ -100,18 +101,24 @@ def _load_plan(path: str) -> LoadPlan:
 
 
 def load_tile(descriptor: Descriptor) -> dict[str, Any]:
-    """Read one tile of a source (every time step and band) into the staged cube."""
+    """Read one tile of a source (every time step and band) into the staged cube, each
+    window as the reader finishes it: the tile's cube is never held whole."""
     reuse_freed_memory()
     plan = _load_plan(descriptor["plan"])
     row, col, height, width = descriptor["window"]
     grid = plan.grid.window(row, col, height, width)
+    store = Path(descriptor["store"])
+    steps, bands = plan.shape[:2]
+
+    def write(step: int, band: int, tile: GridTile, values: np.ndarray) -> None:
+        top, left = row + tile.row, col + tile.col
+        rows = slice(top, top + tile.grid.height)
+        cols = slice(left, left + tile.grid.width)
+        store_write_tile(store, rows, cols, values, first_plane=step * bands + band)
+
     with meter() as measured:
-        values, usage = plan.read(grid, descriptor.get("read_workers"))
-        store_write_tile(
-            Path(descriptor["store"]), slice(row, row + height), slice(col, col + width), values
-        )
-        measured.megapixels = values.size / 1e6
-        del values
+        usage = plan.stream(grid, write, descriptor.get("read_workers"))
+        measured.megapixels = steps * bands * height * width / 1e6
     if usage:
         measured.extra = {"usage": usage}
     return measured.to_dict()
@@ -122,7 +129,7 @@ def _read_workers(mapper: Mapper, tiles: int) -> int | None:
     at once (on this worker's threads, or as Spark tasks on the executors' cores), else the
     worker's cores (``None``: the reader's default, from the machine's)."""
     if isinstance(mapper, ThreadMapper):
-        return read_threads(mapper.workers, tiles if mapper.workers > 1 else 1)
+        return read_threads(mapper.workers, tiles)
     spark = mapper is not inline_mapper
     return 1 if spark and tiles > 1 else None
 

@@ -60,6 +60,7 @@ __all__ = [
     "read_band",
     "read_steps",
     "snap_grid",
+    "stream_steps",
     "target_grid",
     "time_steps",
 ]
@@ -214,6 +215,24 @@ def read_steps(
     return data
 
 
+# Takes one finished window (time step, band, the reader's tile of the grid, its values), on
+# the reading thread that read it; the values are only valid during the call.
+WindowSink = Callable[[int, int, Tile, np.ndarray], None]
+
+
+def stream_steps(
+    steps: Steps, bands: Sequence[BandConfig], grid: Grid, options: LoadOptions, sink: WindowSink
+) -> None:
+    """What ``read_steps`` reads, handed to ``sink`` one finished window (a band of one time
+    step on one of the reader's tiles) at a time instead of gathered into one array: a load
+    that stores its values holds each reading thread's window, not the cube. Every window of
+    the grid is handed over, NaN where nothing was read."""
+    if not (steps and grid.width and grid.height):
+        return
+    inside = geometry_mask.inside(options.geometry, grid) if options.geometry else None
+    _Loader(bands, grid, options, steps, inside).run(None, sink)
+
+
 def read_band(href: str, band: BandConfig, grid: Grid) -> np.ndarray:
     """One asset's band on ``grid`` as float32, NaN where there is no valid data.
 
@@ -226,7 +245,8 @@ def read_band(href: str, band: BandConfig, grid: Grid) -> np.ndarray:
     return values
 
 
-_Unit = tuple[int, Tile, list[StacItem], int]  # (time step, tile, its item order, band)
+# (time step, tile, its item order or None outside the polygons, band)
+_Unit = tuple[int, Tile, list[StacItem] | None, int]
 
 
 class _Loader:
@@ -258,14 +278,17 @@ class _Loader:
         self.failed: dict[str, str] = {}
         self.lock = threading.Lock()
 
-    def run(self, data: np.ndarray) -> None:
+    def run(self, data: np.ndarray | None, sink: WindowSink | None = None) -> None:
+        """Fill ``data``, or else hand every window to ``sink`` (windows outside the
+        polygons too, as NaN)."""
         # The items' order is the same for every band of a (time step, tile): decided once.
+        # Windows outside the polygons are not read (None: no items to try).
         work = [
             (index, tile, order, band)
             for index, (_, group) in enumerate(self.steps)
             for tile in tiles(self.grid, self.options.tile_size)
-            if self.inside is None or self.inside[tile.rows, tile.cols].any()
-            for order in [self._order(group, tile)]
+            for order in [self._order(group, tile) if self._touches(tile) else None]
+            if order is not None or sink is not None
             for band in range(len(self.bands))
         ]
         if not work:
@@ -279,17 +302,21 @@ class _Loader:
         queue = enumerate(work)
         errors: list[tuple[int, Exception]] = []
         if workers <= 1:
-            self._drain(data, queue, errors)
+            self._drain(data, sink, queue, errors)
         else:
             with ThreadPoolExecutor(max_workers=workers - 1) as pool:
                 helpers = [
-                    pool.submit(self._drain, data, queue, errors) for _ in range(workers - 1)
+                    pool.submit(self._drain, data, sink, queue, errors) for _ in range(workers - 1)
                 ]
-                self._drain(data, queue, errors)
+                self._drain(data, sink, queue, errors)
                 for helper in helpers:
                     helper.result()  # errors outside a unit (the GDAL environment)
         if errors:
             raise min(errors, key=lambda error: error[0])[1]
+
+    def _touches(self, tile: Tile) -> bool:
+        """Whether the tile has pixels inside the polygons (always, for a bounding box)."""
+        return self.inside is None or bool(self.inside[tile.rows, tile.cols].any())
 
     def _order(self, group: list[StacItem], tile: Tile) -> list[StacItem]:
         footprints = [self.footprints[i.id] for i in group]
@@ -297,7 +324,8 @@ class _Loader:
 
     def _drain(
         self,
-        data: np.ndarray,
+        data: np.ndarray | None,
+        sink: WindowSink | None,
         queue: Iterator[tuple[int, _Unit]],
         errors: list[tuple[int, Exception]],
     ) -> None:
@@ -308,17 +336,39 @@ class _Loader:
                 if unit is None:
                     return
                 try:
-                    self._fill(data, *unit)
+                    self._unit(data, sink, *unit)
                 except Exception as error:  # raised by run(), in unit order
                     with self.lock:
                         errors.append((position, error))
 
+    def _unit(
+        self,
+        data: np.ndarray | None,
+        sink: WindowSink | None,
+        index: int,
+        tile: Tile,
+        ordered: list[StacItem] | None,
+        band_index: int,
+    ) -> None:
+        if data is not None:
+            if ordered is not None:
+                self._fill(data[index, band_index, tile.rows, tile.cols], tile, ordered, band_index)
+            return
+        assert sink is not None
+        target = np.empty((tile.grid.height, tile.grid.width), dtype=np.float32)
+        if ordered is None:
+            target.fill(np.nan)
+        else:
+            self._fill(target, tile, ordered, band_index)
+            if self.inside is not None:
+                target[~self.inside[tile.rows, tile.cols]] = np.nan
+        sink(index, band_index, tile, target)
+
     def _fill(
-        self, data: np.ndarray, index: int, tile: Tile, ordered: list[StacItem], band_index: int
+        self, target: np.ndarray, tile: Tile, ordered: list[StacItem], band_index: int
     ) -> None:
         """One band of one output tile of one time step: first valid pixel wins."""
         band = self.bands[band_index]
-        target = data[index, band_index, tile.rows, tile.cols]
         first = True
         candidates = [
             (item, href) for item in ordered if (href := item.assets.get(band.asset)) is not None

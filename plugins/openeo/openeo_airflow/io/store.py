@@ -69,8 +69,12 @@ def create_cube(template: xr.DataArray, path: Path) -> Path:
     return path
 
 
-def write_tile(path: Path, rows: slice, cols: slice, values: np.ndarray) -> None:
-    """Write one tile's values (all non-spatial indices) into a cube made by ``create_cube``.
+def write_tile(
+    path: Path, rows: slice, cols: slice, values: np.ndarray, first_plane: int = 0
+) -> None:
+    """Write one tile's values into a cube made by ``create_cube``: all its planes (the
+    non-spatial indices, flattened), or those from ``first_plane`` on (e.g. one band of one
+    time step, as a load reads it).
 
     Tiles write disjoint byte ranges of the values file with plain positioned writes, so they
     may write concurrently, from processes on other machines of a shared filesystem too (a
@@ -87,7 +91,7 @@ def write_tile(path: Path, rows: slice, cols: slice, values: np.ndarray) -> None
     block = np.ascontiguousarray(values, dtype=dtype).reshape(-1, bottom - top, right - left)
     fd = os.open(file, os.O_WRONLY)
     try:
-        planes = range(len(block))
+        planes = range(first_plane, first_plane + len(block))
         for part, at in _window_parts(block, planes, shape, offset, top, left):
             os.pwrite(fd, part.data, at)
     finally:

@@ -7,9 +7,11 @@ search and one file header, ``GraphShape`` from the process graph) plus the depl
 
 The memory model, per tile of ``T`` x ``T`` pixels (``t`` time steps, ``b`` bands), fitted on
 the seven workflows of ``bench/sizing_bench.py`` (bench/README.md has the measurements):
-- load: the tile's float32 cube ``t*b*T^2*4`` bytes, plus 1.65 planes of the reader's unit
-  (``min(T, 2048)^2`` floats) per reader thread (``read_threads``: one when tiles run side
-  by side) and 2 MiB;
+- load: a staged load stores each window (a band of one date on the reader's unit of
+  ``min(T, 2048)^2`` px) as it is read and holds 2.5 such planes per reader thread
+  (``read_threads``: one when tiles run side by side) and 2 MiB; a load that reads its tile
+  whole (a fused run; Sentinel Hub and backscatter) holds the tile's float32 cube
+  ``t*b*T^2*4`` bytes plus 1.65 planes per reader thread and 2 MiB;
 - transform: the inputs cut to the tile (with halo) times a working-set weight, 1.95 plus
   0.025 per process (neighbourhood and temporal aggregations included), +5.85 per
   ``merge_cubes``, +0.45 with a neighbourhood (a halo); with ``run_udf``, its child process
@@ -36,8 +38,11 @@ FLOAT = 4
 # plane of the reader's unit (a band of one date, at most READER_TILE px square) as read, its
 # no-data mask, and a second item's plane where products overlap. At 12 km (1200 px planes, two
 # threads) the seven workflows' loads measured their cube plus 1.05-1.65 planes per thread,
-# whatever their bands (bench/sizing_bench.py, 2026-11-29); 1.0-1.2 with one band at 8 km.
+# whatever their bands (bench/sizing_bench.py, 2026-11-29); 0.2-1.6 at 8 km (800 px).
 LOAD_BUFFER_PLANES = 1.65
+# A staged load that stores each window as it is read holds no cube: each reading thread its
+# window and the buffers above. Measured 1.95-2.5 planes per thread at 12 km (2026-11-29).
+LOAD_STREAM_PLANES = 2.5
 READER_TILE = 2048  # io.grid.DEFAULT_TILE_SIZE: the reader's unit
 READ_THREADS_MAX = 4  # the reader's threads on one tile, at most
 LOAD_FIXED_MB = 2.0
@@ -120,6 +125,9 @@ class SourceShape:
     assets: int = 0
     block_size: int = 512
     bytes_per_pixel: int = 2
+    # A staged load stores each window as it is read (archive files), rather than after
+    # reading its whole tile (Sentinel Hub, backscatter).
+    streams: bool = True
 
     @property
     def megapixels(self) -> float:
@@ -204,8 +212,7 @@ class Sizing:
 
 def read_threads(cores: int, tiles: int = 1) -> int:
     """The archive reader's threads for one load tile: one when tiles run side by side (the
-    tiles are then the parallel unit), else the worker's ``cores``, at most ``READ_THREADS_MAX``
-    (more threads than that decoded no faster: bench/LOAD.md)."""
+    tiles are then the parallel unit), else the worker's ``cores``, at most ``READ_THREADS_MAX``."""
     return 1 if tiles > 1 else max(1, min(READ_THREADS_MAX, cores))
 
 
@@ -216,6 +223,16 @@ def load_tile_mb(source: SourceShape, tile: int, threads: int = 1) -> float:
     unit = min(height, READER_TILE) * min(width, READER_TILE) * FLOAT / MB
     buffers = unit * LOAD_BUFFER_PLANES * min(threads, source.steps * source.bands)
     return source.steps * source.bands * window + buffers + LOAD_FIXED_MB
+
+
+def load_stage_mb(source: SourceShape, tile: int, threads: int = 1) -> float:
+    """What a load stage's tile holds: its reading threads' windows when it stores them as
+    they are read, else the whole tile (``load_tile_mb``)."""
+    if not source.streams:
+        return load_tile_mb(source, tile, threads)
+    height, width = min(tile, source.height, READER_TILE), min(tile, source.width, READER_TILE)
+    unit = height * width * FLOAT / MB
+    return unit * LOAD_STREAM_PLANES * min(threads, source.steps * source.bands) + LOAD_FIXED_MB
 
 
 def transform_weight(graph: GraphShape) -> float:
@@ -278,7 +295,7 @@ def choose_tile(
     fractions = [unit >> j for j in range(1, 8) if (unit >> j) >= max(MIN_TILE, graph.align)]
 
     def fits(t: int, limit: float = TILE_BUDGET_MB) -> bool:
-        load = max((load_tile_mb(s, t) for s in sources), default=0.0)
+        load = max((load_stage_mb(s, t) for s in sources), default=0.0)
         return load <= limit and transform_tile_mb(sources, graph, t) <= limit
 
     fitting = [t for t in multiples if fits(t, target_mb)] or [t for t in multiples if fits(t)]
@@ -438,7 +455,7 @@ def size_stages(
     startup = TASK_SECONDS + SPARK_STARTUP_SECONDS.get(engine, 0.0)
     for source in sources:
         tiles = _tile_count([source], tile)
-        tile_mb = load_tile_mb(source, tile, read_threads(_reader_cores(engine, limits), tiles))
+        tile_mb = load_stage_mb(source, tile, read_threads(_reader_cores(engine, limits), tiles))
         resources = apply_overrides(_resources(engine, tiles, tile_mb, 1024, limits), options)
         parallel = max(1, min(tiles, resources.executor_cores * resources.max_executors))
         per_tile = SPARK_TASK_SECONDS if spark else 0.0
