@@ -19,7 +19,8 @@ are the benchmark archive (bench/archive.py). Three parts:
    whole, ``evaluate_plan``, ``encode`` in memory: no intermediate store); on a medium job
    ``stage_overhead`` = (inline staged time - fused time) / fused time, the job as the sizing
    runs it; ``_unfused`` with separate stages (both the median of rounds in which the three
-   take turns); ``_tiled`` separate stages in 2 x 2 tiles.
+   take turns, each after the same 512 MiB touched and freed: ``warmed``); ``_tiled``
+   separate stages in 2 x 2 tiles.
 
 The last line is ``SUMMARY {json}``. See bench/README.md ("Sizing benchmark").
 """
@@ -47,6 +48,7 @@ if str(ROOT) not in sys.path:
 # glibc keeps freed arrays below its (growing) mmap threshold in the heap, so a process's RSS
 # would never come down between tiles and stages; "peak above the start" needs it to.
 MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576"}
+WARM_MB = 512  # the free pages each overhead variant starts from (``warmed``)
 MEM_FLOOR_MB = 32.0  # stages that measured less are allocator noise: not in the max
 SCALING_WORKFLOW = "ndvi_max"
 TASK_SECONDS = 0.0  # the model's per-task Airflow cost (sizing.model.TASK_SECONDS), set in main
@@ -373,9 +375,9 @@ def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) 
         # between two blocks of runs is larger than the difference being measured.
         rounds = [
             (
-                run_job(graph, {"engine": "inline", "fuse-stages": False}),
-                run_job(graph, {"engine": "inline"}),
-                run_fused(graph, scratch / "fused"),
+                warmed(run_job, graph, {"engine": "inline", "fuse-stages": False}),
+                warmed(run_job, graph, {"engine": "inline"}),
+                warmed(run_fused, graph, scratch / "fused"),
             )
             for _ in range(args.runs)
         ]
@@ -386,7 +388,7 @@ def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) 
         # tile, which leaves the tiles' own costs (threads, chunk alignment) unmeasured
         half = -(-max(max(s["height"], s["width"]) for s in staged["shape"]["sources"]) // 2)
         options = {"engine": "inline", "fuse-stages": False, "tile-size": half}
-        tiled = median_run(args.runs, lambda g=graph, o=options: run_job(g, o))
+        tiled = median_run(args.runs, lambda g=graph, o=options: warmed(run_job, g, o))
         for run in [*(r[0] for r in rounds), *(r[1] for r in rounds), tiled]:
             if run["error"]:
                 raise RuntimeError(f"overhead, {label} job: {run['error']}")
@@ -420,6 +422,21 @@ def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) 
     out["stage_overhead_unfused"] = out["medium"]["overhead_unfused"]
     out["stage_overhead_tiled"] = out["medium"]["overhead_tiled"]
     return out
+
+
+def warmed(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` after touching and freeing ``WARM_MB``: whichever variant runs next finds
+    the same pool of free pages the kernel has just had back. This VM hands free memory to its
+    host after about two seconds (bench/fresh_memory.py: 1.4-2.1 ms per MB to touch it again,
+    against 0.1-0.2 just after a free), so without it a variant's time depended on how much
+    the one before it had freed: the fused task measured 0.32 s after a staged job that
+    stored its load window by window, 0.24 s after one that freed a 104 MB copy, and 0.21 s
+    on its own (medians of 7)."""
+    import numpy as np
+
+    block = np.ones(WARM_MB * 2**20, dtype=np.uint8)
+    del block
+    return fn(*args)
 
 
 def _round_overhead(rounds: list[tuple[dict[str, Any], dict[str, Any], float]], i: int) -> float:
