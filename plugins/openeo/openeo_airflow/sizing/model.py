@@ -218,10 +218,8 @@ def read_threads(cores: int, tiles: int = 1) -> int:
 
 def load_tile_mb(source: SourceShape, tile: int, threads: int = 1) -> float:
     """A load tile's cube and the buffers of the reader's ``threads``."""
-    height, width = min(tile, source.height), min(tile, source.width)
-    window = height * width * FLOAT / MB
-    unit = min(height, READER_TILE) * min(width, READER_TILE) * FLOAT / MB
-    buffers = unit * LOAD_BUFFER_PLANES * min(threads, source.steps * source.bands)
+    window = min(tile, source.height) * min(tile, source.width) * FLOAT / MB
+    buffers = _reading_mb(source, tile, threads, LOAD_BUFFER_PLANES)
     return source.steps * source.bands * window + buffers + LOAD_FIXED_MB
 
 
@@ -230,9 +228,15 @@ def load_stage_mb(source: SourceShape, tile: int, threads: int = 1) -> float:
     they are read, else the whole tile (``load_tile_mb``)."""
     if not source.streams:
         return load_tile_mb(source, tile, threads)
-    height, width = min(tile, source.height, READER_TILE), min(tile, source.width, READER_TILE)
-    unit = height * width * FLOAT / MB
-    return unit * LOAD_STREAM_PLANES * min(threads, source.steps * source.bands) + LOAD_FIXED_MB
+    return _reading_mb(source, tile, threads, LOAD_STREAM_PLANES) + LOAD_FIXED_MB
+
+
+def _reading_mb(source: SourceShape, tile: int, threads: int, planes: float) -> float:
+    """``planes`` of the reader's unit (a band of one date, at most ``READER_TILE`` px
+    square) per reading thread, for as many threads as the tile has such bands to read."""
+    height = min(tile, source.height, READER_TILE)
+    width = min(tile, source.width, READER_TILE)
+    return height * width * FLOAT / MB * planes * min(threads, source.steps * source.bands)
 
 
 def transform_weight(graph: GraphShape) -> float:
