@@ -104,12 +104,8 @@ class LoadPlan:
         the usage the read reports itself (Sentinel Hub processing units). ``workers``: the
         archive reader's threads (1 when tiles are read in parallel already); ``datasets``:
         archive files kept open from one tile's read to the next."""
-        if self.sentinelhub is None and self.backscatter is None:
-            options = replace(
-                self.options,
-                workers=self.options.workers if workers is None else workers,
-                datasets=datasets,
-            )
+        if self.reads_archive:
+            options = self._archive_options(workers, datasets)
             return read_steps(self.steps_for(grid), self.bands, grid, options), {}
         inside = (
             geometry_mask.inside(self.options.geometry, grid) if self.options.geometry else None
@@ -134,21 +130,27 @@ class LoadPlan:
         return values, usage
 
     @property
-    def streams(self) -> bool:
-        """Whether ``stream`` hands windows over as they are read (archive reads), rather
-        than after reading the whole grid (Sentinel Hub, backscatter)."""
+    def reads_archive(self) -> bool:
+        """Whether it reads the archive's files itself (not through Sentinel Hub, and without
+        geocoding backscatter): only those reads stream windows and keep files open."""
         return self.sentinelhub is None and self.backscatter is None
+
+    def _archive_options(
+        self, workers: int | None, datasets: OpenDatasets | None = None
+    ) -> LoadOptions:
+        return replace(
+            self.options,
+            workers=self.options.workers if workers is None else workers,
+            datasets=datasets,
+        )
 
     def stream(self, grid: Grid, sink: WindowSink, workers: int | None = None) -> dict[str, Any]:
         """What ``read`` reads on ``grid``, handed to ``sink`` window by window (a band of one
         time step on one of the reader's tiles) as each is finished, so the caller need not
         hold the cube; the usage the read reports. Only archive reads stream: Sentinel Hub's
         and backscatter's come whole, and are then handed over a plane at a time."""
-        if self.streams:
-            options = replace(
-                self.options,
-                workers=self.options.workers if workers is None else workers,
-            )
+        if self.reads_archive:
+            options = self._archive_options(workers)
             stream_steps(self.steps_for(grid), self.bands, grid, options, sink)
             return {}
         values, usage = self.read(grid, workers)
@@ -177,7 +179,7 @@ class LoadPlan:
         the cube lies on their pixel grid: tiles cut from there decode each block once. From
         the first item's ``proj:transform`` of a band on the cube's grid; ``None`` when the
         items do not say, or the cube is reprojected or resampled."""
-        if self.sentinelhub is not None or self.backscatter is not None:
+        if not self.reads_archive:
             return None
         item = next((item for _, group in self.steps for item in group), None)
         if item is None or item.crs is None or CRS.from_user_input(item.crs) != self.grid.crs:

@@ -130,7 +130,7 @@ def source_shape(load: LoadPlan) -> SourceShape:
         assets=load.stats.assets,
         block_size=load.stats.block_size,
         bytes_per_pixel=load.stats.bytes_per_pixel,
-        streams=load.streams,
+        streams=load.reads_archive,
     )
 
 
