@@ -45,7 +45,14 @@ from openeo_airflow.engine.measure import Measurement, combine, meter, sum_usage
 from openeo_airflow.engine.workspace import JobWorkspace
 from openeo_airflow.io.grid import Tile as GridTile
 from openeo_airflow.io.grid import tiles as grid_tiles
-from openeo_airflow.io.store import create_cube, open_cube, publish, read_cube, write_cube
+from openeo_airflow.io.store import (
+    TileWriter,
+    create_cube,
+    open_cube,
+    publish,
+    read_cube,
+    write_cube,
+)
 from openeo_airflow.io.store import write_tile as store_write_tile
 from openeo_airflow.processes.tiling import (
     Tile,
@@ -107,16 +114,15 @@ def load_tile(descriptor: Descriptor) -> dict[str, Any]:
     plan = _load_plan(descriptor["plan"])
     row, col, height, width = descriptor["window"]
     grid = plan.grid.window(row, col, height, width)
-    store = Path(descriptor["store"])
     steps, bands = plan.shape[:2]
+    with meter() as measured, TileWriter(Path(descriptor["store"])) as writer:
 
-    def write(step: int, band: int, tile: GridTile, values: np.ndarray) -> None:
-        top, left = row + tile.row, col + tile.col
-        rows = slice(top, top + tile.grid.height)
-        cols = slice(left, left + tile.grid.width)
-        store_write_tile(store, rows, cols, values, first_plane=step * bands + band)
+        def write(step: int, band: int, tile: GridTile, values: np.ndarray) -> None:
+            top, left = row + tile.row, col + tile.col
+            rows = slice(top, top + tile.grid.height)
+            cols = slice(left, left + tile.grid.width)
+            writer.write(rows, cols, values, first_plane=step * bands + band)
 
-    with meter() as measured:
         usage = plan.stream(grid, write, descriptor.get("read_workers"))
         measured.megapixels = steps * bands * height * width / 1e6
     if usage:

@@ -53,7 +53,7 @@ def write_cube(cube: xr.DataArray, path: Path) -> Path:
 
 def create_cube(template: xr.DataArray, path: Path) -> Path:
     """An empty cube shaped like ``template`` (its values are never read: only dims, coords,
-    dtype) at ``path``, for tiles to fill with ``write_tile`` in parallel. ``path`` is a
+    dtype) at ``path``, for tiles to fill with ``TileWriter`` in parallel. ``path`` is a
     private temporary folder until ``publish`` moves it into place."""
     _check_storable(template.dtype)
     path = Path(path)
@@ -72,30 +72,49 @@ def create_cube(template: xr.DataArray, path: Path) -> Path:
 def write_tile(
     path: Path, rows: slice, cols: slice, values: np.ndarray, first_plane: int = 0
 ) -> None:
-    """Write one tile's values into a cube made by ``create_cube``: all its planes (the
-    non-spatial indices, flattened), or those from ``first_plane`` on (e.g. one band of one
-    time step, as a load reads it).
+    """Write one tile's values into a cube made by ``create_cube`` (``TileWriter.write``)."""
+    with TileWriter(path) as writer:
+        writer.write(rows, cols, values, first_plane)
+
+
+class TileWriter:
+    """Writes windows into a cube made by ``create_cube``, its layout read and its values file
+    opened once for all of them (a load tile writes one window per band and date).
 
     Tiles write disjoint byte ranges of the values file with plain positioned writes, so they
-    may write concurrently, from processes on other machines of a shared filesystem too (a
-    close publishes them there). A memory map written the same way needed an ``msync`` for
-    that, which wrote the file through to disk: 0.4 s more for the medium job's 104 MB.
+    may write concurrently (several threads may share one writer), from processes on other
+    machines of a shared filesystem too (a close publishes them there). A memory map written
+    the same way needed an ``msync`` for that, which wrote the file through to disk: 0.4 s
+    more for the medium job's 104 MB.
     """
-    file = Path(path) / VALUES
-    dims = _read_description(Path(path))["dims"]
-    shape, dtype, offset = _layout(file)
-    if dims[-2:] != ["y", "x"]:
-        raise ValueError(f"tiles cut the last two dimensions (y, x), not those of {dims}")
-    top, bottom, _ = rows.indices(shape[-2])
-    left, right, _ = cols.indices(shape[-1])
-    block = np.ascontiguousarray(values, dtype=dtype).reshape(-1, bottom - top, right - left)
-    fd = os.open(file, os.O_WRONLY)
-    try:
+
+    def __init__(self, path: Path) -> None:
+        file = Path(path) / VALUES
+        dims = _read_description(Path(path))["dims"]
+        if dims[-2:] != ["y", "x"]:
+            raise ValueError(f"tiles cut the last two dimensions (y, x), not those of {dims}")
+        self.shape, self.dtype, self.offset = _layout(file)
+        self._fd = os.open(file, os.O_WRONLY)
+
+    def write(self, rows: slice, cols: slice, values: np.ndarray, first_plane: int = 0) -> None:
+        """One window's values: all its planes (the non-spatial indices, flattened), or those
+        from ``first_plane`` on (e.g. one band of one time step, as a load reads it)."""
+        top, bottom, _ = rows.indices(self.shape[-2])
+        left, right, _ = cols.indices(self.shape[-1])
+        block = np.ascontiguousarray(values, dtype=self.dtype)
+        block = block.reshape(-1, bottom - top, right - left)
         planes = range(first_plane, first_plane + len(block))
-        for part, at in _window_parts(block, planes, shape, offset, top, left):
-            os.pwrite(fd, part.data, at)
-    finally:
-        os.close(fd)
+        for part, at in _window_parts(block, planes, self.shape, self.offset, top, left):
+            os.pwrite(self._fd, part.data, at)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def __enter__(self) -> TileWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _window_parts(
