@@ -25,6 +25,7 @@ from PIL import Image
 from rasterio.windows import Window
 
 from openeo_airflow.catalog.config import BandConfig, CollectionConfig
+from openeo_airflow.core import libc
 from openeo_airflow.core.errors import FeatureUnsupported, ProcessParameterInvalid
 from openeo_airflow.cube import cube_crs, cube_resolution, cube_transform, make_cube
 from openeo_airflow.io.formats import (
@@ -37,7 +38,9 @@ from openeo_airflow.io.formats import (
 from openeo_airflow.io.gdal_env import PROFILES, gdal_env, gdal_options
 from openeo_airflow.io.reader import load_cube, snap_grid
 from openeo_airflow.io.store import (
+    VALUES,
     create_cube,
+    cube_sizes,
     open_cube,
     publish,
     read_cube,
@@ -367,6 +370,16 @@ def test_tiles_fill_a_created_cube_in_parallel(
     back = read_cube(publish(staged, tmp_path / "cube"))
     xr.testing.assert_identical(back, real_cube)
     assert not staged.exists()
+
+
+def test_a_created_cube_has_its_blocks_set_aside(real_cube: xr.DataArray, tmp_path: Path) -> None:
+    """Where the filesystem can (Linux, not a network one), the tiles then only copy."""
+    staged = create_cube(real_cube, tmp_path / ".staged")
+    stat = os.stat(staged / VALUES)
+    if libc.function("fallocate") is None:
+        pytest.skip("the C library has no fallocate")
+    assert stat.st_blocks * 512 >= real_cube.values.nbytes
+    assert cube_sizes(staged) == dict(real_cube.sizes)
 
 
 def test_store_round_trips_reduced_cubes(real_cube: xr.DataArray, tmp_path: Path) -> None:

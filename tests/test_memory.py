@@ -9,10 +9,10 @@ import textwrap
 
 import pytest
 
-from openeo_airflow.core import memory
+from openeo_airflow.core import libc
 
 pytestmark = pytest.mark.skipif(
-    memory._libc() is None, reason="the C library has no mallopt (not glibc)"
+    libc.function("mallopt") is None, reason="the C library has no mallopt (not glibc)"
 )
 
 CHILD = textwrap.dedent(

@@ -16,10 +16,9 @@ Elsewhere than glibc both do nothing.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import threading
-from functools import cache
+
+from openeo_airflow.core import libc
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -31,32 +30,16 @@ _lock = threading.Lock()
 _set = False
 
 
-@cache
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        libc = ctypes.CDLL(name)
-        libc.mallopt  # noqa: B018 - glibc has it; musl and others do not
-        libc.malloc_trim  # noqa: B018
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
 def reuse_freed_memory() -> bool:
     """Serve big allocations from the heap and keep what is freed there (once per process).
     Whether the settings are in force."""
     global _set
-    libc = _libc()
-    if libc is None:
+    mallopt = libc.function("mallopt")
+    if mallopt is None:
         return False
     with _lock:
         if not _set:
-            _set = bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(
-                libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)
-            )
+            _set = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
         return _set
 
 
@@ -65,6 +48,6 @@ def release_freed_memory() -> None:
     thread that ever allocated), so a worker running tile after tile would start each tile
     from the high-water mark of the ones before: its resident size, and what a container
     limit sees, would creep up with the number of tiles instead of staying at one tile's."""
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
+    malloc_trim = libc.function("malloc_trim")
+    if malloc_trim is not None:
+        malloc_trim(0)

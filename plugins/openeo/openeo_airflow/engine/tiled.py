@@ -48,6 +48,7 @@ from openeo_airflow.io.grid import tiles as grid_tiles
 from openeo_airflow.io.store import (
     TileWriter,
     create_cube,
+    cube_sizes,
     open_cube,
     publish,
     read_cube,
@@ -245,20 +246,29 @@ def _same_grid(piece: xr.DataArray, expected: xr.DataArray) -> bool:
     return True
 
 
+def _raster_source(workspace: JobWorkspace, plan: Plan) -> tuple[Path, dict[str, int]] | None:
+    """The first stored source that is a raster: its path and sizes (the sizes decide whether
+    to tile; building the cube, coordinates and all, waits until it does)."""
+    for source in plan.sources:
+        path = workspace.source_cube(source.node_id)
+        sizes = cube_sizes(path)
+        if {"y", "x"} <= set(sizes):
+            return path, sizes
+    return None
+
+
 def run_transform(workspace: JobWorkspace, tile_size: int, mapper: Mapper) -> Measurement:
     started = time.perf_counter()
     plan = workspace.read_plan()
     tiling = tiling_plan(plan.process_graph)
-    grid = next(
-        (c for s in plan.sources if is_raster(c := open_cube(workspace.source_cube(s.node_id)))),
-        None,
-    )
-    if grid is not None and tile_size >= max(grid.sizes["y"], grid.sizes["x"]):
+    raster = _raster_source(workspace, plan)
+    if raster is not None and tile_size >= max(raster[1]["y"], raster[1]["x"]):
         return _run_in_one(workspace, plan, started)
-    if tiling.global_nodes or grid is None:
+    if tiling.global_nodes or raster is None:
         return _run_whole(
             workspace, plan, tile_size, started, "the graph has global processes", mapper
         )
+    grid = open_cube(raster[0])
     size = -(-tile_size // tiling.align) * tiling.align
     rows = chunk_tiles(grid, size, tiling.align)
     if rows is None:

@@ -38,6 +38,12 @@ class JobWorkspace:
     def result_cube(self) -> Path:
         return self.intermediate_dir / "result.cube"
 
+    def discard_sources(self) -> None:
+        """Remove the stored sources: once the transform's result is in the store, nothing
+        reads them (a retried save reads only the result)."""
+        for path in self.intermediate_dir.glob("source-*.cube"):
+            shutil.rmtree(path, ignore_errors=True)
+
     def discard_intermediates(self) -> None:
         """Remove the cubes passed between stages (as large as the job's inputs), once the
         results are saved. A short job's cubes then never reach the disk: the kernel drops

@@ -16,6 +16,7 @@ Only local (or mounted shared) filesystem paths are supported.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -29,6 +30,8 @@ import shapely
 import xarray as xr
 from xarray.backends import BackendArray
 from xarray.core import indexing
+
+from openeo_airflow.core import libc
 
 VALUES = "values.npy"
 COORDS = "coords.npz"
@@ -65,8 +68,26 @@ def create_cube(template: xr.DataArray, path: Path) -> Path:
     values = np.lib.format.open_memmap(
         path / VALUES, mode="w+", dtype=template.dtype, shape=template.shape
     )
+    start, size = values.offset, values.nbytes
     del values
+    _reserve(path / VALUES, start, size)
     return path
+
+
+def _reserve(file: Path, start: int, size: int) -> None:
+    """Have the filesystem set the values' blocks aside before the tiles write them (Linux's
+    ``fallocate``). On ext4 the tiles' writes then skip reserving blocks page by page: 104 MB
+    written in 16 ms instead of 22, the reservation included, as fast as copying into fresh
+    memory (18 planes of 1200 x 1200 floats, medians of 9). Where the filesystem or the C
+    library cannot, the file stays sparse and the writes reserve as they go."""
+    fallocate = libc.function("fallocate")
+    if fallocate is None or size <= 0:
+        return
+    fd = os.open(file, os.O_WRONLY)
+    try:
+        fallocate(fd, 0, ctypes.c_int64(start), ctypes.c_int64(size))  # failed: stays sparse
+    finally:
+        os.close(fd)
 
 
 def write_tile(
@@ -172,6 +193,14 @@ def read_cube(path: Path) -> xr.DataArray:
     medium job's transform stage, reading its 104 MB source this way: 0.08 s against 0.09-0.10
     (bench/sizing_bench.py --parts overhead, two runs of 7 rounds each)."""
     return _cube(Path(path), lazy=False)
+
+
+def cube_sizes(path: Path) -> dict[str, int]:
+    """The stored cube's dimensions and their sizes, without building the cube (its
+    coordinates are the costly part of opening one)."""
+    dims = _read_description(Path(path))["dims"]
+    shape, _, _ = _layout(Path(path) / VALUES)
+    return dict(zip(dims, shape, strict=True))
 
 
 def _cube(path: Path, lazy: bool) -> xr.DataArray:
