@@ -382,6 +382,25 @@ def test_a_created_cube_has_its_blocks_set_aside(real_cube: xr.DataArray, tmp_pa
     assert cube_sizes(staged) == dict(real_cube.sizes)
 
 
+@pytest.mark.parametrize(
+    ("shape", "rows", "cols"),
+    [
+        ((2, 1100, 300), slice(3, 1090), slice(10, 50)),  # narrow gaps: > 512 rows per plane
+        ((1, 40, 20000), slice(5, 30), slice(100, 110)),  # wide gaps: a read per row
+        ((3, 50, 60), slice(0, 50), slice(0, 60)),  # whole rows: one read per plane
+    ],
+    ids=["narrow gaps", "wide gaps", "whole rows"],
+)
+def test_a_stored_window_reads_back_exactly(
+    tmp_path: Path, shape: tuple[int, ...], rows: slice, cols: slice
+) -> None:
+    values = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    cube = xr.DataArray(values, dims=("t", "y", "x"))
+    stored = open_cube(write_cube(cube, tmp_path / "c.cube"))
+    np.testing.assert_array_equal(stored[:, rows, cols].values, values[:, rows, cols])
+    np.testing.assert_array_equal(stored[-1, rows, cols.start].values, values[-1, rows, cols.start])
+
+
 def test_store_round_trips_reduced_cubes(real_cube: xr.DataArray, tmp_path: Path) -> None:
     reduced = real_cube.max("t").rename("ndvi_max")
     xr.testing.assert_identical(read_cube(write_cube(reduced, tmp_path / "r.cube")), reduced)

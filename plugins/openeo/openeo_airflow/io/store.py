@@ -246,14 +246,49 @@ class _StoredArray(BackendArray):
         left, cols, pick_x = index_window(key[-1], self.shape[-1])
         planes = np.arange(int(np.prod(self.shape[:-2]))).reshape(self.shape[:-2])[key[:-2]]
         out = np.empty((planes.size, rows, cols), dtype=self.dtype)
+        height, width = self.shape[-2:]
+        item = self.dtype.itemsize
         fd = os.open(self.file, os.O_RDONLY)
         try:
-            numbers = (int(p) for p in planes.flat)
-            for part, at in _window_parts(out, numbers, self.shape, self.offset, top, left):
-                os.preadv(fd, [part.data], at)
+            for window, plane in zip(out, planes.flat, strict=True):
+                start = self.offset + ((int(plane) * height + top) * width + left) * item
+                _read_rows(fd, window, start, width * item)
         finally:
             os.close(fd)
         return out.reshape(*planes.shape, rows, cols)[..., pick_y, pick_x]
+
+
+# Between two rows of a window, up to this many bytes are read into a scratch buffer rather
+# than read around: copying 64 KiB costs about what one more read call does.
+GAP_BYTES = 64 * 1024
+IOV_MAX = 1024  # buffers per vectored read (Linux's limit)
+
+
+def _read_rows(fd: int, window: np.ndarray, start: int, stride: int) -> None:
+    """Fill ``window`` (rows x columns, C order) from the file, its first row at ``start`` and
+    each next one ``stride`` bytes on. Narrow gaps between the rows go into a scratch buffer,
+    so up to 512 rows come in one vectored read: a tile half the cube's width read a call per
+    row made 43,200 calls for the sizing benchmark's medium job, 0.24 s of its transform."""
+    rows, row_bytes = window.shape[0], window.shape[1] * window.itemsize
+    gap = stride - row_bytes
+    if gap == 0:
+        _read_exactly(fd, [window.data], start, rows * row_bytes)
+        return
+    if gap > GAP_BYTES:
+        for row in range(rows):
+            _read_exactly(fd, [window[row].data], start + row * stride, row_bytes)
+        return
+    scratch = memoryview(bytearray(gap))
+    per_call = IOV_MAX // 2
+    for first in range(0, rows, per_call):
+        lines = [window[row].data for row in range(first, min(first + per_call, rows))]
+        buffers = [part for line in lines for part in (line, scratch)][:-1]
+        _read_exactly(fd, buffers, start + first * stride, len(lines) * stride - gap)
+
+
+def _read_exactly(fd: int, buffers: list[memoryview], at: int, size: int) -> None:
+    if os.preadv(fd, buffers, at) != size:
+        raise OSError(f"short read from a stored cube at byte {at}: the file is truncated")
 
 
 def index_window(key: Any, size: int) -> tuple[int, int, Any]:
