@@ -370,7 +370,11 @@ def overhead(args: argparse.Namespace, scratch: Path, small_spark: dict | None) 
     for label, side in (("small", args.scaling_km[0]), ("medium", args.medium_km)):
         graph = process_graph(workflow, side, scratch)
         log(f"overhead: {label} ({side:g} km) staged, fused and bare, {args.runs} run(s) each")
-        run_fused(graph, scratch / "warmup")  # file cache and imports warm for all
+        # file cache, imports and first-use set-ups warm for all (the first staged run after
+        # them alone measured 10x its median)
+        run_fused(graph, scratch / "warmup")
+        for fuse in (False, True):
+            run_job(graph, {"engine": "inline", "fuse-stages": fuse})
         # The three take turns, and each overhead is the median of the rounds' own: on a
         # sub-second job the machine's drift between two blocks of runs is larger than the
         # difference being measured.
@@ -591,7 +595,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--shared-data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache/openeo-airflow-bench")
     parser.add_argument("--out", type=Path, help="result folder (default: CACHE/results/...)")
-    parser.add_argument("--runs", type=int, help="runs per measurement (median; 3, 1 --quick)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        help="rounds of the overhead part (median; 7, 5 --quick): its ratios on "
+        "sub-second jobs spread over -0.4 to 0.3 from one round to the next",
+    )
     parser.add_argument(
         "--spark",
         choices=("session", "submit"),
@@ -603,9 +612,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.parts = {p for p in args.parts.split(",") if p}
     args.spark = args.spark or ("session" if args.quick else "submit")
     if args.quick:
-        args.side_km, args.scaling_km, args.medium_km, runs = 8.0, (2.0, 4.0, 8.0), 8.0, 1
+        args.side_km, args.scaling_km, args.medium_km, runs = 8.0, (2.0, 4.0, 8.0), 8.0, 5
     else:
-        args.side_km, args.scaling_km, args.medium_km, runs = 12.0, (4.0, 8.0, 16.0), 12.0, 3
+        args.side_km, args.scaling_km, args.medium_km, runs = 12.0, (4.0, 8.0, 16.0), 12.0, 7
     args.runs = args.runs or runs
     return args
 

@@ -494,11 +494,11 @@ def test_reader_threads_follow_the_tiles_that_run_at_once() -> None:
 
 
 def test_a_staged_load_holds_its_reading_threads_windows_not_its_cube() -> None:
-    # Archive reads are stored window by window as they are read (2.5 planes per thread);
+    # Archive reads are stored window by window as they are read (3.2 planes per thread);
     # Sentinel Hub and backscatter loads read their tile whole first.
     deep = SourceShape("load", steps=28, bands=3, height=1200, width=1200)
     plane = 1200 * 1200 * 4 / 2**20
-    assert load_stage_mb(deep, 1280, threads=2) == pytest.approx(2 * 2.5 * plane + 2)
+    assert load_stage_mb(deep, 1280, threads=2) == pytest.approx(2 * 3.2 * plane + 2)
     whole = SourceShape("load", steps=28, bands=3, height=1200, width=1200, streams=False)
     assert load_stage_mb(whole, 1280, threads=2) == load_tile_mb(whole, 1280, threads=2)
     assert load_tile_mb(whole, 1280, threads=2) > 84 * plane  # the tile's 84 planes

@@ -27,7 +27,9 @@ from openeo_airflow.core.memory import release_freed_memory
 MB = 1024 * 1024
 SAMPLE_SECONDS = 0.005
 # Samples between two listings of child processes (every 0.25 s: listing reads every process
-# in /proc, ~6 ms; a UDF child takes longer than that to start, so its peak is still seen).
+# in /proc, 1-6 ms; a UDF child takes longer than that to start, so its peak is still seen).
+# The first listing comes with the second sample, not the first: a piece of work has no
+# children when it starts, and a short one then ends without waiting for a listing.
 CHILDREN_EVERY = 50
 # Set by the spark-local engine for its Python workers: their memory limit in MiB. On
 # Kubernetes the container limit plays this role (the kernel kills the container).
@@ -77,7 +79,7 @@ def meter() -> Iterator[Measurement]:
     def sample() -> None:
         ticks = 0
         while not done.wait(SAMPLE_SECONDS):
-            if ticks % CHILDREN_EVERY == 0:  # listing processes costs more than one sample
+            if ticks % CHILDREN_EVERY == 1:  # listing processes costs more than one sample
                 children[:] = _children(process)
             ticks += 1
             # Child processes (a UDF's) count, as they do against a container's limit.
