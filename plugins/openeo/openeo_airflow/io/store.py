@@ -149,16 +149,25 @@ def _window_parts(
     """The contiguous parts of ``block`` (one window of rows x columns per plane, for the
     values file's ``planes``) with the file position of each: a whole plane window when the
     window spans whole rows, else one part per row."""
-    height, width = shape[-2:]
+    width = shape[-1]
     item = block.dtype.itemsize
     whole_rows = block.shape[-1] == width
     for window, plane in zip(block, planes, strict=True):
-        start = offset + ((plane * height + top) * width + left) * item
+        start = _window_start(shape, offset, item, plane, top, left)
         if whole_rows:
             yield window, start
             continue
         for row, line in enumerate(window):
             yield line, start + row * width * item
+
+
+def _window_start(
+    shape: tuple[int, ...], offset: int, item: int, plane: int, top: int, left: int
+) -> int:
+    """Where a window's first value (row ``top``, column ``left`` of ``plane``, the
+    non-spatial indices flattened) is in a values file whose values start at ``offset``."""
+    height, width = shape[-2:]
+    return offset + ((plane * height + top) * width + left) * item
 
 
 def _layout(file: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
@@ -246,13 +255,12 @@ class _StoredArray(BackendArray):
         left, cols, pick_x = index_window(key[-1], self.shape[-1])
         planes = np.arange(int(np.prod(self.shape[:-2]))).reshape(self.shape[:-2])[key[:-2]]
         out = np.empty((planes.size, rows, cols), dtype=self.dtype)
-        height, width = self.shape[-2:]
         item = self.dtype.itemsize
         fd = os.open(self.file, os.O_RDONLY)
         try:
             for window, plane in zip(out, planes.flat, strict=True):
-                start = self.offset + ((int(plane) * height + top) * width + left) * item
-                _read_rows(fd, window, start, width * item)
+                start = _window_start(self.shape, self.offset, item, int(plane), top, left)
+                _read_rows(fd, window, start, self.shape[-1] * item)
         finally:
             os.close(fd)
         return out.reshape(*planes.shape, rows, cols)[..., pick_y, pick_x]

@@ -8,10 +8,10 @@ search and one file header, ``GraphShape`` from the process graph) plus the depl
 The memory model, per tile of ``T`` x ``T`` pixels (``t`` time steps, ``b`` bands), fitted on
 the seven workflows of ``bench/sizing_bench.py`` (bench/README.md has the measurements):
 - load: a staged load stores each window (a band of one date on the reader's unit of
-  ``min(T, 2048)^2`` px) as it is read and holds 2.5 such planes per reader thread
-  (``read_threads``: one when tiles run side by side) and 2 MiB; a load that reads its tile
-  whole (a fused run; Sentinel Hub and backscatter) holds the tile's float32 cube
-  ``t*b*T^2*4`` bytes plus 1.65 planes per reader thread and 2 MiB;
+  ``min(T, 2048)^2`` px) as it is read and holds ``LOAD_STREAM_PLANES`` such planes per
+  reader thread (``read_threads``: one when tiles run side by side) and 2 MiB; a load that
+  reads its tile whole (a fused run; Sentinel Hub and backscatter) holds the tile's float32
+  cube ``t*b*T^2*4`` bytes plus ``LOAD_BUFFER_PLANES`` planes per reader thread and 2 MiB;
 - transform: the inputs cut to the tile (with halo) times a working-set weight, 1.95 plus
   0.025 per process (neighbourhood and temporal aggregations included), +5.85 per
   ``merge_cubes``, +0.45 with a neighbourhood (a halo); with ``run_udf``, its child process
