@@ -218,13 +218,6 @@ def run_fused(graph: dict[str, Any], out: Path) -> float:
     return round(time.perf_counter() - started, 3)
 
 
-def median_run(runs: int, fn: Any) -> Any:
-    """The run with the median total time of ``runs`` runs of ``fn``."""
-    results = [fn() for _ in range(runs)]
-    key = (lambda r: r["staged_seconds"]) if isinstance(results[0], dict) else (lambda r: r)
-    return sorted(results, key=key)[len(results) // 2]
-
-
 # --- the three parts ------------------------------------------------------------------------------
 
 
@@ -387,14 +380,12 @@ def overhead(args: argparse.Namespace, scratch: Path) -> dict[str, Any]:
             )
             for _ in range(args.runs)
         ]
-        staged = _median_job([r[0] for r in rounds])
-        fused = _median_job([r[1] for r in rounds])
-        bare = sorted(r[2] for r in rounds)[args.runs // 2]
+        staged, fused, bare = (_median([r[i] for r in rounds]) for i in range(3))
         # the staged path once more in 2 x 2 tiles: the sizing runs the medium job in one
         # tile, which leaves the tiles' own costs (threads, chunk alignment) unmeasured
         half = -(-max(max(s["height"], s["width"]) for s in staged["shape"]["sources"]) // 2)
         options = {"engine": "inline", "fuse-stages": False, "tile-size": half}
-        tiled = median_run(args.runs, lambda g=graph, o=options: warmed(run_job, g, o))
+        tiled = _median([warmed(run_job, graph, options) for _ in range(args.runs)])
         for run in [*(r[0] for r in rounds), *(r[1] for r in rounds), tiled]:
             if run["error"]:
                 raise RuntimeError(f"overhead, {label} job: {run['error']}")
@@ -487,8 +478,9 @@ def _round_overhead(rounds: list[tuple[Any, ...]], i: int, base: int) -> float:
     )
 
 
-def _median_job(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return sorted(runs, key=lambda r: r["staged_seconds"])[len(runs) // 2]
+def _median(runs: list[Any]) -> Any:
+    """The run with the median time (a job's total, or a bare run's seconds)."""
+    return sorted(runs, key=_seconds)[len(runs) // 2]
 
 
 # --- constants measured ---------------------------------------------------------------------------
